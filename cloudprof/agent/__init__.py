@@ -1,0 +1,1 @@
+"""The in-process agent: samplers, windows, uploader, life cycle."""

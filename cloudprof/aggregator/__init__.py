@@ -1,0 +1,1 @@
+"""Merge each service-hour-kind partition of raw uploads, exactly once."""

@@ -1,0 +1,1 @@
+"""Serverless entry points for the aggregator."""

@@ -1,0 +1,1 @@
+"""The pprof profile model: decode/encode, validate, build, merge, collapsed text, top, diff."""

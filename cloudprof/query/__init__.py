@@ -1,0 +1,1 @@
+"""Time ranges over merged and raw profiles; diff of two ranges."""

@@ -1,0 +1,1 @@
+"""Renderers: flame graph and diff HTML, text tables. They return str, never read storage."""

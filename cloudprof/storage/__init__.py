@@ -1,0 +1,1 @@
+"""Object storage behind one interface: local folder, S3, GCS, memory."""

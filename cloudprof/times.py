@@ -1,0 +1,53 @@
+"""Parse the times the CLI and the library accept: ISO 8601 or relative."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta, timezone
+
+from cloudprof.errors import ConfigError
+
+__all__ = ["parse_time", "floor_hour", "hours_between"]
+
+_RELATIVE = re.compile(r"^([+-])(\d+)([smhdw])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_time(text: str, *, now: datetime | None = None) -> datetime:
+    """`2026-11-25T14:00` (UTC unless an offset is given), `now`, `-1h`, `-30m`, `-2d`.
+
+    Returns an aware UTC datetime.
+    """
+    now = now or datetime.now(timezone.utc)
+    value = text.strip()
+    if value == "now":
+        return now
+    match = _RELATIVE.match(value)
+    if match:
+        sign, amount, unit = match.groups()
+        delta = timedelta(**{_UNITS[unit]: int(amount)})
+        return now - delta if sign == "-" else now + delta
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(
+            f"bad time {text!r}: use ISO 8601 (2026-11-25T14:00, UTC unless an offset is given) "
+            "or a relative time (now, -1h, -30m, -2d)"
+        ) from None
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=timezone.utc)
+    return parsed.astimezone(timezone.utc)
+
+
+def floor_hour(moment: datetime) -> datetime:
+    return moment.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
+
+
+def hours_between(start: datetime, end: datetime) -> list[datetime]:
+    """The UTC hours that overlap [start, end), each as its first instant."""
+    hours = []
+    hour = floor_hour(start)
+    while hour < end:
+        hours.append(hour)
+        hour += timedelta(hours=1)
+    return hours
