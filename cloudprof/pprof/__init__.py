@@ -1,1 +1,30 @@
-"""The pprof profile model: decode/encode, validate, build, merge, collapsed text, top, diff."""
+"""The pprof profile model: decode/encode, validate, build, merge, collapsed text, top, diff.
+
+The model is the protobuf message itself (`Profile`); everything here reads or
+writes it, importing only the standard library and protobuf.
+"""
+
+from cloudprof.errors import IncompatibleProfiles, ProfileError
+from cloudprof.pprof.builder import CPU_SAMPLE_TYPES, ProfileBuilder
+from cloudprof.pprof.codec import DEFAULT_MAX_SIZE, decode, encode
+from cloudprof.pprof.merge import Merger, merge, sample_totals
+from cloudprof.pprof.model import Profile, sample_type_index, sample_type_names, strings
+from cloudprof.pprof.validate import validate
+
+__all__ = [
+    "CPU_SAMPLE_TYPES",
+    "DEFAULT_MAX_SIZE",
+    "IncompatibleProfiles",
+    "Merger",
+    "Profile",
+    "ProfileBuilder",
+    "ProfileError",
+    "decode",
+    "encode",
+    "merge",
+    "sample_totals",
+    "sample_type_index",
+    "sample_type_names",
+    "strings",
+    "validate",
+]

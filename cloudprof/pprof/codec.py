@@ -1,0 +1,145 @@
+"""Bytes <-> Profile: gzip or plain protobuf, with limits, and clear errors for what is not pprof.
+
+Decompression is streamed against a size cap so a gzip bomb costs at most
+`max_size` bytes of memory, never its full expansion.
+"""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+
+from google.protobuf import descriptor_pb2, descriptor_pool, message, message_factory
+
+from cloudprof.errors import ProfileError
+from cloudprof.pprof.profile_pb2 import Profile
+from cloudprof.pprof.validate import validate
+
+__all__ = ["DEFAULT_MAX_SIZE", "decode", "encode", "gunzip"]
+
+DEFAULT_MAX_SIZE = 256 << 20
+GZIP_MAGIC = b"\x1f\x8b"
+_CHUNK = 1 << 20
+
+# Headers of the pre-protobuf Go text formats that google/pprof still reads as "legacy".
+_LEGACY_TEXT = (
+    (b"heap profile:", "heap profile"),
+    (b"heap_v2/", "heap profile"),
+    (b"--- heapz", "heap profile"),
+    (b"--- growthz", "heap growth profile"),
+    (b"--- contention", "contention profile"),
+    (b"--- mutex", "mutex profile"),
+    (b"--- threadz", "thread profile"),
+    (b"goroutine profile:", "goroutine profile"),
+    (b"threadcreate profile:", "threadcreate profile"),
+)
+
+
+def gunzip(data: bytes, max_size: int = DEFAULT_MAX_SIZE) -> bytes:
+    """Decompress every gzip member of `data`, refusing output larger than max_size."""
+    out = bytearray()
+    rest = memoryview(data)
+    while True:
+        d = zlib.decompressobj(wbits=31)
+        tail = rest
+        try:
+            while True:
+                room = max_size - len(out) + 1
+                out += d.decompress(tail, min(room, _CHUNK) if room > 0 else 1)
+                if len(out) > max_size:
+                    raise ProfileError(f"profile too large: more than {max_size} bytes after gunzip (gzip bomb?)")
+                if d.eof:
+                    break
+                tail = d.unconsumed_tail
+                if not tail:
+                    # Input is exhausted; zlib may still hold buffered output.
+                    out += d.flush()
+                    if not d.eof:
+                        raise ProfileError("truncated gzip data: the stream ends before its last block")
+                    break
+        except zlib.error as exc:
+            raise ProfileError(f"corrupt gzip data: {exc}") from None
+        rest = memoryview(d.unused_data)
+        if not rest.tobytes().strip(b"\0"):
+            return bytes(out)
+        if rest[:2] != GZIP_MAGIC:
+            raise ProfileError("corrupt gzip data: trailing bytes after the last gzip member")
+
+
+def _legacy_reason(data: bytes) -> str | None:
+    head = data[:64]
+    for magic, what in _LEGACY_TEXT:
+        if head.startswith(magic):
+            return (f"legacy Go {what} in text format ({magic.decode()!r} header), not protobuf pprof; "
+                    "convert it with `go tool pprof -proto FILE > FILE.pb.gz`")
+    # Legacy binary CPU profiles start with the header words 0, 3, 0 (32- or 64-bit, either byte order).
+    for size in (8, 4):
+        if len(head) >= 3 * size:
+            words = [head[i * size:(i + 1) * size] for i in range(3)]
+            three = (3).to_bytes(size, "little"), (3).to_bytes(size, "big")
+            if words[0] == bytes(size) and words[1] in three and words[2] == bytes(size):
+                return ("legacy Go CPU profile in binary format (header words 0, 3, 0), not protobuf pprof; "
+                        "convert it with `go tool pprof -proto FILE > FILE.pb.gz`")
+    return None
+
+
+def _header_class():
+    """A view of Profile that keeps only every time_nanos (field 9), to spot concatenated profiles."""
+    fd = descriptor_pb2.FileDescriptorProto(name="cloudprof/pprof/_header.proto", package="cloudprof.pprof.internal",
+                                            syntax="proto3")
+    msg = fd.message_type.add(name="Header")
+    msg.field.add(name="time_nanos", number=9, type=descriptor_pb2.FieldDescriptorProto.TYPE_INT64,
+                  label=descriptor_pb2.FieldDescriptorProto.LABEL_REPEATED,
+                  options=descriptor_pb2.FieldOptions(packed=False))
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(fd)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("cloudprof.pprof.internal.Header"))
+
+
+_Header = _header_class()
+
+
+def decode(data: bytes, *, max_size: int = DEFAULT_MAX_SIZE, check: bool = True) -> Profile:
+    """Parse pprof bytes (gzip by magic bytes, else plain) and validate them.
+
+    Raises ProfileError saying why: empty, truncated, too large, a legacy Go
+    format, not protobuf, or not a valid profile (see `validate`).
+    `check=False` skips validation for callers that validate another way.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"decode() takes bytes, not {type(data).__name__}")
+    if not data:
+        raise ProfileError("empty input: 0 bytes is not a profile")
+    if bytes(data[:2]) == GZIP_MAGIC:
+        data = gunzip(data, max_size)
+        if not data:
+            raise ProfileError("empty input: gzip stream holds 0 bytes")
+    elif len(data) > max_size:
+        raise ProfileError(f"profile too large: {len(data)} bytes (limit {max_size})")
+    legacy = _legacy_reason(bytes(data[:64]))
+    if legacy:
+        raise ProfileError(legacy)
+    profile = Profile()
+    try:
+        profile.ParseFromString(data)
+    except message.DecodeError as exc:
+        raise ProfileError(f"not a pprof profile: the protobuf wire format is corrupt ({exc})") from None
+    except (ValueError, RuntimeError, OverflowError) as exc:
+        raise ProfileError(f"not a pprof profile: {exc}") from None
+    if profile.time_nanos:
+        header = _Header()
+        header.ParseFromString(data)
+        if any(header.time_nanos[:-1]):
+            # go tool pprof's rule: a second time_nanos after a non-zero one means two profiles back to back.
+            raise ProfileError("two profiles concatenated in one message (time_nanos appears twice)")
+    if check:
+        validate(profile)
+    return profile
+
+
+def encode(profile: Profile, *, compress: bool = True) -> bytes:
+    """Serialize, gzip-compressed by default (what every pprof reader expects)."""
+    data = profile.SerializeToString()
+    if compress:
+        return gzip.compress(data, compresslevel=6, mtime=0)
+    return data

@@ -1,0 +1,277 @@
+"""Merge profiles the way `go tool pprof -proto a b c` does, as a stream.
+
+Semantics (google/pprof profile.Merge): inputs must have the same period_type
+and the same sample_type list, in order (else IncompatibleProfiles). Functions
+are the same when name, system name, file and start line agree; mappings when
+size, offset and build id (or file) agree, so address-space randomisation does
+not split them; locations when mapping, mapping-relative address, lines and
+is_folded agree. Samples with the same stack of locations and the same labels
+add up; all-zero samples are dropped. duration_nanos sums, time_nanos is the
+earliest non-zero start, period is the largest, comments are kept once each.
+All of these are associative and commutative, so any tree of merges gives the
+same totals.
+
+Memory is O(unique strings + functions + locations + stacks): each input is
+remapped onto the merged symbol tables and can be dropped right after `add`.
+Speed comes from doing little per sample: ids are remapped through dicts of
+ints and a stack is a tuple of merged location ids.
+"""
+
+from __future__ import annotations
+
+from operator import add as _add
+from typing import Iterable
+
+from cloudprof.errors import IncompatibleProfiles, ProfileError
+from cloudprof.pprof.codec import DEFAULT_MAX_SIZE, decode
+from cloudprof.pprof.profile_pb2 import Profile
+from cloudprof.pprof.validate import check_tables
+
+__all__ = ["Merger", "merge", "sample_totals"]
+
+_PAGE = 0x1000
+
+
+def _type_names(header: tuple) -> str:
+    (ptype, punit), types = header
+    names = ", ".join(f"{t.decode(errors='replace')}/{u.decode(errors='replace')}" for t, u in types)
+    return f"[{names}] period {ptype.decode(errors='replace')}/{punit.decode(errors='replace')}"
+
+
+class Merger:
+    """Streaming pprof merge: `add()` profiles one by one, then `result()`."""
+
+    __slots__ = ("_header", "_ntypes", "_strings", "_functions", "_mappings", "_mapping_rows", "_locations",
+                 "_samples", "_comments", "_time_nanos", "_duration_nanos", "_period", "_drop_frames",
+                 "_keep_frames", "_default_sample_type", "_doc_url", "inputs", "max_size")
+
+    def __init__(self, *, max_size: int = DEFAULT_MAX_SIZE) -> None:
+        self.max_size = max_size
+        self.inputs = 0
+        self._header: tuple | None = None
+        self._ntypes = 0
+        self._strings: dict[bytes, int] = {b"": 0}
+        # Keys are the merged rows themselves; ids are insertion order + 1.
+        self._functions: dict[tuple[int, int, int, int], int] = {}
+        self._mappings: dict[tuple[int, int, int], int] = {}
+        self._mapping_rows: list[tuple] = []
+        self._locations: dict[tuple, int] = {}
+        self._samples: dict[tuple, list[int]] = {}
+        self._comments: dict[int, None] = {}
+        self._time_nanos = 0
+        self._duration_nanos = 0
+        self._period = 0
+        self._drop_frames = 0
+        self._keep_frames = 0
+        self._default_sample_type = 0
+        self._doc_url = 0
+
+    def add(self, profile: Profile | bytes) -> None:
+        """Fold one profile (a decoded Profile, or pprof bytes) into the result."""
+        if not isinstance(profile, Profile):
+            profile = decode(profile, max_size=self.max_size, check=False)
+            check_tables(profile)  # per-sample rules are checked in the loop below
+        st = profile.string_table
+        if not st or st[0] != b"":
+            raise ProfileError('invalid profile: string_table[0] must be ""')
+        sd = self._strings
+        setdefault = sd.setdefault
+        smap = [setdefault(s, len(sd)) for s in st]
+        # Everything that can fail runs before the samples and header fields change,
+        # so a bad input leaves the merge as it was (only unused symbols remain).
+        try:
+            header = self._check_header(profile, st)
+            pending = self._add_body(profile, smap)
+        except (KeyError, IndexError) as exc:
+            raise ProfileError(f"invalid profile: dangling id or string index {exc}") from None
+        if self._header is None:
+            self._header = header
+            self._ntypes = len(header[1])
+            self._drop_frames = smap[profile.drop_frames]
+            self._keep_frames = smap[profile.keep_frames]
+        self._apply(pending)
+        self._add_scalars(profile, smap)
+        self.inputs += 1
+
+    def _check_header(self, profile: Profile, st) -> tuple:
+        pt = profile.period_type
+        header = ((st[pt.type], st[pt.unit]), tuple((st[vt.type], st[vt.unit]) for vt in profile.sample_type))
+        if self._header is not None and header != self._header:
+            raise IncompatibleProfiles(
+                f"cannot merge profiles with different sample or period types: "
+                f"{_type_names(self._header)} vs {_type_names(header)}")
+        return header
+
+    def _add_scalars(self, profile: Profile, smap: list[int]) -> None:
+        t = profile.time_nanos
+        if t and (not self._time_nanos or t < self._time_nanos):
+            self._time_nanos = t
+        self._duration_nanos += profile.duration_nanos
+        if profile.period > self._period:
+            self._period = profile.period
+        for c in profile.comment:
+            self._comments[smap[c]] = None
+        if not self._default_sample_type and profile.default_sample_type:
+            self._default_sample_type = smap[profile.default_sample_type]
+        if not self._doc_url and profile.doc_url:
+            self._doc_url = smap[profile.doc_url]
+
+    def _add_body(self, profile: Profile, smap: list[int]) -> list:
+        """Remap symbols onto the merged tables; return (key, values) per sample without adding them yet."""
+        fd = self._functions
+        fset = fd.setdefault
+        fmap = {}
+        for f in profile.function:
+            fmap[f.id] = fset((smap[f.name], smap[f.system_name], smap[f.filename], f.start_line), len(fd) + 1)
+
+        mmap = {}
+        if profile.mapping:
+            md = self._mappings
+            rows = self._mapping_rows
+            for m in profile.mapping:
+                size = m.memory_limit - m.memory_start
+                size = (size + _PAGE - 1) // _PAGE * _PAGE
+                key = (size, m.file_offset, smap[m.build_id] or smap[m.filename])
+                mid = md.get(key)
+                if mid is None:
+                    rows.append((m.memory_start, m.memory_limit, m.file_offset, smap[m.filename], smap[m.build_id],
+                                 m.has_functions, m.has_filenames, m.has_line_numbers, m.has_inline_frames))
+                    mid = md[key] = len(rows)
+                mmap[m.id] = (mid, m.memory_start - rows[mid - 1][0])
+
+        ld = self._locations
+        lset = ld.setdefault
+        lmap = {}
+        for loc in profile.location:
+            lines = tuple([(fmap[ln.function_id], ln.line, ln.column) for ln in loc.line])
+            mid = loc.mapping_id
+            if mid:
+                mid, delta = mmap.get(mid, (0, 0))  # dangling mapping ids read as "no mapping", as in pprof
+                key = (mid, loc.address - delta, lines, loc.is_folded)
+            else:
+                key = (0, loc.address, lines, loc.is_folded)
+            lmap[loc.id] = lset(key, len(ld) + 1)
+
+        ntypes = len(profile.sample_type)
+        pending = []
+        append = pending.append
+        getloc = lmap.__getitem__
+        nstr = len(smap)
+        for s in profile.sample:
+            vals = s.value
+            if len(vals) != ntypes:
+                raise ProfileError(f"invalid profile: a sample has {len(vals)} values for {ntypes} sample types")
+            if not any(vals):
+                continue
+            locs = tuple(map(getloc, s.location_id))
+            if s.label:
+                labels = []
+                for lab in s.label:
+                    if not (0 <= lab.key < nstr and 0 <= lab.str < nstr and 0 <= lab.num_unit < nstr):
+                        raise ProfileError("invalid profile: label string index out of range")
+                    labels.append((smap[lab.key], smap[lab.str], lab.num, smap[lab.num_unit]))
+                labels.sort()
+                key = (locs, tuple(labels))
+            else:
+                key = (locs, ())
+            append((key, vals))
+        return pending
+
+    def _apply(self, pending: list) -> None:
+        samples = self._samples
+        get = samples.get
+        for key, vals in pending:
+            acc = get(key)
+            if acc is None:
+                samples[key] = list(vals)
+            else:
+                acc[:] = map(_add, acc, vals)
+
+    def sample_totals(self) -> dict[str, int]:
+        """Sum of each sample type over everything added so far, keyed "type/unit"."""
+        if self._header is None:
+            return {}
+        sums = [0] * self._ntypes
+        for vals in self._samples.values():
+            sums = list(map(_add, sums, vals))
+        return {f"{t.decode(errors='replace')}/{u.decode(errors='replace')}": v
+                for (t, u), v in zip(self._header[1], sums)}
+
+    def result(self) -> Profile:
+        """The merged profile so far (a new message; adding more afterwards does not change it)."""
+        if self._header is None:
+            raise ProfileError("nothing to merge: no profiles were added")
+        p = Profile()
+        sd = self._strings
+        (ptype, punit), types = self._header
+        for t, u in types:
+            p.sample_type.add(type=sd[t], unit=sd[u])
+        p.period_type.type = sd[ptype]
+        p.period_type.unit = sd[punit]
+        p.period = self._period
+        p.time_nanos = self._time_nanos
+        p.duration_nanos = self._duration_nanos
+        p.drop_frames = self._drop_frames
+        p.keep_frames = self._keep_frames
+        p.default_sample_type = self._default_sample_type
+        p.doc_url = self._doc_url
+        p.comment.extend(self._comments)
+
+        # Keep only locations and functions that samples still reach (all-zero samples were dropped).
+        used_locs: set[int] = set()
+        for stack, _ in self._samples:
+            used_locs.update(stack)
+        loc_rows = list(self._locations)
+        used_funcs: set[int] = set()
+        used_maps: set[int] = set()
+        for lid in used_locs:
+            mid, _, lines, _ = loc_rows[lid - 1]
+            used_maps.add(mid)
+            for fid, _, _ in lines:
+                used_funcs.add(fid)
+
+        for mid, row in enumerate(self._mapping_rows, 1):
+            if mid in used_maps:
+                start, limit, offset, filename, build_id, hf, hfn, hln, hif = row
+                p.mapping.add(id=mid, memory_start=start, memory_limit=limit, file_offset=offset, filename=filename,
+                              build_id=build_id, has_functions=hf, has_filenames=hfn, has_line_numbers=hln,
+                              has_inline_frames=hif)
+        add_function = p.function.add
+        for fid, (name, system_name, filename, start_line) in enumerate(self._functions, 1):
+            if fid in used_funcs:
+                add_function(id=fid, name=name, system_name=system_name, filename=filename, start_line=start_line)
+        add_location = p.location.add
+        for lid in sorted(used_locs):
+            mid, address, lines, folded = loc_rows[lid - 1]
+            loc = add_location(id=lid, mapping_id=mid, address=address, is_folded=folded)
+            for fid, line, column in lines:
+                loc.line.add(function_id=fid, line=line, column=column)
+        add_sample = p.sample.add
+        for (stack, labels), vals in self._samples.items():
+            s = add_sample(location_id=stack, value=vals)
+            for key, str_, num, num_unit in labels:
+                s.label.add(key=key, str=str_, num=num, num_unit=num_unit)
+        p.string_table.extend(sd)
+        return p
+
+
+def merge(profiles: Iterable[Profile | bytes]) -> Profile:
+    """Merge profiles (decoded, or pprof bytes) into one; see the module doc for semantics."""
+    merger = Merger()
+    for profile in profiles:
+        merger.add(profile)
+    return merger.result()
+
+
+def sample_totals(profile: Profile) -> dict[str, int]:
+    """Sum of each sample type over all samples, keyed "type/unit"."""
+    table = profile.string_table
+    n = len(profile.sample_type)
+    sums = [0] * n
+    for s in profile.sample:
+        sums = list(map(_add, sums, s.value))
+    out: dict[str, int] = {}
+    for vt, v in zip(profile.sample_type, sums):
+        name = f"{table[vt.type].decode(errors='replace')}/{table[vt.unit].decode(errors='replace')}"
+        out[name] = out.get(name, 0) + v
+    return out
