@@ -26,7 +26,7 @@ __all__ = [
     "open_store",
 ]
 
-SCHEMES = ("file", "gs", "memory", "s3")
+_SCHEMES = ("file", "gs", "memory", "s3")
 
 
 def open_store(url: str, **client_kwargs: Any) -> ObjectStore:
@@ -60,4 +60,4 @@ def open_store(url: str, **client_kwargs: Any) -> ObjectStore:
         from cloudprof.storage.gcs import GCSStore
 
         return GCSStore(bucket, prefix, **client_kwargs)
-    raise ConfigError(f"storage URL {url!r}: unknown scheme {scheme!r}; use one of {', '.join(s + '://' for s in SCHEMES)}")
+    raise ConfigError(f"storage URL {url!r}: unknown scheme {scheme!r}; use one of {', '.join(s + '://' for s in _SCHEMES)}")
