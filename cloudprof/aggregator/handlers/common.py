@@ -1,0 +1,99 @@
+"""What both serverless handlers share: the store from settings, event keys -> partitions, running merges."""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import datetime, timedelta, timezone
+from typing import Iterable
+from urllib.parse import urlparse
+
+from cloudprof.aggregator.events import ObjectEvent
+from cloudprof.aggregator.merge import MergeOptions, MergeResult, merge_partition
+from cloudprof.aggregator.partition import Partition, partition_of_key
+from cloudprof.aggregator.pending import AggregateReport, aggregate, find_pending
+from cloudprof.errors import ConfigError
+from cloudprof.times import floor_hour
+
+__all__ = ["DEFAULT_LOOKBACK_HOURS", "get_store", "merge_partitions", "partitions_for_objects", "run_pending", "storage_url"]
+
+log = logging.getLogger("cloudprof.aggregator")
+
+DEFAULT_LOOKBACK_HOURS = 3
+_STORES: dict[str, object] = {}  # one client per warm container: creating boto3/GCS clients is slow
+
+
+def storage_url() -> str:
+    """CLOUDPROF_STORAGE, through cloudprof.config when it is available."""
+    url = None
+    try:
+        from cloudprof.config import Settings  # the one place CLOUDPROF_* is read
+    except ImportError:
+        Settings = None
+    if Settings is not None and os.environ.get("CLOUDPROF_STORAGE"):
+        url = str(getattr(Settings(), "storage", "") or "")
+    # Temporary fallback while config.py has no storage field: read the variable itself.
+    url = url or os.environ.get("CLOUDPROF_STORAGE")
+    if not url:
+        raise ConfigError("CLOUDPROF_STORAGE is not set: the aggregator needs the bucket URL (s3://bucket/prefix or gs://bucket/prefix)")
+    return url
+
+
+def lookback_hours() -> int:
+    text = os.environ.get("CLOUDPROF_AGGREGATE_LOOKBACK_HOURS", "")
+    try:
+        return int(text) if text else DEFAULT_LOOKBACK_HOURS
+    except ValueError:
+        raise ConfigError(f"CLOUDPROF_AGGREGATE_LOOKBACK_HOURS={text!r}: expected a whole number of hours") from None
+
+
+def get_store(url: str | None = None):
+    from cloudprof.storage import open_store
+
+    url = url or storage_url()
+    if url not in _STORES:
+        _STORES[url] = open_store(url)
+    return _STORES[url]
+
+
+def partitions_for_objects(url: str, objects: Iterable[ObjectEvent]) -> dict[Partition, list[str]]:
+    """Raw uploads among `objects` that live in the store at `url`, by partition (store-relative keys)."""
+    parsed = urlparse(url)
+    bucket, prefix = parsed.netloc, parsed.path.strip("/")
+    found: dict[Partition, list[str]] = {}
+    for obj in objects:
+        if obj.bucket != bucket:
+            log.info("ignoring s3/gs object in bucket %s: the aggregator serves %s", obj.bucket, url)
+            continue
+        key = obj.key
+        if prefix:
+            if not key.startswith(prefix + "/"):
+                continue
+            key = key[len(prefix) + 1 :]
+        part = partition_of_key(key)
+        if part is not None:
+            found.setdefault(part, []).append(key)
+    return found
+
+
+def merge_partitions(store, parts: Iterable[Partition], options: MergeOptions = MergeOptions()) -> dict[Partition, MergeResult | Exception]:
+    """Merge each partition; an exception is returned for the one that failed, the others still run."""
+    outcomes: dict[Partition, MergeResult | Exception] = {}
+    for part in sorted(set(parts)):
+        try:
+            outcomes[part] = merge_partition(store, part.service, part.hour, part.kind, options=options)
+            log.info("%s", outcomes[part].to_dict())
+        except Exception as exc:  # noqa: BLE001 - reported per partition so the platform retries only it
+            log.exception("%s: merge failed", part.label())
+            outcomes[part] = exc
+    return outcomes
+
+
+def run_pending(store, when: datetime | None, hours: int, options: MergeOptions = MergeOptions()) -> AggregateReport:
+    """Aggregate every pending partition of the `hours` hours up to `when` (one process: Lambda has no /dev/shm)."""
+    end = floor_hour(when or datetime.now(timezone.utc))
+    window = [end - timedelta(hours=i) for i in range(max(1, hours))]
+    pending = find_pending(store, hours=window, now=when)
+    report = aggregate(store, pending, workers=1, options=options)
+    log.info("scheduled aggregate: %s", report.summary())
+    return report

@@ -1,0 +1,175 @@
+"""Turn one raw upload into a profile fit to merge into its partition, or say why not.
+
+Checks are ordered cheapest first; every failure is a `Rejected` with a Reason.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from dataclasses import dataclass
+from datetime import timedelta
+
+from cloudprof.aggregator.partition import KIND_SAMPLE_TYPES, Partition
+from cloudprof.aggregator.quarantine import Reason, Rejected
+from cloudprof.errors import ProfileError, StorageError
+from cloudprof.pprof import Profile, decode
+from cloudprof.storage import keys as _keys
+
+__all__ = ["Limits", "LoadedInput", "check_key", "load_input"]
+
+GZIP_MAGIC = b"\x1f\x8b"
+_RAW_NAME = re.compile(r"[A-Za-z0-9-]{1,63}\.\d{1,10}\.(?P<start_ms>\d{1,15})\.\d{1,10}\.pb\.gz", re.ASCII)
+HOUR = timedelta(hours=1)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What one raw upload may weigh. An agent window of 60 s is a few hundred KiB at most."""
+
+    max_object_bytes: int = 32 << 20
+    max_decoded_bytes: int = 64 << 20
+    max_strings: int = 1 << 18
+
+
+@dataclass(slots=True)
+class LoadedInput:
+    profile: Profile
+    version: str
+    totals: dict[str, int]
+
+
+def check_key(key: str, part: Partition) -> None:
+    """Raise Rejected unless `key` is a well-formed raw key of `part` (name and window start)."""
+    try:
+        raw = _keys.RawKey.parse(key)
+    except StorageError as exc:
+        name = key.rsplit("/", 1)[-1]
+        found = _RAW_NAME.fullmatch(name)
+        if found and key.startswith(part.raw_prefix):
+            start = int(found["start_ms"])
+            if not _in_hour(start, part):
+                raise Rejected(Reason.WRONG_PARTITION, f"window start {start} ms is outside hour {part.hour:%Y-%m-%dT%H}") from None
+        raise Rejected(Reason.BAD_KEY, str(exc)) from None
+    found = Partition(raw.service, raw.hour, raw.kind)
+    if found != part:
+        raise Rejected(Reason.WRONG_PARTITION, f"key names {found.label()}, listed under {part.label()}")
+    if not _in_hour(raw.start_ms, part):
+        raise Rejected(Reason.WRONG_PARTITION, f"window start {raw.start_ms} ms is outside hour {part.hour:%Y-%m-%dT%H}")
+
+
+def _in_hour(start_ms: int, part: Partition) -> bool:
+    first = int(part.hour.timestamp()) * 1000
+    return first <= start_ms < first + 3_600_000
+
+
+def gunzip(data: bytes, limit: int) -> bytes:
+    """Decompress every gzip member, refusing to produce more than `limit` bytes (gzip bombs)."""
+    out = bytearray()
+    rest = data
+    while rest:
+        inflater = zlib.decompressobj(wbits=31)
+        try:
+            chunk = inflater.decompress(rest, limit - len(out) + 1)
+        except zlib.error as exc:
+            raise Rejected(Reason.BAD_GZIP, f"corrupt gzip stream: {exc}") from None
+        out += chunk
+        if len(out) > limit:
+            raise Rejected(Reason.TOO_LARGE, f"decompresses to more than {limit} bytes")
+        if not inflater.eof:
+            raise Rejected(Reason.BAD_GZIP, "truncated gzip stream")
+        rest = inflater.unused_data
+        if rest and not rest.startswith(GZIP_MAGIC):
+            break  # trailing garbage after the last member: gzip(1) ignores it too
+    return bytes(out)
+
+
+def _strings(profile: Profile) -> list[str]:
+    return [s.decode("utf-8", "replace") if isinstance(s, bytes) else s for s in profile.string_table]
+
+
+def _comments(profile: Profile, table: list[str]) -> dict[str, str]:
+    found = {}
+    for index in profile.comment:
+        if 0 <= index < len(table):
+            key, sep, value = table[index].partition("=")
+            if sep:
+                found.setdefault(key.strip(), value.strip())
+    return found
+
+
+def load_input(data: bytes, part: Partition, *, limits: Limits = Limits(), metadata: dict[str, str] | None = None) -> LoadedInput:
+    """Decode, validate and fit-check one raw upload; tag its samples with `version`."""
+    if not data:
+        raise Rejected(Reason.EMPTY, "zero bytes")
+    if len(data) > limits.max_object_bytes:
+        raise Rejected(Reason.TOO_LARGE, f"{len(data)} bytes, over the {limits.max_object_bytes} limit")
+    if not data.startswith(GZIP_MAGIC):
+        raise Rejected(Reason.NOT_GZIP, f"does not start with the gzip magic 1f 8b (starts {data[:4].hex(' ')})")
+    plain = gunzip(data, limits.max_decoded_bytes)
+    try:
+        profile = decode(plain, max_size=limits.max_decoded_bytes)
+    except ProfileError as exc:
+        raise Rejected(Reason.INVALID_PROFILE, str(exc)) from None
+    if len(profile.string_table) > limits.max_strings:
+        raise Rejected(Reason.TOO_MANY_STRINGS, f"{len(profile.string_table)} strings, over the {limits.max_strings} limit")
+    table = _strings(profile)
+    expected_types, expected_period = KIND_SAMPLE_TYPES.get(part.kind, ((), ("", "")))
+    if not expected_types:
+        raise Rejected(Reason.WRONG_SAMPLE_TYPES, f"unknown kind {part.kind!r}: known kinds are {sorted(KIND_SAMPLE_TYPES)}")
+    found_types = tuple((table[st.type], table[st.unit]) for st in profile.sample_type)
+    if found_types != expected_types:
+        raise Rejected(
+            Reason.WRONG_SAMPLE_TYPES,
+            f"sample types {_fmt(found_types)} do not fit kind {part.kind!r} ({_fmt(expected_types)})",
+        )
+    period = (table[profile.period_type.type], table[profile.period_type.unit])
+    if period != expected_period:
+        raise Rejected(Reason.WRONG_SAMPLE_TYPES, f"period type {_fmt((period,))} does not fit kind {part.kind!r} ({_fmt((expected_period,))})")
+    comments = _comments(profile, table)
+    service = comments.get("service")
+    if service and service != part.service:
+        raise Rejected(Reason.WRONG_PARTITION, f"profile says service={service}, key says {part.service}")
+    if profile.time_nanos:
+        start = int(part.hour.timestamp()) * 1_000_000_000
+        if not start <= profile.time_nanos < start + 3_600_000_000_000:
+            raise Rejected(Reason.WRONG_PARTITION, f"profile time_nanos {profile.time_nanos} is outside hour {part.hour:%Y-%m-%dT%H}")
+    version = comments.get("version") or (metadata or {}).get("version", "")
+    totals = _tag_and_total(profile, table, version, [f"{t}/{u}" for t, u in found_types])
+    return LoadedInput(profile, version, totals)
+
+
+def _fmt(types) -> str:
+    return ", ".join(f"{t}/{u}" for t, u in types) or "none"
+
+
+def _tag_and_total(profile: Profile, table: list[str], version: str, names: list[str]) -> dict[str, int]:
+    """Sum each sample type and add label version=<version> to samples that lack one (one pass)."""
+    sums = [0] * len(names)
+    width = len(names)
+    key_index = value_index = -1
+    if version:
+        try:
+            key_index = table.index("version")
+        except ValueError:
+            key_index = len(profile.string_table)
+            profile.string_table.append(b"version" if _bytes_table(profile) else "version")
+        try:
+            value_index = table.index(version)
+        except ValueError:
+            value_index = len(profile.string_table)
+            profile.string_table.append(version.encode() if _bytes_table(profile) else version)
+    for sample in profile.sample:
+        values = sample.value
+        for i in range(width):
+            sums[i] += values[i]
+        if key_index >= 0 and not any(label.key == key_index for label in sample.label):
+            label = sample.label.add()
+            label.key = key_index
+            label.str = value_index
+    return dict(zip(names, sums))
+
+
+def _bytes_table(profile: Profile) -> bool:
+    field = profile.DESCRIPTOR.fields_by_name["string_table"]
+    return field.type == field.TYPE_BYTES

@@ -1,0 +1,166 @@
+"""Find partitions with work left and aggregate many partitions, in parallel processes.
+
+A partition is pending when a raw input under it is not named in its manifest,
+when its manifest still says `open` after the hour (plus grace) is over, or
+when the published `{kind}.pb.gz` is not the generation the manifest commits.
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Callable, Iterable, Sequence
+
+from cloudprof.aggregator.manifest import read_manifest
+from cloudprof.aggregator.merge import MergeOptions, MergeResult, merge_partition
+from cloudprof.aggregator.partition import Partition, hour_is_open, partition_of_key
+from cloudprof.errors import CloudprofError, NotFound
+from cloudprof.storage import keys as _keys
+
+__all__ = ["AggregateReport", "aggregate", "find_pending", "list_partitions"]
+
+log = logging.getLogger("cloudprof.aggregator")
+
+RAW_ROOT = "raw/"
+
+
+def _prefixes(service: str | None, hours: Sequence[datetime] | None) -> list[str]:
+    if service and hours:
+        return [_keys.partition_prefix(service, hour) for hour in sorted(set(hours))]
+    if service:
+        return [_keys.partition_prefix(service)]
+    return [RAW_ROOT]
+
+
+def list_partitions(store, *, service: str | None = None, hours: Sequence[datetime] | None = None) -> dict[Partition, set[str]]:
+    """Every partition with raw inputs (optionally one service, some hours), with its raw keys.
+
+    A key that does not parse is grouped under the partition its folder names when
+    that can be told, so merging that partition quarantines it.
+    """
+    wanted = {h.replace(minute=0, second=0, microsecond=0) for h in hours} if hours else None
+    found: dict[Partition, set[str]] = {}
+    for prefix in _prefixes(service, hours):
+        for info in store.list(prefix):
+            part = partition_of_key(info.key) or _partition_of_folder(info.key)
+            if part is None:
+                continue
+            if wanted is not None and part.hour not in wanted:
+                continue
+            if service and part.service != service:
+                continue
+            found.setdefault(part, set()).add(info.key)
+    return found
+
+
+def _partition_of_folder(key: str) -> Partition | None:
+    """raw/service=S/date=D/hour=H/kind/<anything> -> its partition (for badly named uploads)."""
+    parts = key.split("/")
+    try:
+        index = parts.index(RAW_ROOT.strip("/"))
+        service, date, hour, kind = parts[index + 1 : index + 5]
+        if not (service.startswith("service=") and date.startswith("date=") and hour.startswith("hour=")) or len(parts) < index + 6:
+            return None
+        moment = datetime.strptime(f"{date[5:]}T{hour[5:]}", "%Y-%m-%dT%H").replace(tzinfo=timezone.utc)
+    except (ValueError, IndexError):
+        return None
+    return Partition(service[len("service="):], moment, kind)
+
+
+def find_pending(store, *, service: str | None = None, hours: Sequence[datetime] | None = None,
+                 now: datetime | None = None, grace=None) -> list[Partition]:
+    now = now or datetime.now(timezone.utc)
+    grace = grace if grace is not None else MergeOptions().grace
+    pending = []
+    by_hour: dict[tuple[str, datetime], list[tuple[Partition, set[str]]]] = {}
+    for part, raw_keys in list_partitions(store, service=service, hours=hours).items():
+        by_hour.setdefault((part.service, part.hour), []).append((part, raw_keys))
+    for (svc, hour), parts in sorted(by_hour.items()):
+        manifest, _ = read_manifest(store, parts[0][0].manifest_key)
+        for part, raw_keys in parts:
+            entry = manifest.kind(part.kind) if manifest else None
+            if entry is None or raw_keys - entry.keys():
+                pending.append(part)
+            elif manifest.open and not hour_is_open(hour, now=now, grace=grace):
+                pending.append(part)
+            elif entry.output is not None and not _published(store, part, entry.output.sha256):
+                pending.append(part)
+    return sorted(pending)
+
+
+def _published(store, part: Partition, sha256: str) -> bool:
+    try:
+        return store.head(part.merged_key).metadata.get("sha256") == sha256
+    except NotFound:
+        return False
+
+
+@dataclass(slots=True)
+class AggregateReport:
+    results: list[MergeResult]
+    failures: list[tuple[Partition, str]]
+    seconds: float = 0.0
+
+    @property
+    def merged(self) -> int:
+        return sum(r.merged for r in self.results)
+
+    @property
+    def quarantined(self) -> int:
+        return sum(r.quarantined for r in self.results)
+
+    def summary(self) -> str:
+        text = (f"{len(self.results)} partitions, {self.merged} inputs merged, "
+                f"{self.quarantined} quarantined, {self.seconds:.1f} s")
+        if self.failures:
+            text += f"; {len(self.failures)} partitions FAILED: " + "; ".join(f"{p.label()}: {e}" for p, e in self.failures[:3])
+        return text
+
+
+def _merge_in_worker(url: str, part_dict: dict, options: MergeOptions) -> dict:
+    from cloudprof.storage import open_store
+
+    part = Partition.from_dict(part_dict)
+    return merge_partition(open_store(url), part.service, part.hour, part.kind, options=options).to_dict()
+
+
+def aggregate(store, partitions: Iterable[Partition], *, workers: int = 1, options: MergeOptions = MergeOptions(),
+              progress: Callable[[int, int], None] | None = None) -> AggregateReport:
+    """Merge each partition; with workers > 1, partitions run in a process pool (one store per process)."""
+    import time
+
+    started = time.monotonic()
+    parts = sorted(set(partitions))
+    report = AggregateReport([], [])
+    total = len(parts)
+    if workers > 1 and len(parts) > 1 and not store.url.startswith("memory://"):
+        with ProcessPoolExecutor(max_workers=min(workers, len(parts))) as pool:
+            futures = {pool.submit(_merge_in_worker, store.url, p.to_dict(), options): p for p in parts}
+            for future in as_completed(futures):
+                part = futures[future]
+                try:
+                    report.results.append(_result_from_dict(future.result()))
+                except CloudprofError as exc:
+                    report.failures.append((part, str(exc)))
+                if progress:
+                    progress(len(report.results) + len(report.failures), total)
+    else:
+        for part in parts:
+            try:
+                report.results.append(merge_partition(store, part.service, part.hour, part.kind, options=options))
+            except CloudprofError as exc:
+                log.error("%s: %s", part.label(), exc)
+                report.failures.append((part, str(exc)))
+            if progress:
+                progress(len(report.results) + len(report.failures), total)
+    report.results.sort(key=lambda r: r.partition)
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _result_from_dict(data: dict) -> MergeResult:
+    part = Partition.from_dict(data)
+    fields = {k: v for k, v in data.items() if k not in ("service", "hour", "kind")}
+    return MergeResult(part, **fields)
