@@ -136,6 +136,9 @@ def load_input(data: bytes, part: Partition, *, limits: Limits = Limits(), metad
             raise Rejected(Reason.WRONG_PARTITION, f"profile time_nanos {profile.time_nanos} is outside hour {part.hour:%Y-%m-%dT%H}")
     version = comments.get("version") or (metadata or {}).get("version", "")
     totals = _tag_and_total(profile, table, version, [f"{t}/{u}" for t, u in found_types])
+    # Per-upload comments (host, pid, agent counters) would pile up by the thousand in an hour's
+    # merge; the manifest keeps who sent what, and finish() stamps the merged profile's own comments.
+    del profile.comment[:]
     return LoadedInput(profile, version, totals)
 
 

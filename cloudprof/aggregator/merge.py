@@ -228,6 +228,8 @@ def finish(store, part: Partition, base: Base, merger, entries: list[InputEntry]
     data = None
     if merger is not None and any(e.status == "merged" for e in fresh):
         profile = merger.result()
+        stamp_comments(profile, [f"service={part.service}", f"kind={part.kind}", f"hour={part.hour:%Y-%m-%dT%H}",
+                                 f"aggregator=cloudprof/{__version__}"])
         data = encode(profile)
         sha = hashlib.sha256(data).hexdigest()
         obj = f"{part.objects_prefix}{sha[:32]}.pb.gz"
@@ -250,6 +252,16 @@ def finish(store, part: Partition, base: Base, merger, entries: list[InputEntry]
     if old is not None and kind_entry.output is not None and old.object != kind_entry.output.object:
         _delete_quietly(store, old.object)
     return result
+
+
+def stamp_comments(profile, texts: list[str]) -> None:
+    """Add `key=value` comments once each (a re-merged generation already carries them)."""
+    have = {profile.string_table[i] for i in profile.comment}
+    for text in texts:
+        raw = text.encode()
+        if raw not in have:
+            profile.comment.append(len(profile.string_table))
+            profile.string_table.append(raw)
 
 
 def _totals(inputs: Iterable[InputEntry]) -> dict[str, int]:
