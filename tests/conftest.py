@@ -6,6 +6,8 @@ import pytest
 
 from tests import support
 
+pytest_plugins = ["tests.servers"]
+
 
 @pytest.fixture(scope="session")
 def testdata() -> Path:
