@@ -1,0 +1,379 @@
+"""Call trees (flame graph data) and per-function tables folded from pprof profiles.
+
+A tree node is one function (name + file) at one call path; samples from
+inlined lines and several profiles fold into the same nodes. Values are kept
+for every sample type, and for up to two value sets (base/target of a diff),
+so one tree serves every sample-type switch of the flame graph page.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Iterable, Mapping, Sequence
+
+from cloudprof.errors import ConfigError, ProfileError
+from cloudprof.pprof import Profile, sample_type_names, strings
+
+__all__ = ["FlameTree", "FunctionStat", "TreeBuilder", "compile_search", "label_filter", "tree_of"]
+
+ROOT_NAME = "all"
+COMPACT_FORMAT = "cloudprof-flame/1"
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionStat:
+    """One function's self and total value for one sample type (and its share of the whole)."""
+
+    name: str
+    filename: str
+    line: int
+    self: int
+    total: int
+    self_pct: float
+    total_pct: float
+
+
+def label_filter(profile: Profile, table: list[str], wanted: Mapping[str, str] | None):
+    """A predicate over samples keeping those whose string labels equal `wanted`; None keeps all.
+
+    A wanted label whose key or value the profile never mentions matches nothing.
+    """
+    if not wanted:
+        return None
+    index = {s: i for i, s in enumerate(table)}
+    pairs = []
+    for key, value in wanted.items():
+        k, v = index.get(key), index.get(value)
+        if k is None or v is None:
+            return lambda sample: False
+        pairs.append((k, v))
+
+    def keep(sample) -> bool:
+        labels = {lab.key: lab.str for lab in sample.label if lab.str}
+        return all(labels.get(k) == v for k, v in pairs)
+
+    return keep
+
+
+class TreeBuilder:
+    """Fold profiles into one call tree; `build()` gives an immutable FlameTree.
+
+    `sets` is 1 for a plain flame graph and 2 for a diff (set 0 = base, set 1 = target).
+    Sample types are matched by name, so profiles with the same types in another order fold correctly.
+    """
+
+    __slots__ = ("types", "sets", "_frames", "_frame_rows", "_children", "_node_frame", "_values", "profiles")
+
+    def __init__(self, types: Sequence[str], sets: int = 1) -> None:
+        if not types:
+            raise ProfileError("a call tree needs at least one sample type")
+        self.types = list(types)
+        self.sets = sets
+        self._frames: dict[tuple[str, str], int] = {(ROOT_NAME, ""): 0}
+        self._frame_rows: list[list] = [[ROOT_NAME, "", 0]]
+        self._children: list[dict[int, int]] = [{}]
+        self._node_frame: list[int] = [0]
+        self._values: list[list[int]] = [[0] * (len(self.types) * sets)]
+        self.profiles = 0
+
+    def _frame(self, name: str, filename: str, line: int) -> int:
+        key = (name, filename)
+        fid = self._frames.get(key)
+        if fid is None:
+            fid = self._frames[key] = len(self._frame_rows)
+            self._frame_rows.append([name, filename, line])
+        elif line and not self._frame_rows[fid][2]:
+            self._frame_rows[fid][2] = line
+        return fid
+
+    def add(self, profile: Profile, *, set_index: int = 0, labels: Mapping[str, str] | None = None) -> None:
+        """Fold every sample of `profile` (optionally only those with these string labels) into value set `set_index`."""
+        if not 0 <= set_index < self.sets:
+            raise ValueError(f"set_index {set_index} out of range for {self.sets} value sets")
+        table = strings(profile)
+        names = sample_type_names(profile, table)
+        width = len(self.types)
+        # (value index in the sample, slot in the node's value list) for each type the tree tracks.
+        slots = [(names.index(t), set_index * width + i) for i, t in enumerate(self.types) if t in names]
+        if not slots:
+            raise ProfileError(f"profile has sample types {names}, none of {self.types}")
+
+        def text(i: int) -> str:
+            return table[i] if 0 <= i < len(table) else ""
+
+        functions = {f.id: self._frame(text(f.name) or text(f.system_name) or f"func#{f.id}", text(f.filename), f.start_line)
+                     for f in profile.function}
+        # Root-first frame ids per location: pprof lists inlined lines callee first.
+        location_frames: dict[int, tuple[int, ...]] = {}
+        mappings = {m.id: text(m.filename).rsplit("/", 1)[-1] for m in profile.mapping}
+        for loc in profile.location:
+            if loc.line:
+                location_frames[loc.id] = tuple(functions[ln.function_id] for ln in reversed(loc.line)
+                                                if ln.function_id in functions)
+            else:
+                where = mappings.get(loc.mapping_id, "")
+                label = f"{where}+0x{loc.address:x}" if where else f"0x{loc.address:x}"
+                location_frames[loc.id] = (self._frame(label, where, 0),)
+
+        keep = label_filter(profile, table, labels)
+        children = self._children
+        node_frame = self._node_frame
+        values = self._values
+        nvals = width * self.sets
+        # Stacks repeat across label sets (thread, version): remember the node a stack ends at.
+        stack_node: dict[tuple[int, ...], int] = {}
+        for sample in profile.sample:
+            if keep is not None and not keep(sample):
+                continue
+            stack = tuple(sample.location_id)
+            node = stack_node.get(stack)
+            if node is None:
+                node = 0
+                for lid in reversed(stack):
+                    for fid in location_frames.get(lid, ()):
+                        kids = children[node]
+                        nxt = kids.get(fid)
+                        if nxt is None:
+                            nxt = kids[fid] = len(node_frame)
+                            children.append({})
+                            node_frame.append(fid)
+                            values.append([0] * nvals)
+                        node = nxt
+                stack_node[stack] = node
+            acc = values[node]
+            v = sample.value
+            for src, dst in slots:
+                acc[dst] += v[src]
+        self.profiles += 1
+
+    def build(self) -> "FlameTree":
+        """Nodes in pre-order, children sorted by function name (stable positions across ranges)."""
+        rows = self._frame_rows
+        order: list[int] = []
+        counts: list[int] = []
+        stack = [0]
+        children = self._children
+        node_frame = self._node_frame
+        while stack:
+            node = stack.pop()
+            order.append(node)
+            kids = children[node]
+            counts.append(len(kids))
+            # Reverse sort so the stack pops them in name order.
+            stack.extend(sorted(kids.values(), key=lambda n: (rows[node_frame[n]][0], rows[node_frame[n]][1]), reverse=True))
+        return FlameTree(
+            types=list(self.types),
+            sets=self.sets,
+            frame_names=[r[0] for r in rows],
+            frame_files=[r[1] for r in rows],
+            frame_lines=[r[2] for r in rows],
+            node_frame=[node_frame[n] for n in order],
+            node_children=counts,
+            node_self=[self._values[n] for n in order],
+        )
+
+
+@dataclass(slots=True)
+class FlameTree:
+    """A call tree in pre-order: node i has frame `node_frame[i]`, `node_children[i]` children and self values.
+
+    `node_self[i]` holds `len(types) * sets` values: set 0's types, then set 1's.
+    Node 0 is the root ("all").
+    """
+
+    types: list[str]
+    sets: int
+    frame_names: list[str]
+    frame_files: list[str]
+    frame_lines: list[int]
+    node_frame: list[int]
+    node_children: list[int]
+    node_self: list[list[int]]
+
+    def __len__(self) -> int:
+        return len(self.node_frame)
+
+    def type_index(self, sample_type: str | None) -> int:
+        """Index of "type/unit" or "type"; None picks cpu when present, else the first type."""
+        names = self.types
+        if sample_type is None:
+            for i, name in enumerate(names):
+                if name.split("/", 1)[0] == "cpu":
+                    return i
+            return 0
+        if sample_type in names:
+            return names.index(sample_type)
+        for i, name in enumerate(names):
+            if name.split("/", 1)[0] == sample_type:
+                return i
+        raise ConfigError(f"no sample type {sample_type!r} (have {', '.join(names)})")
+
+    def subtree_ends(self) -> list[int]:
+        """end[i]: the index just past node i's subtree."""
+        n = len(self.node_frame)
+        end = [0] * n
+        stack: list[list[int]] = []  # [node, children left]
+        for i in range(n):
+            while stack and stack[-1][1] == 0:
+                end[stack.pop()[0]] = i
+            if stack:
+                stack[-1][1] -= 1
+            stack.append([i, self.node_children[i]])
+        while stack:
+            end[stack.pop()[0]] = n
+        return end
+
+    def totals(self) -> list[list[int]]:
+        """Total (self + descendants) values per node."""
+        end = self.subtree_ends()
+        total = [list(v) for v in self.node_self]
+        # Children come after their parent in pre-order: fold from the back.
+        parents = self.parents(end)
+        for i in range(len(total) - 1, 0, -1):
+            acc = total[parents[i]]
+            for j, v in enumerate(total[i]):
+                acc[j] += v
+        return total
+
+    def parents(self, end: list[int] | None = None) -> list[int]:
+        end = end or self.subtree_ends()
+        parent = [-1] * len(self.node_frame)
+        for i in range(len(parent)):
+            child = i + 1
+            while child < end[i]:
+                parent[child] = i
+                child = end[child]
+        return parent
+
+    def grand_total(self, type_index: int, set_index: int = 0) -> int:
+        slot = set_index * len(self.types) + type_index
+        return sum(v[slot] for v in self.node_self)
+
+    def function_stats(self, sample_type: str | None = None, set_index: int = 0) -> list[FunctionStat]:
+        """Self and total per function, biggest total first; recursion counts once per stack."""
+        t = self.type_index(sample_type)
+        slot = set_index * len(self.types) + t
+        totals = self.totals()
+        end = self.subtree_ends()
+        self_by: dict[int, int] = {}
+        total_by: dict[int, int] = {}
+        # Walk pre-order keeping the frames on the path; a node adds to its function's
+        # total only when no ancestor has the same function (recursion).
+        on_path: dict[int, int] = {}
+        path: list[tuple[int, int]] = []  # (end index, frame)
+        for i, fid in enumerate(self.node_frame):
+            while path and path[-1][0] <= i:
+                _, old = path.pop()
+                on_path[old] -= 1
+            if i:
+                self_by[fid] = self_by.get(fid, 0) + self.node_self[i][slot]
+                if not on_path.get(fid):
+                    total_by[fid] = total_by.get(fid, 0) + totals[i][slot]
+            on_path[fid] = on_path.get(fid, 0) + 1
+            path.append((end[i], fid))
+        grand = totals[0][slot] if totals else 0
+        out = []
+        for fid, total in total_by.items():
+            if not total and not self_by.get(fid):
+                continue
+            s = self_by.get(fid, 0)
+            out.append(FunctionStat(self.frame_names[fid], self.frame_files[fid], self.frame_lines[fid], s, total,
+                                    100.0 * s / grand if grand else 0.0, 100.0 * total / grand if grand else 0.0))
+        out.sort(key=lambda f: (-f.total, -f.self, f.name, f.filename))
+        return out
+
+    def to_compact(self) -> dict:
+        """The page's embedded form: a frame name table plus flat pre-order node arrays.
+
+        `v[k]` lists node self values of tree value slot k (set-major: set 0 types, then set 1 types).
+        """
+        width = len(self.types) * self.sets
+        return {
+            "format": COMPACT_FORMAT,
+            "types": self.types,
+            "sets": self.sets,
+            "names": self.frame_names,
+            "files": self.frame_files,
+            "lines": self.frame_lines,
+            "f": self.node_frame,
+            "c": self.node_children,
+            "v": [[row[k] for row in self.node_self] for k in range(width)],
+        }
+
+    def to_nested(self) -> dict:
+        """A readable nested tree (what `cloudprof query --format json` prints)."""
+        totals = self.totals()
+        width = len(self.types)
+
+        def values(row: list[int]) -> dict:
+            if self.sets == 1:
+                return dict(zip(self.types, row))
+            return {("base" if s == 0 else "target"): dict(zip(self.types, row[s * width:(s + 1) * width]))
+                    for s in range(self.sets)}
+
+        nodes = []
+        for i, fid in enumerate(self.node_frame):
+            nodes.append({"name": self.frame_names[fid], "file": self.frame_files[fid], "line": self.frame_lines[fid],
+                          "self": values(self.node_self[i]), "total": values(totals[i]), "children": []})
+        for i, parent in enumerate(self.parents()):
+            if parent >= 0:
+                nodes[parent]["children"].append(nodes[i])
+        return {"format": "cloudprof-tree/1", "sample_types": self.types, "root": nodes[0] if nodes else None}
+
+    def collapsed(self, sample_type: str | None = None, set_index: int = 0) -> str:
+        """Brendan Gregg's folded text: `root;...;leaf value` per node with self value, root frame omitted."""
+        slot = set_index * len(self.types) + self.type_index(sample_type)
+        end = self.subtree_ends()
+        names = [n.replace(";", ":").replace("\n", " ") for n in self.frame_names]
+        lines = []
+        path: list[tuple[int, str]] = []
+        for i, fid in enumerate(self.node_frame):
+            while path and path[-1][0] <= i:
+                path.pop()
+            if not i:
+                continue
+            path.append((end[i], names[fid]))
+            v = self.node_self[i][slot]
+            if v:
+                lines.append(f"{';'.join(p[1] for p in path)} {v}")
+        return "".join(line + "\n" for line in lines)
+
+    def match_share(self, pattern: re.Pattern, sample_type: str | None = None, set_index: int = 0) -> float:
+        """Share of the whole under frames whose name matches (each sample counted once)."""
+        slot = set_index * len(self.types) + self.type_index(sample_type)
+        totals = self.totals()
+        end = self.subtree_ends()
+        grand = totals[0][slot] if totals else 0
+        if not grand:
+            return 0.0
+        hit = 0
+        i = 1
+        n = len(self.node_frame)
+        while i < n:
+            if pattern.search(self.frame_names[self.node_frame[i]]):
+                hit += totals[i][slot]
+                i = end[i]
+            else:
+                i += 1
+        return hit / grand
+
+
+def compile_search(text: str, *, regex: bool = False) -> re.Pattern:
+    """Substring (case-insensitive) or regular expression; a bad regex is a ConfigError."""
+    if not regex:
+        return re.compile(re.escape(text), re.IGNORECASE)
+    try:
+        return re.compile(text)
+    except re.error as exc:
+        raise ConfigError(f"bad search pattern {text!r}: {exc}") from None
+
+
+def tree_of(profiles: Iterable[Profile], *, labels: Mapping[str, str] | None = None) -> FlameTree:
+    profiles = list(profiles)
+    if not profiles:
+        raise ProfileError("no profiles to build a tree from")
+    builder = TreeBuilder(sample_type_names(profiles[0]))
+    for p in profiles:
+        builder.add(p, labels=labels)
+    return builder.build()
