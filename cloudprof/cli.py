@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--pending", action="store_true", help="every partition with inputs not yet merged")
     p.add_argument("--from", dest="start", metavar="T")
     p.add_argument("--to", dest="end", metavar="T")
+    p.add_argument("--workers", type=int, default=0, metavar="N", help="partitions merged in parallel (default: CPUs, max 4)")
     p.set_defaults(func=cmd_aggregate)
 
     p = sub.add_parser("query", help="a time range as pprof, collapsed, JSON or a top table")
@@ -113,7 +114,41 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_aggregate(args: argparse.Namespace) -> int:
-    raise NotImplementedError("cloudprof aggregate")
+    import os
+
+    from cloudprof.aggregator import aggregate, find_pending, list_partitions
+    from cloudprof.storage import keys, open_store
+    from cloudprof.times import hours_between, parse_time
+
+    if args.service:
+        keys.validate_service(args.service)
+    if args.hour:
+        hours = [parse_time(args.hour)]
+    elif args.start or args.end:
+        hours = hours_between(parse_time(args.start or "-1d"), parse_time(args.end or "now"))
+    else:
+        hours = None
+    store = open_store(args.storage)
+    if args.pending or hours is None:
+        partitions = find_pending(store, service=args.service, hours=hours)
+    else:  # every partition of those hours; a rerun folds in only what its manifest lacks
+        partitions = sorted(list_partitions(store, service=args.service, hours=hours))
+    workers = args.workers or min(4, os.cpu_count() or 1)
+    report = aggregate(store, partitions, workers=workers, progress=_progress_bar("aggregate") if sys.stderr.isatty() else None)
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    print(report.summary())
+    return 1 if report.failures else 0
+
+
+def _progress_bar(label: str):
+    """A one-line bar on stderr for long work (only on a TTY)."""
+    def show(done: int, total: int) -> None:
+        width = 30
+        filled = width * done // max(total, 1)
+        print(f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end="", file=sys.stderr, flush=True)
+
+    return show
 
 
 def cmd_query(args: argparse.Namespace) -> int:
