@@ -111,6 +111,19 @@ resource "aws_cloudwatch_event_rule" "pending" {
 resource "aws_cloudwatch_event_target" "pending" {
   rule = aws_cloudwatch_event_rule.pending.name
   arn  = aws_lambda_function.this.arn
+
+  # The scheduled event as EventBridge sends it, plus detail.lookback_hours for the handler.
+  input_transformer {
+    input_paths = {
+      id      = "$.id"
+      time    = "$.time"
+      account = "$.account"
+      region  = "$.region"
+    }
+    input_template = <<-EOT
+      {"version": "0", "id": <id>, "detail-type": "Scheduled Event", "source": "aws.events", "account": <account>, "time": <time>, "region": <region>, "resources": [], "detail": {"lookback_hours": ${var.lookback_hours}}}
+    EOT
+  }
 }
 
 resource "aws_lambda_permission" "pending" {

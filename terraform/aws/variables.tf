@@ -174,6 +174,17 @@ variable "schedule_expression" {
   default     = "cron(20 * * * ? *)"
 }
 
+variable "lookback_hours" {
+  description = "Hours back the scheduled run looks for partitions with unmerged inputs."
+  type        = number
+  default     = 3
+
+  validation {
+    condition     = var.lookback_hours >= 1
+    error_message = "lookback_hours must be at least 1."
+  }
+}
+
 variable "log_retention_days" {
   description = "Days the aggregator's CloudWatch logs are kept."
   type        = number
