@@ -87,8 +87,11 @@ class TreeBuilder:
             self._frame_rows[fid][2] = line
         return fid
 
-    def add(self, profile: Profile, *, set_index: int = 0, labels: Mapping[str, str] | None = None) -> None:
-        """Fold every sample of `profile` (optionally only those with these string labels) into value set `set_index`."""
+    def add(self, profile: Profile, *, set_index: int = 0, labels: Mapping[str, str] | None = None) -> int:
+        """Fold every sample of `profile` (optionally only those with these string labels) into value set `set_index`.
+
+        Returns how many samples were folded in.
+        """
         if not 0 <= set_index < self.sets:
             raise ValueError(f"set_index {set_index} out of range for {self.sets} value sets")
         table = strings(profile)
@@ -123,9 +126,11 @@ class TreeBuilder:
         nvals = width * self.sets
         # Stacks repeat across label sets (thread, version): remember the node a stack ends at.
         stack_node: dict[tuple[int, ...], int] = {}
+        folded = 0
         for sample in profile.sample:
             if keep is not None and not keep(sample):
                 continue
+            folded += 1
             stack = tuple(sample.location_id)
             node = stack_node.get(stack)
             if node is None:
@@ -146,6 +151,7 @@ class TreeBuilder:
             for src, dst in slots:
                 acc[dst] += v[src]
         self.profiles += 1
+        return folded
 
     def build(self) -> "FlameTree":
         """Nodes in pre-order, children sorted by function name (stable positions across ranges)."""
