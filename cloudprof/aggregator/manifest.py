@@ -17,7 +17,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from cloudprof.errors import NotFound
+from cloudprof.errors import NotFound, StorageError
 
 __all__ = ["InputEntry", "KindEntry", "Manifest", "OutputEntry", "read_manifest", "read_merged", "write_manifest"]
 
@@ -95,7 +95,12 @@ def read_manifest(store, key: str) -> tuple[Manifest | None, str | None]:
     # head before get: if the manifest changes in between, we hold newer content with
     # an older etag, and the conditional write fails and retries. The other order
     # (older content, newer etag) would let a write silently drop another run's commit.
-    return Manifest.from_bytes(data), info.etag
+    try:
+        return Manifest.from_bytes(data), info.etag
+    except ValueError as exc:  # JSON or pydantic validation
+        raise StorageError(
+            f"{key}: corrupt manifest ({str(exc).splitlines()[0]}); move it aside and rerun to rebuild the hour from raw/"
+        ) from None
 
 
 def write_manifest(store, key: str, manifest: Manifest, etag: str | None) -> str:

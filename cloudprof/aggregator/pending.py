@@ -16,7 +16,7 @@ from typing import Callable, Iterable, Sequence
 from cloudprof.aggregator.manifest import read_manifest
 from cloudprof.aggregator.merge import MergeOptions, MergeResult, merge_partition
 from cloudprof.aggregator.partition import Partition, hour_is_open, partition_of_key
-from cloudprof.errors import CloudprofError, NotFound
+from cloudprof.errors import CloudprofError, NotFound, StorageError
 from cloudprof.storage import keys as _keys
 
 __all__ = ["AggregateReport", "aggregate", "find_pending", "list_partitions"]
@@ -78,7 +78,12 @@ def find_pending(store, *, service: str | None = None, hours: Sequence[datetime]
     for part, raw_keys in list_partitions(store, service=service, hours=hours).items():
         by_hour.setdefault((part.service, part.hour), []).append((part, raw_keys))
     for (svc, hour), parts in sorted(by_hour.items()):
-        manifest, _ = read_manifest(store, parts[0][0].manifest_key)
+        try:
+            manifest, _ = read_manifest(store, parts[0][0].manifest_key)
+        except StorageError as exc:  # e.g. a corrupt manifest: report the partitions as failing, not hide them
+            log.error("%s", exc)
+            pending.extend(part for part, _ in parts)
+            continue
         for part, raw_keys in parts:
             entry = manifest.kind(part.kind) if manifest else None
             if entry is None or raw_keys - entry.keys():

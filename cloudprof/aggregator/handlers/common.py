@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-import os
+import os  # only for CLOUDPROF_AGGREGATE_LOOKBACK_HOURS, see lookback_hours()
 from datetime import datetime, timedelta, timezone
 from typing import Iterable
 from urllib.parse import urlparse
@@ -24,22 +24,18 @@ _STORES: dict[str, object] = {}  # one client per warm container: creating boto3
 
 
 def storage_url() -> str:
-    """CLOUDPROF_STORAGE, through cloudprof.config when it is available."""
-    url = None
-    try:
-        from cloudprof.config import Settings  # the one place CLOUDPROF_* is read
-    except ImportError:
-        Settings = None
-    if Settings is not None and os.environ.get("CLOUDPROF_STORAGE"):
-        url = str(getattr(Settings(), "storage", "") or "")
-    # Temporary fallback while config.py has no storage field: read the variable itself.
-    url = url or os.environ.get("CLOUDPROF_STORAGE")
-    if not url:
-        raise ConfigError("CLOUDPROF_STORAGE is not set: the aggregator needs the bucket URL (s3://bucket/prefix or gs://bucket/prefix)")
+    """The bucket URL from settings (CLOUDPROF_STORAGE, or cloudprof.toml), which a function must set."""
+    from cloudprof.config import Settings, load_settings
+
+    url = load_settings().storage
+    if url == Settings.model_fields["storage"].default:
+        raise ConfigError("CLOUDPROF_STORAGE is not set: the aggregator function needs the bucket URL "
+                          "(s3://bucket/prefix or gs://bucket/prefix), not the local default")
     return url
 
 
 def lookback_hours() -> int:
+    # Not a Settings field yet (config.py belongs to the agent's settings); read here until it is.
     text = os.environ.get("CLOUDPROF_AGGREGATE_LOOKBACK_HOURS", "")
     try:
         return int(text) if text else DEFAULT_LOOKBACK_HOURS
