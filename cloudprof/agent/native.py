@@ -1,0 +1,419 @@
+"""Names the C function a Python frame was in when a CPU-time sample landed, as a `<native> zlib.compress` leaf.
+
+An in-process sampler cannot see C frames. CPython runs a Python signal handler
+(and lets another thread take the GIL) only at "eval breaker" check points. In
+3.11 those are RESUME (function entry), JUMP_BACKWARD (loop back-edges) and the
+end of a call into C (CALL, or the specialised PRECALL that made the call). So
+when the CPU-time signal arrives during `zlib.compress(...)`, the handler runs
+when the call returns, and the frame's `f_lasti` is the PRECALL/CALL of that
+call; a thread blocked in `time.sleep` shows the same `f_lasti` through
+`sys._current_frames()`. From the bytecode before it (LOAD_GLOBAL / LOAD_ATTR /
+LOAD_METHOD ...) we recover the callee expression (static, cached per code
+object and offset), then resolve it against the frame without running user
+code (module and type dictionaries only, never `getattr`) to a qualified name:
+`zlib.compress`, `_hashlib.HASH.update`, `list.remove`, `time.sleep`,
+`_pickle.dumps`.
+
+`str +=` is BINARY_OP, which has no check point: a signal taken during the copy
+is handled at the loop's JUMP_BACKWARD. When the loop region since the last
+check point holds exactly one `+`/`+=` whose target is a long str/bytes/tuple
+at sample time, the leaf is `<native> str +=` (py-spy shows PyUnicode_Append).
+
+Limits (measured in benchmarks/cnative/run.py; see its table):
+- A CALL check point also absorbs the interpreter time spent since the previous
+  check point in that frame (evaluating the call's arguments, loop overhead), so
+  a tight loop of cheap C calls (`lst.append(i)`) over-credits the C callee.
+  The Python frame above is still right; only the leaf is too generous.
+- A C function that calls back into Python (pickle's `__reduce__`, `sorted` with
+  a Python `key=`) shows the Python callee as the leaf instead, which is right.
+- Callees reached through call results (`hashlib.sha256(x).hexdigest()`) are
+  named statically (`hashlib.sha256().hexdigest`), not resolved to a type.
+- CPython 3.11 only (PRECALL/CALL layout); on other versions `native_leaf`
+  returns None and samples keep their Python leaf.
+"""
+
+from __future__ import annotations
+
+import dis
+import sys
+import types
+
+__all__ = ["NATIVE_PREFIX", "native_leaf", "native_site", "site_name"]
+
+NATIVE_PREFIX = "<native> "
+SUPPORTED = sys.version_info[:2] == (3, 11)
+
+_OP = dis.opmap
+_PRECALL = _OP.get("PRECALL", -1)
+_CALL = _OP.get("CALL", -1)
+_CALL_EX = _OP.get("CALL_FUNCTION_EX", -1)
+_KW_NAMES = _OP.get("KW_NAMES", -1)
+_JUMP_BACKWARD = _OP.get("JUMP_BACKWARD", -1)
+_JUMP_BACKWARD_NI = _OP.get("JUMP_BACKWARD_NO_INTERRUPT", -1)
+_BINARY_OP = _OP.get("BINARY_OP", -1)
+_LOADS_NAME = {_OP[n] for n in ("LOAD_GLOBAL", "LOAD_NAME") if n in _OP}
+_LOADS_LOCAL = {_OP[n] for n in ("LOAD_FAST", "LOAD_DEREF", "LOAD_CLOSURE", "LOAD_CLASSDEREF") if n in _OP}
+_LOAD_CONST = _OP["LOAD_CONST"]
+_LOAD_ATTR = _OP["LOAD_ATTR"]
+_LOAD_METHOD = _OP.get("LOAD_METHOD", -1)
+_STORES = {_OP[n]: n for n in ("STORE_FAST", "STORE_NAME", "STORE_GLOBAL", "STORE_DEREF") if n in _OP}
+_BUILDS = {_OP[n]: t for n, t in (("BUILD_LIST", list), ("BUILD_TUPLE", tuple), ("BUILD_SET", set),
+                                   ("BUILD_MAP", dict), ("BUILD_CONST_KEY_MAP", dict), ("BUILD_STRING", str))
+           if n in _OP}
+# Ops whose result replaces their operands: how many slots below the top they consume.
+_POPS = {_LOAD_ATTR: 1, _LOAD_METHOD: 1, _BINARY_OP: 2}
+for _name in ("BINARY_SUBSCR", "COMPARE_OP", "IS_OP", "CONTAINS_OP"):
+    _POPS[_OP[_name]] = 2
+for _name in ("UNARY_NEGATIVE", "UNARY_NOT", "UNARY_INVERT", "UNARY_POSITIVE", "GET_ITER", "GET_AWAITABLE"):
+    if _name in _OP:
+        _POPS[_OP[_name]] = 1
+_LOADERS = _LOADS_NAME | _LOADS_LOCAL | {_OP[n] for n in ("LOAD_CONST", "PUSH_NULL", "COPY", "LOAD_ASSERTION_ERROR",
+                                                           "LOAD_BUILD_CLASS") if n in _OP}
+_NO_WRITE = {_OP[n] for n in ("NOP", "RESUME", "EXTENDED_ARG", "JUMP_FORWARD", "JUMP_BACKWARD", "CACHE",
+                              "JUMP_BACKWARD_NO_INTERRUPT") if n in _OP}
+_NO_FALLTHROUGH = {_OP[n] for n in ("RETURN_VALUE", "RAISE_VARARGS", "RERAISE", "JUMP_FORWARD", "JUMP_BACKWARD",
+                                    "JUMP_BACKWARD_NO_INTERRUPT") if n in _OP}
+_CONCAT_OPS = {0, 13}  # BINARY_OP args for `+` and `+=`
+_CONCAT_MIN_LEN = 4096  # below this a copy costs less than the bytecode around it
+_CONCAT_TYPES = {str: "str", bytes: "bytes", tuple: "tuple", bytearray: "bytearray"}
+
+_MISSING = object()
+_NOT_A_SITE = None
+
+# (code, lasti) -> site tuple or None; bounded so pathological code churn cannot grow it forever.
+_SITES: dict = {}
+_SITES_MAX = 50_000
+_NAMES: dict = {}  # resolved callable -> name, for hashable long-lived callables
+_NAMES_MAX = 10_000
+
+
+def native_leaf(frame: types.FrameType, *, resolve: bool = True) -> str | None:
+    """`<native> name` for the C function `frame` just ran (or is running), else None. See native_site."""
+    site = native_site(frame, resolve=resolve)
+    return None if site is None else site[0]
+
+
+def native_site(frame: types.FrameType, *, resolve: bool = True) -> tuple[str, int] | None:
+    """(`<native> name`, lasti) for the C function the leaf `frame` just ran (or is running), else None.
+
+    `lasti` is the instruction the Python frame should be shown at: the call itself, or for `str +=` the
+    BINARY_OP rather than the loop back-edge where the signal was taken. Call it on the leaf frame of a
+    sample only. Cost when the frame is not at a call site: one dict lookup. With `resolve=False` the
+    frame's locals are not read (the static expression names local receivers).
+    """
+    if not SUPPORTED:
+        return None
+    code = frame.f_code
+    lasti = frame.f_lasti
+    key = (code, lasti)
+    site = _SITES.get(key, _MISSING)
+    if site is _MISSING:
+        site = _analyse(code, lasti)
+        if len(_SITES) >= _SITES_MAX:
+            _SITES.clear()
+        _SITES[key] = site
+    if site is None:
+        return None
+    kind, path, static, at = site
+    if kind == "call":
+        if resolve or path[0][0] != "local":
+            name = _resolve_call(frame, path)
+            if name is not None:
+                return (NATIVE_PREFIX + name, at) if name else None
+        return (NATIVE_PREFIX + static, at) if static else None
+    # kind == "concat": path = (store kind, variable name)
+    value = _root_value(frame, path) if resolve else _MISSING
+    label = _CONCAT_TYPES.get(type(value))
+    if label is not None and len(value) >= _CONCAT_MIN_LEN:
+        return f"{NATIVE_PREFIX}{label} {static}", at
+    return None
+
+
+def site_name(code: types.CodeType, lasti: int) -> str | None:
+    """The static callee expression at a call site (`zlib.compress`, `h.update`), for tests and tools."""
+    site = _analyse(code, lasti) if SUPPORTED else None
+    if site is None or site[0] != "call":
+        return None
+    return site[2]
+
+
+# ---------------------------------------------------------------- static analysis (once per code object)
+
+class _CodeInfo:
+    __slots__ = ("instrs", "index", "pre", "post", "low")
+
+    def __init__(self, code: types.CodeType):
+        self.instrs = list(dis.get_instructions(code))
+        self.index = {ins.offset: i for i, ins in enumerate(self.instrs)}
+        n = len(self.instrs)
+        self.pre = [None] * n
+        self.post = [None] * n
+        self.low = [None] * n
+        self._heights(code)
+
+    def _heights(self, code):
+        instrs, index, pre = self.instrs, self.index, self.pre
+        work = [(0, 0)]
+        try:
+            for entry in dis._parse_exception_table(code):  # 3.11+: handlers start at depth (+ lasti) + exception
+                if entry.target in index:
+                    work.append((index[entry.target], entry.depth + 1 + int(entry.lasti)))
+        except Exception:  # noqa: BLE001 - a private helper; heights for handlers are then unknown
+            pass
+        while work:
+            i, h = work.pop()
+            while i < len(instrs) and pre[i] is None:
+                ins = instrs[i]
+                pre[i] = h
+                arg = ins.arg if ins.opcode >= dis.HAVE_ARGUMENT else None
+                try:
+                    effect = dis.stack_effect(ins.opcode, arg, jump=False)
+                except ValueError:
+                    effect = 0
+                post = h + effect
+                self.post[i] = post
+                self.low[i] = self._lowest_written(ins, h, post)
+                if ins.opcode in dis.hasjrel or ins.opcode in dis.hasjabs:
+                    target = index.get(ins.argval)
+                    if target is not None:
+                        try:
+                            jumped = h + dis.stack_effect(ins.opcode, arg, jump=True)
+                        except ValueError:
+                            jumped = post
+                        work.append((target, jumped))
+                if ins.opcode in _NO_FALLTHROUGH:
+                    break
+                i, h = i + 1, post
+
+    @staticmethod
+    def _lowest_written(ins, pre, post):
+        # Only net stack effects are public, so writes are modelled for the ops a callee expression is made of;
+        # an unknown op that pushes is assumed to have replaced the slot below it, which makes naming give up
+        # (no leaf) rather than name the wrong callee.
+        op = ins.opcode
+        if op in _LOADERS:
+            return pre
+        pops = _POPS.get(op)
+        if pops is not None:
+            return pre - pops
+        if op in _BUILDS or op == _CALL or op == _CALL_EX:
+            return post - 1
+        if op == _PRECALL or op == _KW_NAMES or post < pre or op in _NO_WRITE:
+            return post  # writes nothing: PRECALL/KW_NAMES prepare CALL; stores, pops and jumps push nothing
+        return min(pre, post) - 1
+
+    def writer(self, slot: int, before: int) -> int | None:
+        """Index of the last instruction before `before` that wrote stack slot `slot` (linear walk back)."""
+        for j in range(before - 1, -1, -1):
+            if self.pre[j] is None:
+                return None
+            if self.post[j] <= slot:
+                return None  # the slot did not exist here: we walked across a branch
+            if self.low[j] <= slot:
+                return j
+        return None
+
+    def describe(self, j: int | None, depth: int = 0) -> tuple | None:
+        """Access path of the value instruction j pushed: (("global", "zlib"), ("attr", "compress"))."""
+        if j is None or depth > 8:
+            return None
+        ins = self.instrs[j]
+        op = ins.opcode
+        if op in _LOADS_NAME:
+            return (("global", ins.argval),)
+        if op in _LOADS_LOCAL:
+            return (("local", ins.argval),)
+        if op == _LOAD_CONST:
+            return (("const", ins.argval),)
+        if op in _BUILDS:
+            return (("const", _BUILDS[op]()),)
+        if op == _LOAD_ATTR or op == _LOAD_METHOD:
+            base = self.describe(self.writer(self.pre[j] - 1, j), depth + 1)
+            if base is None:
+                return None
+            return base + (("attr", ins.argval),)
+        if op == _CALL:
+            callee = self._callee_path(j, depth + 1)
+            return None if callee is None else callee + (("call", None),)
+        return None
+
+    def _callee_path(self, j: int, depth: int = 0) -> tuple | None:
+        """Access path of the callable of the call at instruction j (PRECALL, CALL or CALL_FUNCTION_EX)."""
+        ins = self.instrs[j]
+        if ins.opcode == _CALL:
+            if j == 0 or self.instrs[j - 1].opcode != _PRECALL:
+                return None
+            j -= 1
+            ins = self.instrs[j]
+        if self.pre[j] is None:
+            return None
+        if ins.opcode == _PRECALL:
+            slot = self.pre[j] - ins.arg - 1
+        elif ins.opcode == _CALL_EX:
+            slot = self.pre[j] - 2 - (ins.arg & 1)
+        else:
+            return None
+        # LOAD_METHOD writes [method, self] over the object, and describe() names it as object.method.
+        return self.describe(self.writer(slot, j), depth)
+
+    def concat_site(self, j: int) -> tuple | None:
+        """At a JUMP_BACKWARD: the single `x += ...`/`x = x + ...` since the last check point, if there is one."""
+        target = self.index.get(self.instrs[j].argval)
+        if target is None:
+            return None
+        found = None
+        for k in range(j - 1, target - 1, -1):
+            op = self.instrs[k].opcode
+            if op in (_CALL, _PRECALL, _CALL_EX):
+                break  # a check point: the signal would have been taken there
+            if op == _BINARY_OP and self.instrs[k].arg in _CONCAT_OPS:
+                if found is not None:
+                    return None  # two candidates: cannot tell which one took the time
+                nxt = self.instrs[k + 1]
+                if nxt.opcode not in _STORES:
+                    return None
+                found = (("local" if _STORES[nxt.opcode] in ("STORE_FAST", "STORE_DEREF") else "global"),
+                         nxt.argval, "+=" if self.instrs[k].arg == 13 else "+", self.instrs[k].offset)
+        return found
+
+
+def _analyse(code: types.CodeType, lasti: int):
+    info = _INFOS.get(code)
+    if info is None:
+        try:
+            info = _CodeInfo(code)
+        except Exception:  # noqa: BLE001 - never let naming break sampling
+            info = False
+        if len(_INFOS) >= _SITES_MAX // 10:
+            _INFOS.clear()
+        _INFOS[code] = info
+    if not info:
+        return None
+    j = info.index.get(lasti)
+    if j is None:
+        return None
+    op = info.instrs[j].opcode
+    try:
+        if op in (_PRECALL, _CALL, _CALL_EX):
+            path = info._callee_path(j)
+            if path is None:
+                return None
+            return ("call", path, _static_name(path), lasti)
+        if op == _JUMP_BACKWARD:
+            found = info.concat_site(j)
+            if found is None:
+                return None
+            kind, name, symbol, offset = found
+            return ("concat", (kind, name), symbol, offset)
+    except Exception:  # noqa: BLE001
+        return None
+    return None
+
+
+_INFOS: dict = {}
+
+
+def _static_name(path: tuple) -> str:
+    parts = []
+    for kind, value in path:
+        if kind == "const":
+            parts.append(type(value).__name__)
+        elif kind == "call":
+            parts[-1] += "()"
+        else:
+            parts.append(str(value))
+    return ".".join(parts)
+
+
+# ---------------------------------------------------------------- resolution against the frame (no user code runs)
+
+def _root_value(frame, root):
+    kind, name = root[0], root[1]
+    if kind == "const":
+        return name
+    if kind == "global":
+        value = frame.f_globals.get(name, _MISSING)
+        if value is _MISSING:
+            builtins = frame.f_builtins
+            value = builtins.get(name, _MISSING) if isinstance(builtins, dict) else _MISSING
+        if value is _MISSING and frame.f_code.co_flags & 0x2 == 0:
+            value = frame.f_locals.get(name, _MISSING)  # module and class bodies: LOAD_NAME reads locals
+        return value
+    return frame.f_locals.get(name, _MISSING)
+
+
+def _static_attr(obj, name):
+    if isinstance(obj, types.ModuleType):
+        return obj.__dict__.get(name, _MISSING)
+    cls = obj if isinstance(obj, type) else type(obj)
+    for klass in type.__getattribute__(cls, "__mro__"):
+        value = type.__getattribute__(klass, "__dict__").get(name, _MISSING)
+        if value is not _MISSING:
+            if isinstance(value, (classmethod, staticmethod)):
+                return value.__func__
+            return value
+    if not isinstance(obj, type):
+        try:
+            d = object.__getattribute__(obj, "__dict__")
+        except Exception:  # noqa: BLE001 - objects without a __dict__
+            return _MISSING
+        if isinstance(d, dict):
+            return d.get(name, _MISSING)
+    return _MISSING
+
+
+def _resolve_call(frame, path):
+    """Qualified name of the resolved callee; '' when it is Python code (no native leaf); None if unresolved."""
+    if any(kind == "call" for kind, _ in path):
+        return None
+    value = _root_value(frame, path[0])
+    if value is _MISSING:
+        return None
+    for kind, name in path[1:]:
+        value = _static_attr(value, name)
+        if value is _MISSING:
+            return None
+    try:
+        cached = _NAMES.get(value, _MISSING)
+    except TypeError:
+        cached = _MISSING
+        hashable = False
+    else:
+        hashable = True
+    if cached is not _MISSING:
+        return cached
+    name = _callable_name(value)
+    if hashable:
+        if len(_NAMES) >= _NAMES_MAX:
+            _NAMES.clear()
+        _NAMES[value] = name
+    return name
+
+
+def _qualify(module, qualname):
+    if not module or module == "builtins":
+        return qualname
+    return f"{module}.{qualname}"
+
+
+def _callable_name(obj) -> str | None:
+    if isinstance(obj, (types.FunctionType, types.MethodType)):
+        return ""
+    if isinstance(obj, types.BuiltinFunctionType):
+        owner = getattr(obj, "__self__", None)
+        if owner is None or isinstance(owner, types.ModuleType):
+            return _qualify(getattr(obj, "__module__", None), obj.__qualname__)
+        cls = owner if isinstance(owner, type) else type(owner)
+        return _qualify(cls.__module__, obj.__qualname__)
+    if isinstance(obj, (types.MethodDescriptorType, types.WrapperDescriptorType, types.ClassMethodDescriptorType)):
+        return _qualify(obj.__objclass__.__module__, obj.__qualname__)
+    if isinstance(obj, type):
+        for hook in ("__new__", "__init__"):
+            if isinstance(_static_attr(obj, hook), types.FunctionType):
+                return ""  # a Python class: its construction runs Python code
+        return _qualify(obj.__module__, obj.__qualname__)
+    call = _static_attr(obj, "__call__")
+    if call is _MISSING or isinstance(call, types.FunctionType):
+        return "" if call is not _MISSING else None
+    cls = type(obj)
+    return _qualify(cls.__module__, cls.__qualname__ + ".__call__")

@@ -1,0 +1,208 @@
+"""C-call naming: the callee behind a frame's current CALL, statically and against a live frame."""
+
+from __future__ import annotations
+
+import collections
+import dis
+import hashlib
+import signal
+import sys
+import threading
+import time
+import zlib
+
+import pytest
+
+from cloudprof.agent import native
+
+pytestmark = pytest.mark.skipif(not native.SUPPORTED, reason="C-call naming reads CPython 3.11 bytecode")
+
+
+class Holder:
+    def __init__(self):
+        self.hash = hashlib.sha256()
+
+
+def calls(data, items, holder):
+    zlib.compress(data)
+    h = hashlib.sha256()
+    h.update(data)
+    holder.hash.update(data)
+    items.remove(3)
+    sorted(items, key=len, reverse=True)
+    "".join(["a"])
+    hashlib.sha256(data).hexdigest()
+    len(items if items else data)
+    print(*items, sep="", file=None)
+
+
+def _static_names(func):
+    code = func.__code__
+    return [native.site_name(code, ins.offset) for ins in dis.get_instructions(code) if ins.opname == "PRECALL"]
+
+
+def test_static_callee_expressions():
+    assert _static_names(calls) == [
+        "zlib.compress", "hashlib.sha256", "h.update", "holder.hash.update", "items.remove", "sorted",
+        "str.join", "hashlib.sha256", "hashlib.sha256().hexdigest", "len",
+    ]
+    ex = next(i for i in dis.get_instructions(calls) if i.opname == "CALL_FUNCTION_EX")
+    assert native.site_name(calls.__code__, ex.offset) == "print"
+
+
+def test_not_a_call_site_gives_none():
+    code = calls.__code__
+    assert native.site_name(code, 0) is None
+    # This frame sits at the CALL of native_leaf itself, a Python function: no native leaf.
+    assert native.native_leaf(sys._getframe()) is None
+
+
+def _blocked_thread_leaf(target):
+    started = threading.Event()
+    thread = threading.Thread(target=target, args=(started,), daemon=True)
+    thread.start()
+    started.wait(5)
+    time.sleep(0.05)
+    frame = sys._current_frames()[thread.ident]
+    leaf = native.native_site(frame)
+    thread.join(5)
+    return leaf, frame
+
+
+def _sleeper(started):
+    started.set()
+    time.sleep(0.3)
+
+
+def test_thread_blocked_in_c_is_named_through_current_frames():
+    (leaf, lasti), frame = _blocked_thread_leaf(_sleeper)
+    assert leaf == "<native> time.sleep"
+    assert dis.opname[frame.f_code.co_code[lasti]] in ("PRECALL", "CALL")
+
+
+def _lock_waiter(started):
+    lock = threading.Lock()
+    lock.acquire()
+    started.set()
+    lock.acquire(timeout=0.3)
+
+
+def test_method_on_a_local_resolves_to_its_c_type():
+    (leaf, _), _ = _blocked_thread_leaf(_lock_waiter)
+    assert leaf == "<native> _thread.lock.acquire"
+
+
+def test_python_callees_get_no_native_leaf():
+    def pure(x):
+        return x
+
+    def caller(started):
+        started.set()
+        holder = threading.Event()
+        holder.wait(0.3)  # Python method: the leaf is deeper, the caller's CALL is not native
+
+    (leaf, _), frame = _blocked_thread_leaf(caller)
+    # the thread's leaf frame is inside threading (Condition.wait -> lock.acquire), which is C
+    assert leaf.startswith("<native> _thread.")
+    assert native._callable_name(pure) == ""
+
+
+def _burn_under_signal(work, seconds=0.4):
+    seen = collections.Counter()
+
+    def handler(signum, frame):
+        seen[native.native_leaf(frame)] += 1
+
+    previous = signal.signal(signal.SIGPROF, handler)
+    signal.setitimer(signal.ITIMER_PROF, 0.002, 0.002)
+    try:
+        start = time.process_time()
+        while time.process_time() - start < seconds:
+            work()
+    finally:
+        signal.setitimer(signal.ITIMER_PROF, 0, 0)
+        signal.signal(signal.SIGPROF, previous)
+    return seen
+
+
+DATA = bytes(range(256)) * 4096
+
+
+def test_cpu_signal_after_zlib_names_zlib():
+    seen = _burn_under_signal(lambda: zlib.compress(DATA, 6))
+    total = sum(seen.values())
+    assert total >= 20
+    assert seen["<native> zlib.compress"] / total > 0.8, seen
+
+
+def concat_loop():
+    s = ""
+    keep = s
+    piece = "y" * 500
+    for _ in range(2000):
+        s += piece
+        keep = s
+    return keep
+
+
+def test_str_concat_is_named_at_its_binary_op():
+    code = concat_loop.__code__
+    binary = next(i for i in dis.get_instructions(code) if i.opname == "BINARY_OP")
+    sites = collections.Counter()
+
+    def handler(signum, frame):
+        if frame.f_code is code:
+            sites[native.native_site(frame)] += 1
+
+    previous = signal.signal(signal.SIGPROF, handler)
+    signal.setitimer(signal.ITIMER_PROF, 0.002, 0.002)
+    try:
+        start = time.process_time()
+        while time.process_time() - start < 0.4:
+            concat_loop()
+    finally:
+        signal.setitimer(signal.ITIMER_PROF, 0, 0)
+        signal.signal(signal.SIGPROF, previous)
+    named = sites[("<native> str +=", binary.offset)]
+    assert named / max(1, sum(sites.values())) > 0.7, sites
+
+
+def test_short_strings_are_not_blamed_on_concat():
+    def small():
+        s = ""
+        for _ in range(100):
+            s += "x"
+        return s
+
+    code = small.__code__
+    back = next(i for i in dis.get_instructions(code) if i.opname == "JUMP_BACKWARD")
+
+    class FakeFrame:  # a frame stand-in at the back-edge with a short string in `s`
+        f_code = code
+        f_lasti = back.offset
+        f_locals = {"s": "short"}
+        f_globals: dict = {}
+        f_builtins: dict = {}
+
+    assert native.native_site(FakeFrame()) is None
+    FakeFrame.f_locals = {"s": "z" * 10_000}
+    assert native.native_site(FakeFrame()) == ("<native> str +=", next(
+        i.offset for i in dis.get_instructions(code) if i.opname == "BINARY_OP"))
+
+
+def test_resolution_never_runs_user_code():
+    ran = []
+
+    class Sneaky:
+        @property
+        def update(self):
+            ran.append(True)
+            return len
+
+        def __getattr__(self, name):
+            ran.append(name)
+            return len
+
+    assert native._static_attr(Sneaky(), "missing") is native._MISSING
+    native._callable_name(native._static_attr(Sneaky(), "update"))
+    assert ran == []
