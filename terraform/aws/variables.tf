@@ -10,7 +10,7 @@ variable "name" {
 }
 
 variable "bucket_name" {
-  description = "Name of the profile bucket. Null derives one from name, account and region."
+  description = "Name of the profile bucket. Null lets AWS pick a unique name starting with \"<name>-\"."
   type        = string
   default     = null
 }
