@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--service", required=True)
     _add_range(p)
     p.add_argument("--version")
+    p.add_argument("--thread", help="keep only samples of this thread name")
+    p.add_argument("--sample-type", help="sample type the page opens with (default: cpu)")
     p.add_argument("-o", "--output", required=True, metavar="FILE.html")
     p.set_defaults(func=cmd_flamegraph)
 
@@ -65,7 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", required=True, metavar="URL")
     p.add_argument("--service", required=True)
     p.add_argument("--base", required=True, metavar="T..T")
-    p.add_argument("--target", required=True, metavar="T..T")
+    p.add_argument("--target", metavar="T..T", help="default: the base range (to compare two versions in it)")
+    p.add_argument("--version", help="keep only this version on both sides")
+    p.add_argument("--base-version", metavar="V")
+    p.add_argument("--target-version", metavar="V")
+    p.add_argument("--thread", help="keep only samples of this thread name")
+    p.add_argument("--sample-type", help="which sample type to compare (default: cpu)")
     p.add_argument("--format", choices=["html", "json", "top"], default="top")
     p.add_argument("-o", "--output", metavar="FILE")
     p.set_defaults(func=cmd_diff)
@@ -151,16 +158,147 @@ def _progress_bar(label: str):
     return show
 
 
+def _emit(output: str | None, data: bytes, what: str) -> None:
+    """Write to FILE (whole or not at all) or stdout; binary pprof never goes to a terminal."""
+    import os
+    import tempfile
+
+    if not output or output == "-":
+        if what == "pprof" and sys.stdout.isatty():
+            raise CloudprofError("pprof output is binary: pass -o FILE.pb.gz (or pipe it)")
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+        return
+    folder = os.path.dirname(os.path.abspath(output))
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".cloudprof-")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, output)
+    except OSError as exc:
+        raise CloudprofError(f"cannot write {output}: {exc.strerror or exc}") from None
+
+
+def _selection(args: argparse.Namespace, start, end, version=None):
+    from cloudprof.query import Selection
+
+    return Selection(args.service, start, end, version=version if version is not None else args.version,
+                     thread=getattr(args, "thread", None))
+
+
+def _cost(stats) -> str:
+    return (f"{stats.hours} hours ({stats.hours_merged} merged, {stats.hours_raw} from raw uploads), "
+            f"{stats.objects_read} objects read, {stats.bytes_read / 1e6:.1f} MB")
+
+
+def _span(start, end) -> str:
+    return f"{start:%Y-%m-%d %H:%M} \u2192 {end:%Y-%m-%d %H:%M} UTC"
+
+
 def cmd_query(args: argparse.Namespace) -> int:
-    raise NotImplementedError("cloudprof query")
+    import json
+    from datetime import datetime, timezone
+
+    from cloudprof.query import QueryStats, query_profile, query_tree
+    from cloudprof.render import format_top
+    from cloudprof.storage import open_store
+    from cloudprof.times import parse_time
+
+    now = datetime.now(timezone.utc)
+    sel = _selection(args, parse_time(args.start, now=now), parse_time(args.end, now=now))
+    store = open_store(args.storage)
+    stats = QueryStats()
+    if args.format == "pprof":
+        from cloudprof.pprof import encode
+
+        data = encode(query_profile(store, sel, stats))
+    else:
+        tree = query_tree(store, sel, stats)
+        sample_type = tree.types[tree.type_index(args.sample_type)]
+        if args.format == "collapsed":
+            data = tree.collapsed(sample_type).encode()
+        elif args.format == "json":
+            doc = {"service": sel.service, "from": sel.start.isoformat(), "to": sel.end.isoformat(),
+                   "version": sel.version, "thread": sel.thread, "query": stats.to_dict(), **tree.to_nested()}
+            data = (json.dumps(doc, separators=(",", ":")) + "\n").encode()
+        else:
+            index = tree.types.index(sample_type)
+            data = format_top(tree.function_stats(sample_type), sample_type, total=tree.grand_total(index)).encode()
+    _emit(args.output, data, args.format)
+    if args.output and args.output != "-":
+        print(f"wrote {args.output}: {_cost(stats)}", file=sys.stderr)
+    return 0
 
 
 def cmd_flamegraph(args: argparse.Namespace) -> int:
-    raise NotImplementedError("cloudprof flamegraph")
+    from datetime import datetime, timezone
+
+    from cloudprof.query import QueryStats, query_tree
+    from cloudprof.render import render_flamegraph_html
+    from cloudprof.storage import open_store
+    from cloudprof.times import parse_time
+
+    now = datetime.now(timezone.utc)
+    sel = _selection(args, parse_time(args.start, now=now), parse_time(args.end, now=now))
+    stats = QueryStats()
+    tree = query_tree(open_store(args.storage), sel, stats)
+    facts = [("range", _span(sel.start, sel.end))]
+    if sel.version:
+        facts.append(("version", sel.version))
+    if sel.thread:
+        facts.append(("thread", sel.thread))
+    facts.append(("read", f"{stats.hours} hours, {stats.profiles} profiles"))
+    page = render_flamegraph_html(tree, title=f"{sel.service} \u00b7 {sel.kind}", facts=facts, default_type=args.sample_type,
+                                  footer=f"cloudprof \u00b7 {args.storage} \u00b7 generated {now:%Y-%m-%d %H:%M} UTC")
+    _emit(args.output, page.encode(), "html")
+    print(f"wrote {args.output}: {len(tree):,} frames; {_cost(stats)}", file=sys.stderr)
+    return 0
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    raise NotImplementedError("cloudprof diff")
+    import json
+    from datetime import datetime, timezone
+
+    from cloudprof.errors import ConfigError
+    from cloudprof.query import QueryStats, movers, parse_range, query_diff_tree
+    from cloudprof.render import format_movers, render_diff_html
+    from cloudprof.storage import open_store
+
+    now = datetime.now(timezone.utc)
+    base_range = parse_range(args.base, now=now)
+    target_range = parse_range(args.target, now=now) if args.target else base_range
+    base = _selection(args, *base_range, version=args.base_version)
+    target = _selection(args, *target_range, version=args.target_version)
+    if base == target:
+        raise ConfigError("base and target are the same: give two ranges (--base, --target) or two versions "
+                          "(--base-version, --target-version)")
+    base_stats, target_stats = QueryStats(), QueryStats()
+    tree = query_diff_tree(open_store(args.storage), base, target, base_stats, target_stats)
+    sample_type = tree.types[tree.type_index(args.sample_type)]
+    moves = movers(tree, sample_type)
+
+    def side(sel) -> str:
+        return _span(sel.start, sel.end) + (f" v{sel.version}" if sel.version else "")
+
+    if args.format == "html":
+        facts = [("base", side(base)), ("target", side(target))]
+        data = render_diff_html(tree, title=f"{args.service} \u00b7 diff", facts=facts, default_type=sample_type,
+                                footer=f"cloudprof \u00b7 {args.storage} \u00b7 generated {now:%Y-%m-%d %H:%M} UTC").encode()
+    elif args.format == "json":
+        index = tree.types.index(sample_type)
+        doc = {"service": args.service, "sample_type": sample_type,
+               "base": {"from": base.start.isoformat(), "to": base.end.isoformat(), "version": base.version,
+                        "total": tree.grand_total(index, 0), "query": base_stats.to_dict()},
+               "target": {"from": target.start.isoformat(), "to": target.end.isoformat(), "version": target.version,
+                          "total": tree.grand_total(index, 1), "query": target_stats.to_dict()},
+               "functions": [m.to_dict() for m in moves]}
+        data = (json.dumps(doc, indent=1) + "\n").encode()
+    else:
+        data = (f"base:   {side(base)}\ntarget: {side(target)}\n" + format_movers(moves, sample_type)).encode()
+    _emit(args.output, data, args.format)
+    if args.output and args.output != "-":
+        print(f"wrote {args.output}: base {_cost(base_stats)}; target {_cost(target_stats)}", file=sys.stderr)
+    return 0
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

@@ -61,7 +61,7 @@
     return Math.round(v).toLocaleString("en-US") + (u === "count" ? "" : " " + u);
   }
   function pct(x) { return (x * 100).toFixed(x >= 0.1 || x === 0 ? 1 : 2) + "%"; }
-  function pp(x) { var v = x * 100; return (v > 0 ? "+" : v < 0 ? "\u2212" : "\u00b1") + Math.abs(v).toFixed(2) + " pp"; }
+  function pp(x) { var v = Math.abs(x) < 5e-7 ? 0 : x * 100; return (v > 0 ? "+" : v < 0 ? "\u2212" : "\u00b1") + Math.abs(v).toFixed(2) + " pp"; }
   function esc(s) { return String(s).replace(/[&<>"]/g, function (c) { return { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" }[c]; }); }
   function where(f) { return files[f] ? files[f] + (lines[f] ? ":" + lines[f] : "") : ""; }
 
@@ -95,6 +95,13 @@
     if (DIFF) return i === 0 ? "rgb(190,196,204)" : rgb(diffRGB(i));
     return warm[frame[i]];
   }
+  function lightText(i) {  // white labels on dark fills (by perceived luminance)
+    if (state.matched && !DIFF) return true;
+    if (!DIFF || i === 0) return false;
+    var c = diffRGB(i);
+    return 0.299 * c[0] + 0.587 * c[1] + 0.114 * c[2] < 150;
+  }
+  function signed(x) { return '<span class="' + (x > 5e-7 ? "pos" : x < -5e-7 ? "neg" : "zero") + '">' + pp(x) + "</span>"; }
   function rgb(c) { return "rgb(" + c[0] + "," + c[1] + "," + c[2] + ")"; }
 
   // --- canvas ------------------------------------------------------------------------
@@ -146,7 +153,7 @@
       if (label.length > max) label = max > 2 ? label.slice(0, max - 1) + "\u2026" : "";
       if (label) {
         var dark = state.matched && !state.matched[frame[i]];
-        ctx.fillStyle = dark ? "#9aa1a9" : (DIFF && Math.abs(delta(i)) > deltaScale * 0.55) || (state.matched && !DIFF) ? "#fff" : "#1f2328";
+        ctx.fillStyle = dark ? "#9aa1a9" : lightText(i) ? "#fff" : "#1f2328";
         ctx.fillText(label, x + 3, y + ROW / 2);
       }
     }
@@ -197,7 +204,7 @@
       var b = slot(state.type, 0), t = slot(state.type, 1);
       rows = [["Base total", fmt(total[b][i]) + " (" + pct(share(i, 0)) + ")"],
               ["Target total", fmt(total[t][i]) + " (" + pct(share(i, 1)) + ")"],
-              ["Change", '<span class="' + (delta(i) >= 0 ? "pos" : "neg") + '">' + pp(delta(i)) + "</span>"],
+              ["Change", signed(delta(i))],
               ["Self base / target", fmt(selfv[b][i]) + " / " + fmt(selfv[t][i])]];
     } else {
       rows = [["Self", fmt(selfv[s][i]) + " (" + pct(g ? selfv[s][i] / g : 0) + ")"],
@@ -343,8 +350,8 @@
     var m = state.matched, maxPct = 0;
     rows.forEach(function (r) { var p = DIFF ? Math.abs(r.dtotal) : r.selfPct; if (p > maxPct) maxPct = p; });
     var html = rows.slice(0, LIMIT).map(function (r) {
-      var cells = DIFF ? [pct(r.baseTotal), pct(r.tgtTotal), '<span class="' + (r.dtotal >= 0 ? "pos" : "neg") + '">' + pp(r.dtotal) + "</span>", '<span class="' + (r.dself >= 0 ? "pos" : "neg") + '">' + pp(r.dself) + "</span>"]
-                       : [fmt(r.self[0]), pct(r.selfPct) + '<span class="cp-pct" style="width:' + Math.round(40 * (maxPct ? r.selfPct / maxPct : 0)) + 'px"></span>', fmt(r.total[0]), pct(r.totalPct)];
+      var cells = DIFF ? [pct(r.baseTotal), pct(r.tgtTotal), signed(r.dtotal), signed(r.dself)]
+                       : [r.self[0] ? fmt(r.self[0]) : "\u2013", pct(r.selfPct) + '<span class="cp-pct" style="width:' + Math.round(40 * (maxPct ? r.selfPct / maxPct : 0)) + 'px"></span>', fmt(r.total[0]), pct(r.totalPct)];
       return '<tr data-f="' + r.f + '"' + (m && m[r.f] ? ' class="hit"' : "") + '><td class="fn" title="' + esc(names[r.f] + (where(r.f) ? "\n" + where(r.f) : "")) + '">' + esc(names[r.f]) + (where(r.f) ? "<small>" + esc(where(r.f)) + "</small>" : "") + "</td><td>" + cells.join("</td><td>") + "</td></tr>";
     }).join("");
     $("cp-table").tBodies[0].innerHTML = html;
