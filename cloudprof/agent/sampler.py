@@ -1,0 +1,384 @@
+"""The sampler: CPU samples of the main thread from the CPU-time signal, CPU and wall samples of every thread.
+
+Why a signal: a sampler thread only runs when it gets the GIL, so it sees other
+threads mostly where they *release* the GIL (I/O, zlib, hashing) and misplaces
+CPU. ITIMER_PROF fires after every `period` of process CPU, and CPython runs the
+Python handler in the main thread at the next bytecode boundary, with the frame
+it interrupted: the sample lands where the main thread spends CPU.
+
+Every sample is weighted by what the kernel measured, not by the nominal period:
+CPU values are deltas of each thread's own CPU clock since its previous sample
+(the handler's own time is excluded from the main thread's delta), wall values
+the time since the previous tick. Rate changes (governor) and missed ticks
+therefore leave totals right.
+
+Ticks (one stack per thread, for wall time and non-main threads' CPU) are taken
+by the signal handler while the main thread runs Python, which costs no thread
+wake-up and no GIL hand-off, and by the sampler thread when the handler is not
+running (main thread blocked or idle). The sampler thread then checks back only
+every `_WATCH_NS`. Without a usable signal (not started from the main thread, the
+app owns SIGPROF or ITIMER_PROF, no setitimer) the thread does everything and
+the reason is reported.
+
+Concurrency: each writer (handler, thread) owns one StackTable and sets a busy
+flag before it reads the table attribute; `drain()` swaps tables and waits for
+the flag, so a window never loses a sample to a race or iterates a dict being
+written. Ticks are serialised by a lock taken without blocking.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from typing import NamedTuple
+
+from cloudprof.agent.clocks import SYSTEM_CLOCK, Clock, process_cpu_ns, thread_cpu_clock, thread_cpu_ns
+from cloudprof.agent.governor import Governor
+from cloudprof.agent.stacks import StackTable, record
+
+__all__ = ["AGENT_THREAD_PREFIX", "Batch", "Sampler", "next_deadline", "signal_unavailable_reason"]
+
+AGENT_THREAD_PREFIX = "cloudprof"  # threads named so are the agent's own and are not sampled
+_WATCH_NS = 100_000_000  # how often the thread checks that the handler still takes ticks
+_GOVERN_NS = 1_000_000_000
+_MAX_WALL_NS = 1_000_000_000  # one tick never carries more wall time than this (suspended process)
+_SKIP = None
+
+
+class Batch(NamedTuple):
+    """What the sampler collected since the previous drain."""
+
+    tables: tuple[StackTable, ...]
+    mono_start_ns: int
+    mono_end_ns: int
+    ticks: int
+    signal_samples: int
+    agent_cpu_ns: int  # sampler thread + signal handler
+    process_cpu_ns: int
+    period_ns: int  # time-weighted effective sampling period
+    mode: str  # "signal" or "thread"
+    reason: str  # why not "signal", or ""
+    errors: int
+
+
+def next_deadline(deadline: int, now: int, period: int) -> int:
+    """The tick after `deadline`: keep the cadence when a little late, resync when more than a period behind."""
+    deadline += period
+    if now - deadline > period:
+        return now + period
+    return deadline
+
+
+def signal_unavailable_reason() -> str:
+    """Why the CPU-time signal cannot be used here, or "" if it can."""
+    if not (hasattr(signal, "setitimer") and hasattr(signal, "SIGPROF")):
+        return "no ITIMER_PROF/SIGPROF on this platform"
+    if threading.current_thread() is not threading.main_thread():
+        return "started outside the main thread"
+    current = signal.getsignal(signal.SIGPROF)
+    if current not in (signal.SIG_DFL, signal.SIG_IGN):
+        return "SIGPROF is owned by the application"
+    if signal.getitimer(signal.ITIMER_PROF) != (0.0, 0.0):
+        return "ITIMER_PROF is in use by the application"
+    return ""
+
+
+class _Thread:
+    __slots__ = ("clock", "last_cpu", "name", "labels")
+
+    def __init__(self, clock: int | None, last_cpu: int, name: str) -> None:
+        self.clock = clock
+        self.last_cpu = last_cpu
+        self.name = name
+        self.labels = (("thread_name", name),)
+
+
+class Sampler:
+    """Samples this process; `start()`, `drain()` per window, `stop()`."""
+
+    def __init__(self, *, sample_hz: float = 100.0, max_depth: int = 128, max_overhead_pct: float = 1.0,
+                 use_signal: bool = True, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.max_depth = max_depth
+        self.clock = clock
+        self.governor = Governor(sample_hz, max_overhead_pct)
+        self._want_signal = use_signal
+        self.mode = "thread"
+        self.reason = ""
+        self._period_ns = int(1e9 / sample_hz)
+        self._htable = StackTable()
+        self._ttable = StackTable()
+        self._in_handler = False  # also the handler's busy flag for drain()
+        self._tbusy = False
+        self._tick_lock = threading.Lock()
+        self._threads: dict[int, _Thread | None] = {}
+        self._main_ident = threading.main_thread().ident
+        self._sampler_ident: int | None = None
+        self._sampler_clock: int | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._active = False
+        self._prev_handler = None
+        self._main_cpu_mark = 0
+        self._last_tick = 0
+        self._last_handler_tick = 0
+        # counters since start; drain() reports deltas
+        self.ticks = 0
+        self.signal_samples = 0
+        self.handler_ns = 0
+        self.handler_ticks = 0
+        self.errors = 0
+        self._mark: dict[str, int] = {}
+        self._period_integral = 0
+        self._period_mark = 0
+
+    # --- life cycle ------------------------------------------------------------
+
+    @property
+    def hz(self) -> float:
+        return 1e9 / self._period_ns
+
+    def start(self) -> None:
+        if self._active:
+            return
+        now = self.clock.monotonic_ns()
+        self._last_tick = now
+        self._period_mark = now
+        for ident in sys._current_frames():
+            self._new_thread(ident, baseline=True)
+        main = self._threads.get(self._main_ident)
+        self._main_cpu_mark = main.last_cpu if main else 0
+        self.reason = signal_unavailable_reason() if self._want_signal else "signal disabled by the caller"
+        self._stop.clear()
+        self._active = True
+        if not self.reason:
+            try:
+                self._prev_handler = signal.signal(signal.SIGPROF, self._on_signal)
+                signal.siginterrupt(signal.SIGPROF, False)  # SA_RESTART: spare C extensions' syscalls an EINTR
+                self._main_cpu_mark = time.thread_time_ns()
+                self.mode = "signal"
+                self._arm()
+            except (OSError, ValueError, RuntimeError) as exc:
+                self.reason = f"cannot install the SIGPROF handler: {exc}"
+                self.mode = "thread"
+        self._mark = self._counters(now)
+        self._thread = threading.Thread(target=self._run, name=f"{AGENT_THREAD_PREFIX}-sampler", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        if not self._active:
+            return
+        self._stop.set()
+        if self.mode == "signal":
+            try:
+                signal.setitimer(signal.ITIMER_PROF, 0, 0)
+                time.sleep(0.002)  # let a signal already generated be delivered to our handler
+                if signal.getsignal(signal.SIGPROF) == self._on_signal:
+                    signal.signal(signal.SIGPROF, self._prev_handler or signal.SIG_DFL)
+            except (OSError, ValueError):
+                pass  # not the main thread: the handler stays installed but inert
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+        self._active = False
+
+    def _arm(self) -> None:
+        seconds = self._period_ns / 1e9
+        signal.setitimer(signal.ITIMER_PROF, seconds, seconds)
+
+    def _set_rate(self, hz: float, now: int) -> None:
+        period = max(1_000_000, int(1e9 / hz))
+        if abs(period - self._period_ns) * 50 < self._period_ns:
+            return  # under 2%: not worth a setitimer
+        self._period_integral += self._period_ns * (now - self._period_mark)
+        self._period_mark = now
+        self._period_ns = period
+        if self.mode == "signal" and self._active:
+            try:
+                self._arm()
+            except (OSError, ValueError):
+                self.errors += 1
+
+    # --- windows ---------------------------------------------------------------
+
+    def drain(self) -> Batch:
+        """Everything sampled since the previous drain; sampling goes on into fresh tables."""
+        htable, self._htable = self._htable, StackTable()
+        ttable, self._ttable = self._ttable, StackTable()
+        nested = threading.current_thread() is threading.main_thread() and self._in_handler
+        deadline = time.monotonic() + 0.5
+        while (self._tbusy or (self._in_handler and not nested)) and time.monotonic() < deadline:
+            time.sleep(0.0005)
+        now = self.clock.monotonic_ns()
+        mark, self._mark = self._mark, self._counters(now)
+        cur = self._mark
+        period_integral = self._period_integral + self._period_ns * (now - self._period_mark)
+        span = now - mark["mono"]
+        period = int((period_integral - mark["period_integral"]) / span) if span > 0 else self._period_ns
+        return Batch(
+            tables=(htable, ttable), mono_start_ns=mark["mono"], mono_end_ns=now,
+            ticks=cur["ticks"] - mark["ticks"], signal_samples=cur["signal"] - mark["signal"],
+            agent_cpu_ns=cur["agent"] - mark["agent"], process_cpu_ns=cur["process"] - mark["process"],
+            period_ns=period or self._period_ns, mode=self.mode, reason=self.reason,
+            errors=cur["errors"] - mark["errors"],
+        )
+
+    def _counters(self, now: int) -> dict[str, int]:
+        return {"mono": now, "ticks": self.ticks, "signal": self.signal_samples, "agent": self.agent_cpu_ns(),
+                "process": process_cpu_ns(), "errors": self.errors,
+                "period_integral": self._period_integral + self._period_ns * (now - self._period_mark)}
+
+    def agent_cpu_ns(self) -> int:
+        """CPU the agent's sampling used so far: the sampler thread's clock plus time inside the handler."""
+        own = self.handler_ns
+        if self._sampler_clock is not None:
+            try:
+                own += thread_cpu_ns(self._sampler_clock)
+            except OSError:
+                pass
+        return own
+
+    # --- sampling --------------------------------------------------------------
+
+    def _new_thread(self, ident: int, baseline: bool = False) -> _Thread | None:
+        thread = threading._active.get(ident)  # type: ignore[attr-defined]
+        name = thread.name if thread is not None else f"Thread-{ident}"
+        if name.startswith(AGENT_THREAD_PREFIX) or ident == self._sampler_ident:
+            self._threads[ident] = _SKIP
+            return _SKIP
+        native = getattr(thread, "native_id", None) if thread is not None else None
+        clock = thread_cpu_clock(native, ident)
+        last = 0
+        if baseline and clock is not None:
+            # threads alive at start: count only their CPU from now on; later ones from their birth
+            try:
+                last = thread_cpu_ns(clock)
+            except OSError:
+                clock = None
+        info = self._threads[ident] = _Thread(clock, last, name)
+        return info
+
+    def _tick(self, now: int, table: StackTable, main_frame, main_cpu: int) -> None:
+        """One stack per thread: wall since the previous tick, CPU since each thread's previous sample."""
+        elapsed = now - self._last_tick
+        self._last_tick = now
+        wall = elapsed if elapsed < _MAX_WALL_NS else _MAX_WALL_NS
+        self.ticks += 1
+        threads = self._threads
+        active = threading._active  # type: ignore[attr-defined]
+        main = self._main_ident
+        signal_mode = self.mode == "signal"
+        depth = self.max_depth
+        frames = sys._current_frames()
+        for ident, frame in frames.items():
+            if ident in threads:
+                info = threads[ident]
+                if info is None:
+                    continue
+            else:
+                info = self._new_thread(ident)
+                if info is None:
+                    continue
+            thread = active.get(ident)
+            if thread is not None and thread._name is not info.name:
+                info.name = thread._name
+                info.labels = (("thread_name", info.name),)
+            if ident == main and main_frame is not None:
+                frame = main_frame
+                cpu = main_cpu
+            elif ident == main and signal_mode:
+                cpu = 0  # the handler accounts the main thread's CPU
+            elif info.clock is not None:
+                try:
+                    c = thread_cpu_ns(info.clock)
+                except OSError:
+                    c = info.last_cpu
+                cpu = c - info.last_cpu
+                info.last_cpu = c
+            else:
+                cpu = wall  # no per-thread clock on this platform: wall is the best estimate
+            record(table, info.labels, frame, depth, 1, cpu, wall)
+        if len(threads) > len(frames) + 16:
+            for ident in [i for i in threads if i not in frames]:
+                del threads[ident]
+
+    def _on_signal(self, signum, frame) -> None:
+        if self._in_handler or not self._active:
+            return
+        self._in_handler = True
+        t0 = time.thread_time_ns()
+        try:
+            cpu = t0 - self._main_cpu_mark
+            if frame is not None:
+                now = self.clock.monotonic_ns()
+                table = self._htable
+                if now - self._last_tick >= self._period_ns >> 1 and self._tick_lock.acquire(False):
+                    try:
+                        self._tick(now, table, frame, cpu if cpu > 0 else 0)
+                        self._last_handler_tick = now
+                        self.handler_ticks += 1
+                    finally:
+                        self._tick_lock.release()
+                else:
+                    main = self._threads.get(self._main_ident)
+                    labels = main.labels if main is not None else (("thread_name", "MainThread"),)
+                    record(table, labels, frame, self.max_depth, 1, cpu if cpu > 0 else 0, 0)
+                self.signal_samples += 1
+        except Exception:
+            self.errors += 1
+        finally:
+            t1 = time.thread_time_ns()
+            self.handler_ns += t1 - t0
+            self._main_cpu_mark = t1
+            self._in_handler = False
+
+    def _thread_tick(self, now: int) -> None:
+        if not self._tick_lock.acquire(False):
+            return
+        self._tbusy = True
+        try:
+            self._tick(now, self._ttable, None, 0)
+        except Exception:
+            self.errors += 1
+        finally:
+            self._tbusy = False
+            self._tick_lock.release()
+
+    def _run(self) -> None:
+        self._sampler_ident = threading.get_ident()
+        self._threads[self._sampler_ident] = _SKIP
+        self._sampler_clock = thread_cpu_clock(threading.get_native_id(), self._sampler_ident)
+        clock = self.clock
+        now = clock.monotonic_ns()
+        next_tick = now + self._period_ns
+        next_govern = now + _GOVERN_NS
+        gov_mark = (now, self.agent_cpu_ns(), process_cpu_ns(), self.handler_ticks)
+        # In signal mode the thread only watches while the handler alone holds the rate (a busy main
+        # thread); it fills in when the handler falls short (main thread blocked, or waiting for the GIL
+        # behind other busy threads), so the two together keep the tick rate.
+        fill = self.mode != "signal"
+        stop = self._stop
+        while True:
+            wake = next_tick if next_tick < next_govern else next_govern
+            delay = wake - clock.monotonic_ns()
+            if stop.wait(delay / 1e9 if delay > 0 else 0):
+                return
+            now = clock.monotonic_ns()
+            if now >= next_govern:
+                own, proc = self.agent_cpu_ns(), process_cpu_ns()
+                span = now - gov_mark[0]
+                hz = self.governor.update(own - gov_mark[1], proc - gov_mark[2], span)
+                if self.mode == "signal":
+                    fill = (self.handler_ticks - gov_mark[3]) * 1e9 / span < 0.9 * self.hz
+                self._set_rate(hz, now)
+                gov_mark = (now, own, proc, self.handler_ticks)
+                next_govern = now + _GOVERN_NS
+            if now >= next_tick:
+                period = self._period_ns
+                if fill or now - self._last_handler_tick > 2 * period:
+                    if now - self._last_tick >= period >> 1:
+                        self._thread_tick(now)
+                    next_tick = next_deadline(next_tick, now, period)
+                else:
+                    next_tick = now + _WATCH_NS

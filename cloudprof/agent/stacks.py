@@ -1,0 +1,113 @@
+"""Stacks on the sampling path: a frame chain becomes an interned key of (code id, instruction offset) pairs.
+
+Names and line numbers are resolved only when a window is built, once per
+(code, offset), so a sample costs a walk and a dict update and a window's memory
+grows with its unique stacks, not with its samples.
+"""
+
+from __future__ import annotations
+
+import bisect
+from types import CodeType, FrameType
+
+__all__ = ["TRUNCATED", "StackTable", "Symbolizer", "record"]
+
+TRUNCATED = "<truncated>"
+# Marks a cut stack inside a key; id() of a live object is never 0.
+_CUT = 0
+
+
+class StackTable:
+    """One writer's samples for one window: key -> [samples, cpu_ns, wall_ns].
+
+    A key is (labels, id(code), f_lasti, id(code), f_lasti, ...), leaf first.
+    `codes` holds every code object a key names, so its id cannot be reused
+    by another code object while the key exists.
+    """
+
+    __slots__ = ("stacks", "codes")
+
+    def __init__(self) -> None:
+        self.stacks: dict[tuple, list[int]] = {}
+        self.codes: dict[int, CodeType] = {}
+
+    def __len__(self) -> int:
+        return len(self.stacks)
+
+
+def record(table: StackTable, labels: tuple, frame: FrameType | None, max_depth: int,
+           samples: int, cpu_ns: int, wall_ns: int, _id=id) -> None:
+    """Fold one stack sample into `table` (the hot path: no names, no lines)."""
+    key = [labels]
+    append = key.append
+    f = frame
+    depth = 0
+    while f is not None:
+        if depth == max_depth:
+            append(_CUT)
+            append(-1)
+            break
+        append(_id(f.f_code))
+        append(f.f_lasti)
+        f = f.f_back
+        depth += 1
+    key = tuple(key)
+    acc = table.stacks.get(key)
+    if acc is None:
+        codes = table.codes
+        f = frame
+        depth = 0
+        while f is not None and depth < max_depth:
+            code = f.f_code
+            codes[_id(code)] = code
+            f = f.f_back
+            depth += 1
+        table.stacks[key] = [samples, cpu_ns, wall_ns]
+    else:
+        acc[0] += samples
+        acc[1] += cpu_ns
+        acc[2] += wall_ns
+
+
+class Symbolizer:
+    """(code, offset) -> (name, filename, line, start_line), cached over a window build."""
+
+    __slots__ = ("_lines", "_frames")
+
+    def __init__(self) -> None:
+        self._lines: dict[int, tuple[list[int], list[int], CodeType]] = {}
+        self._frames: dict[tuple[int, int], tuple[str, str, int, int]] = {}
+
+    def frames(self, key: tuple, codes: dict[int, CodeType]) -> list[tuple[str, str, int, int]]:
+        """The leaf-first frames of a key made by `record`."""
+        out = []
+        cache = self._frames
+        for i in range(1, len(key), 2):
+            pair = (key[i], key[i + 1])
+            frame = cache.get(pair)
+            if frame is None:
+                frame = cache[pair] = self._frame(pair[0], pair[1], codes)
+            out.append(frame)
+        return out
+
+    def _frame(self, code_id: int, lasti: int, codes: dict[int, CodeType]) -> tuple[str, str, int, int]:
+        if code_id == _CUT:
+            return (TRUNCATED, "", 0, 0)
+        code = codes[code_id]
+        name = getattr(code, "co_qualname", code.co_name)
+        return (name, code.co_filename, self._line(code_id, code, lasti), code.co_firstlineno)
+
+    def _line(self, code_id: int, code: CodeType, lasti: int) -> int:
+        table = self._lines.get(code_id)
+        if table is None:
+            starts, lines = [], []
+            for start, _end, line in code.co_lines():
+                starts.append(start)
+                lines.append(line if line is not None else 0)
+            table = self._lines[code_id] = (starts, lines, code)
+        starts, lines, _ = table
+        if lasti < 0 or not starts:
+            return code.co_firstlineno
+        i = bisect.bisect_right(starts, lasti) - 1
+        line = lines[i] if i >= 0 else 0
+        return line or code.co_firstlineno
