@@ -117,7 +117,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    raise NotImplementedError("cloudprof run")
+    from cloudprof.agent.autostart import run
+
+    cmd = list(args.cmd)
+    if cmd[:1] == ["--"]:
+        cmd = cmd[1:]
+    if not cmd:
+        print("cloudprof run: nothing to run; usage: cloudprof run [--service S] [--storage URL] -- CMD ...",
+              file=sys.stderr)
+        return 2
+    return run(cmd, service=args.service, storage=args.storage)
 
 
 def cmd_aggregate(args: argparse.Namespace) -> int:
@@ -302,15 +311,85 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    raise NotImplementedError("cloudprof validate")
+    from cloudprof.pprof import decode
+
+    bad = 0
+    for name in args.files:
+        try:
+            with open(name, "rb") as fh:
+                decode(fh.read())
+        except (CloudprofError, OSError) as exc:
+            bad += 1
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            print(f"{name}: {reason}")
+    return 1 if bad else 0
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    raise NotImplementedError("cloudprof merge")
+    from cloudprof.errors import ProfileError
+    from cloudprof.pprof import Merger, encode
+
+    merger = Merger()
+    for name in args.files:
+        try:
+            with open(name, "rb") as fh:
+                merger.add(fh.read())
+        except OSError as exc:
+            raise ProfileError(f"{name}: {exc.strerror or exc}") from None
+        except ProfileError as exc:
+            raise type(exc)(f"{name}: {exc}") from None
+    _write_output(args.output, encode(merger.result(), compress=not args.output.endswith(".pb")))
+    return 0
+
+
+_COLLAPSED_EXTENSIONS = (".txt", ".folded", ".collapsed")
+
+
+def _write_output(name: str, data: bytes) -> None:
+    from cloudprof.errors import ProfileError
+
+    if name == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+        return
+    try:
+        with open(name, "wb") as fh:
+            fh.write(data)
+    except OSError as exc:
+        raise ProfileError(f"{name}: cannot write: {exc.strerror or exc}") from None
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    raise NotImplementedError("cloudprof convert")
+    """pprof <-> collapsed; the input kind is sniffed (gzip magic, then protobuf), the output by --to or name."""
+    from cloudprof.errors import ProfileError
+    from cloudprof.pprof import decode, encode, from_collapsed, to_collapsed
+
+    try:
+        with open(args.input, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        raise ProfileError(f"{args.input}: {exc.strerror or exc}") from None
+    profile = None
+    if data[:2] == b"\x1f\x8b" or not args.input.lower().endswith(_COLLAPSED_EXTENSIONS):
+        try:
+            profile = decode(data)
+        except ProfileError as exc:
+            if data[:2] == b"\x1f\x8b" or args.input.lower().endswith((".pb", ".pprof", ".prof")):
+                raise ProfileError(f"{args.input}: {exc}") from None
+    if profile is None:
+        try:
+            profile = from_collapsed(data)
+        except ProfileError as exc:
+            raise ProfileError(f"{args.input}: {exc}") from None
+    to = args.to or ("collapsed" if args.output.lower().endswith(_COLLAPSED_EXTENSIONS) else "pprof")
+    if to == "collapsed":
+        out = to_collapsed(profile, args.sample_type).encode("utf-8")
+    else:
+        if args.sample_type:
+            raise ProfileError("--sample-type applies to collapsed output only")
+        out = encode(profile, compress=not args.output.endswith(".pb"))
+    _write_output(args.output, out)
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ This is the only module that reads the environment.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Mapping
 
@@ -18,7 +19,7 @@ from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource
 
 from cloudprof.errors import ConfigError
 
-__all__ = ["ENV_PREFIX", "Settings", "load_settings"]
+__all__ = ["ENV_PREFIX", "Settings", "load_settings", "run_environment"]
 
 ENV_PREFIX = "CLOUDPROF_"
 
@@ -175,3 +176,16 @@ def _origin(name: str, kwargs: Mapping, mapping: Mapping) -> str:
     except ConfigError:
         pass
     return "not set" if name in Settings.model_fields else "unknown"
+
+
+def run_environment(bootstrap_dir: Path, settings: Mapping[str, str]) -> dict[str, str]:
+    """This process's environment for a child to profile: CLOUDPROF_* set, the bootstrap dir first on PYTHONPATH."""
+    env = dict(os.environ)
+    for name, value in settings.items():
+        env[ENV_PREFIX + name.upper()] = str(value)
+    # Only read by the bootstrap when the child's Python cannot import cloudprof itself.
+    package_root = str(Path(__file__).resolve().parent.parent)
+    env["CLOUDPROF_BOOTSTRAP_PATH"] = os.pathsep.join([package_root] + [p for p in sys.path if "-packages" in p])
+    path = env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = str(bootstrap_dir) + (os.pathsep + path if path else "")
+    return env
