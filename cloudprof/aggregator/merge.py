@@ -36,6 +36,7 @@ log = logging.getLogger("cloudprof.aggregator")
 # Test hook: "after_object" | "after_manifest" | "after_quarantine" -> os._exit in the middle of a run,
 # the way a Lambda timeout or OOM kill would stop it.
 CRASH_ENV = "CLOUDPROF_AGGREGATOR_CRASH_AT"
+ORPHAN_AGE = timedelta(hours=2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +46,7 @@ class MergeOptions:
     shard_threshold: int = 2_000  # past this many new inputs, merge in shards (see shards.py)
     shard_size: int = 1_000  # inputs per shard
     max_attempts: int = 20
-    orphan_age: timedelta = timedelta(hours=2)  # unreferenced generations older than this are removed
+    orphan_age: timedelta = ORPHAN_AGE  # unreferenced generations older than this are removed
     now: datetime | None = None
 
 
@@ -155,7 +156,8 @@ def _attempt(store, part: Partition, options: MergeOptions, result: MergeResult,
             continue
         entries[entry.key] = entry
         have_output = have_output or entry.status == "merged"
-    return finish(store, part, base, merger if have_output else None, list(entries.values()), is_open, result)
+    return finish(store, part, base, merger if have_output else None, list(entries.values()), is_open, result,
+                  options.orphan_age)
 
 
 def _seed(store, merger, base: Base) -> bool:
@@ -218,7 +220,8 @@ def _stray_quarantined(store, part: Partition, known: set[str]) -> list[InputEnt
     return found
 
 
-def finish(store, part: Partition, base: Base, merger, entries: list[InputEntry], is_open: bool, result: MergeResult) -> MergeResult:
+def finish(store, part: Partition, base: Base, merger, entries: list[InputEntry], is_open: bool, result: MergeResult,
+           orphan_age: timedelta = ORPHAN_AGE) -> MergeResult:
     """Write the new generation, commit the manifest, publish, tidy. `merger` None: nothing merged ever."""
     kind_entry = base.entry.model_copy(deep=True)
     fresh = [e for e in entries if e.key not in base.known]
@@ -251,7 +254,27 @@ def finish(store, part: Partition, base: Base, merger, entries: list[InputEntry]
     old = base.entry.output
     if old is not None and kind_entry.output is not None and old.object != kind_entry.output.object:
         _delete_quietly(store, old.object)
+    tidy(store, part, kind_entry.output.object if kind_entry.output else None, orphan_age=orphan_age)
     return result
+
+
+def tidy(store, part: Partition, keep: str | None, *, orphan_age: timedelta = ORPHAN_AGE,
+         now: datetime | None = None) -> int:
+    """Remove generations and shard files that crashed runs left behind, once they are surely abandoned.
+
+    A younger unreferenced generation may belong to a run that is about to commit,
+    so only objects older than `orphan_age` (far beyond any function timeout) go.
+    """
+    cutoff = (now or datetime.now(timezone.utc)) - orphan_age
+    removed = 0
+    for prefix in (part.objects_prefix, part.shards_prefix):
+        for info in list(store.list(prefix)):
+            if info.key != keep and info.updated < cutoff:
+                _delete_quietly(store, info.key)
+                removed += 1
+    if removed:
+        log.info("%s: removed %d abandoned generation/shard objects", part.label(), removed)
+    return removed
 
 
 def stamp_comments(profile, texts: list[str]) -> None:

@@ -180,7 +180,8 @@ def reduce_shards(store, plan_key: str, *, options: MergeOptions = MergeOptions(
                     have_output = True
                 for e in fresh:
                     entries[e.key] = e
-            final = finish(store, part, base, merger if have_output else None, list(entries.values()), is_open, result)
+            final = finish(store, part, base, merger if have_output else None, list(entries.values()), is_open, result,
+                           options.orphan_age)
         except Conflict as exc:
             log.info("%s: %s; reducing again (attempt %d)", part.label(), exc, attempt)
             continue

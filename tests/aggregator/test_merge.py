@@ -111,3 +111,20 @@ def test_killed_before_anything_was_committed(local_url, local_store):
     assert read_manifest(local_store, PART.manifest_key) == (None, None)
     merge_partition(local_store, "checkout", rawgen.HOUR, "cpu", options=CLOSED)
     assert_exact(local_store, PART, uploads)
+
+
+def test_abandoned_generations_are_removed_only_when_old(local_store, tmp_path):
+    import os
+    import time
+
+    uploads = rawgen.put_many(local_store, 3)
+    old_orphan = PART.objects_prefix + "0" * 32 + ".pb.gz"
+    young_orphan = PART.objects_prefix + "1" * 32 + ".pb.gz"
+    local_store.put(old_orphan, b"left by a crashed run")
+    local_store.put(young_orphan, b"maybe a run about to commit")
+    stamp = time.time() - 3 * 3600
+    os.utime(tmp_path / "store" / old_orphan, (stamp, stamp))
+    merge_partition(local_store, "checkout", rawgen.HOUR, "cpu", options=CLOSED)
+    left = {i.key for i in local_store.list(PART.objects_prefix)}
+    assert old_orphan not in left and young_orphan in left
+    assert_exact(local_store, PART, uploads)
