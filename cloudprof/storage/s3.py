@@ -90,7 +90,7 @@ class S3Store:
         self.page_size = page_size or self.DEFAULT_PAGE_SIZE
         if client is None:
             config = botocore.config.Config(
-                retries={"mode": "standard", "max_attempts": max_attempts},
+                retries={"mode": "standard", "total_max_attempts": max_attempts},  # total, first try included
                 connect_timeout=connect_timeout,
                 read_timeout=read_timeout,
             )
