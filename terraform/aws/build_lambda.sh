@@ -61,13 +61,17 @@ root, out = sys.argv[1], sys.argv[2]
 names = []
 for folder, dirs, files in os.walk(root):
     dirs[:] = [d for d in dirs if d != "__pycache__"]
-    names += [os.path.join(folder, f) for f in files if not f.endswith(".pyc")]
+    # pip's direct_url.json names the temporary wheel path: drop it (and its RECORD line).
+    names += [os.path.join(folder, f) for f in files if not f.endswith(".pyc") and f != "direct_url.json"]
 with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
     for path in sorted(names):
         info = zipfile.ZipInfo(os.path.relpath(path, root), date_time=(1980, 1, 1, 0, 0, 0))
         info.external_attr = 0o644 << 16
         info.compress_type = zipfile.ZIP_DEFLATED
         with open(path, "rb") as f:
-            zf.writestr(info, f.read())
+            data = f.read()
+        if path.endswith(".dist-info/RECORD"):
+            data = b"".join(l for l in data.splitlines(keepends=True) if b"/direct_url.json," not in l)
+        zf.writestr(info, data)
 PY
 echo "$out"

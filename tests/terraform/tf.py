@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import textwrap
 from functools import cache
 from pathlib import Path
 from typing import Any, Iterator
@@ -23,6 +24,7 @@ POLICIES = AWS / "policies"
 # ${name} with a plain identifier: the only template syntax the policy templates may use,
 # so that substituting strings here is exactly what Terraform's templatefile() does.
 _INTERPOLATION = re.compile(r"\$\{([^}]*)\}")
+_HEREDOC = re.compile(r"<<(?P<indent>-?)(?P<tag>\w+)\n(?P<body>.*)\n\s*(?P=tag)", re.S)
 
 
 def tf_files() -> list[Path]:
@@ -42,6 +44,10 @@ def parse(path: Path) -> dict[str, Any]:
 def unquote(value: Any) -> Any:
     """python-hcl2 keeps string literals quoted ("\"abc\""); expressions come as "${...}"."""
     if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] == '"':
+        heredoc = _HEREDOC.fullmatch(value[1:-1])
+        if heredoc:
+            text = heredoc.group("body") + "\n"
+            return textwrap.dedent(text) if heredoc.group("indent") else text
         try:
             return json.loads(value)
         except ValueError:
