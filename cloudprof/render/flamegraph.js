@@ -45,6 +45,7 @@
   function unit() { return data.types[state.type].split("/")[1] || ""; }
   function fmt(v, u) {
     u = u || unit();
+    if (v === 0) return "0";
     if (u === "nanoseconds") {
       var s = v / 1e9;
       if (s >= 3600) return (s / 3600).toFixed(2) + " h";

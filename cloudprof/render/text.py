@@ -12,6 +12,8 @@ __all__ = ["format_movers", "format_top", "format_value"]
 
 def format_value(value: int, unit: str) -> str:
     """Human units: nanoseconds as s/ms, bytes as KiB/MiB, counts as integers."""
+    if value == 0:
+        return "0"
     if unit == "nanoseconds":
         seconds = value / 1e9
         if abs(seconds) >= 1:
