@@ -56,7 +56,7 @@ _PARTITION = re.compile(
     re.ASCII | re.DOTALL,
 )
 _RAW_NAME = re.compile(r"(?P<host>[A-Za-z0-9-]{1,63})\.(?P<pid>\d{1,10})\.(?P<start_ms>\d{1,15})\.(?P<seq>\d{1,10})\.pb\.gz", re.ASCII)
-_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._=-]{0,199}", re.ASCII)
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._=-]{0,199}", re.ASCII)  # no leading dot: no ".." nor hidden files
 
 
 def validate_service(name: str) -> str:
