@@ -9,13 +9,14 @@ from __future__ import annotations
 import gzip
 import zlib
 
-from google.protobuf import descriptor_pb2, descriptor_pool, message, message_factory
+from google.protobuf import message
 
 from cloudprof.errors import ProfileError
 from cloudprof.pprof.profile_pb2 import Profile
 from cloudprof.pprof.validate import validate
+from cloudprof.pprof.views import Header
 
-__all__ = ["DEFAULT_MAX_SIZE", "decode", "encode", "gunzip"]
+__all__ = ["DEFAULT_MAX_SIZE", "decode", "encode", "gunzip", "parse", "unwrap"]
 
 DEFAULT_MAX_SIZE = 256 << 20
 GZIP_MAGIC = b"\x1f\x8b"
@@ -83,31 +84,10 @@ def _legacy_reason(data: bytes) -> str | None:
     return None
 
 
-def _header_class():
-    """A view of Profile that keeps only every time_nanos (field 9), to spot concatenated profiles."""
-    fd = descriptor_pb2.FileDescriptorProto(name="cloudprof/pprof/_header.proto", package="cloudprof.pprof.internal",
-                                            syntax="proto3")
-    msg = fd.message_type.add(name="Header")
-    msg.field.add(name="time_nanos", number=9, type=descriptor_pb2.FieldDescriptorProto.TYPE_INT64,
-                  label=descriptor_pb2.FieldDescriptorProto.LABEL_REPEATED,
-                  options=descriptor_pb2.FieldOptions(packed=False))
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(fd)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName("cloudprof.pprof.internal.Header"))
-
-
-_Header = _header_class()
-
-
-def decode(data: bytes, *, max_size: int = DEFAULT_MAX_SIZE, check: bool = True) -> Profile:
-    """Parse pprof bytes (gzip by magic bytes, else plain) and validate them.
-
-    Raises ProfileError saying why: empty, truncated, too large, a legacy Go
-    format, not protobuf, or not a valid profile (see `validate`).
-    `check=False` skips validation for callers that validate another way.
-    """
+def unwrap(data: bytes, max_size: int = DEFAULT_MAX_SIZE) -> bytes:
+    """The protobuf bytes inside `data`: gunzipped when gzip, size-capped, legacy Go formats refused."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise TypeError(f"decode() takes bytes, not {type(data).__name__}")
+        raise TypeError(f"expected bytes, not {type(data).__name__}")
     if not data:
         raise ProfileError("empty input: 0 bytes is not a profile")
     if bytes(data[:2]) == GZIP_MAGIC:
@@ -119,21 +99,38 @@ def decode(data: bytes, *, max_size: int = DEFAULT_MAX_SIZE, check: bool = True)
     legacy = _legacy_reason(bytes(data[:64]))
     if legacy:
         raise ProfileError(legacy)
+    return data
+
+
+def parse(raw: bytes) -> Profile:
+    """Protobuf bytes -> Profile, without validation; ProfileError when the wire format is not a Profile."""
     profile = Profile()
     try:
-        profile.ParseFromString(data)
+        profile.ParseFromString(raw)
     except message.DecodeError as exc:
         raise ProfileError(f"not a pprof profile: the protobuf wire format is corrupt ({exc})") from None
     except (ValueError, RuntimeError, OverflowError) as exc:
         raise ProfileError(f"not a pprof profile: {exc}") from None
     if profile.time_nanos:
-        header = _Header()
-        header.ParseFromString(data)
+        header = Header()
+        header.ParseFromString(raw)
         if any(header.time_nanos[:-1]):
             # go tool pprof's rule: a second time_nanos after a non-zero one means two profiles back to back.
             raise ProfileError("two profiles concatenated in one message (time_nanos appears twice)")
+    return profile
+
+
+def decode(data: bytes, *, max_size: int = DEFAULT_MAX_SIZE, check: bool = True) -> Profile:
+    """Parse pprof bytes (gzip by magic bytes, else plain) and validate them.
+
+    Raises ProfileError saying why: empty, truncated, too large, a legacy Go
+    format, not protobuf, or not a valid profile (see `validate`).
+    `check=False` skips validation for callers that validate another way.
+    """
+    raw = unwrap(data, max_size)
+    profile = parse(raw)
     if check:
-        validate(profile)
+        validate(profile, raw)
     return profile
 
 

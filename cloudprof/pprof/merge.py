@@ -23,9 +23,10 @@ from operator import add as _add
 from typing import Iterable
 
 from cloudprof.errors import IncompatibleProfiles, ProfileError
-from cloudprof.pprof.codec import DEFAULT_MAX_SIZE, decode
-from cloudprof.pprof.profile_pb2 import Profile
+from cloudprof.pprof.codec import DEFAULT_MAX_SIZE, parse, unwrap
+from cloudprof.pprof.profile_pb2 import Label, Profile
 from cloudprof.pprof.validate import check_tables
+from cloudprof.pprof.views import Columns, Rows
 
 __all__ = ["Merger", "merge", "sample_totals"]
 
@@ -67,10 +68,13 @@ class Merger:
         self._doc_url = 0
 
     def add(self, profile: Profile | bytes) -> None:
-        """Fold one profile (a decoded Profile, or pprof bytes) into the result."""
-        if not isinstance(profile, Profile):
-            profile = decode(profile, max_size=self.max_size, check=False)
-            check_tables(profile)  # per-sample rules are checked in the loop below
+        """Fold one profile (a decoded Profile, or pprof bytes, gzipped or not) into the result."""
+        if isinstance(profile, Profile):
+            raw = profile.SerializeToString()
+        else:
+            raw = unwrap(profile, self.max_size)
+            profile = parse(raw)
+            check_tables(profile, raw)  # the per-sample rules are checked in the loop below
         st = profile.string_table
         if not st or st[0] != b"":
             raise ProfileError('invalid profile: string_table[0] must be ""')
@@ -81,7 +85,7 @@ class Merger:
         # so a bad input leaves the merge as it was (only unused symbols remain).
         try:
             header = self._check_header(profile, st)
-            pending = self._add_body(profile, smap)
+            pending = self._add_body(profile, raw, smap)
         except (KeyError, IndexError) as exc:
             raise ProfileError(f"invalid profile: dangling id or string index {exc}") from None
         if self._header is None:
@@ -116,7 +120,7 @@ class Merger:
         if not self._doc_url and profile.doc_url:
             self._doc_url = smap[profile.doc_url]
 
-    def _add_body(self, profile: Profile, smap: list[int]) -> list:
+    def _add_body(self, profile: Profile, raw: bytes, smap: list[int]) -> list:
         """Remap symbols onto the merged tables; return (key, values) per sample without adding them yet."""
         fd = self._functions
         fset = fd.setdefault
@@ -141,23 +145,41 @@ class Merger:
 
         ld = self._locations
         lset = ld.setdefault
-        lmap = {}
-        for loc in profile.location:
-            lines = tuple([(fmap[ln.function_id], ln.line, ln.column) for ln in loc.line])
-            mid = loc.mapping_id
-            if mid:
-                mid, delta = mmap.get(mid, (0, 0))  # dangling mapping ids read as "no mapping", as in pprof
-                key = (mid, loc.address - delta, lines, loc.is_folded)
-            else:
-                key = (0, loc.address, lines, loc.is_folded)
-            lmap[loc.id] = lset(key, len(ld) + 1)
+        columns = Columns.FromString(raw).location
+        lines = columns.line
+        nloc = len(columns.id)
+        if (nloc == len(profile.location) == len(lines.function_id) and not columns.mapping_id
+                and not columns.address and not columns.is_folded
+                and len(lines.line) in (0, nloc) and len(lines.column) in (0, nloc)):
+            # The common case for interpreted-language profiles: one line per location, no mappings
+            # or addresses. Whole columns remap at C speed; the key is (function, line, column).
+            fids = list(map(fmap.__getitem__, lines.function_id))
+            line_numbers = lines.line or [0] * nloc
+            cols = lines.column or [0] * nloc
+            lmap = dict(zip(columns.id, [lset(key, len(ld) + 1) for key in zip(fids, line_numbers, cols)]))
+        else:
+            lmap = {}
+            for loc in profile.location:
+                key_lines = tuple([(fmap[ln.function_id], ln.line, ln.column) for ln in loc.line])
+                mid = loc.mapping_id
+                if mid:
+                    mid, delta = mmap.get(mid, (0, 0))  # dangling mapping ids read as "no mapping", as in pprof
+                    address = loc.address - delta
+                else:
+                    address = loc.address
+                if not mid and not address and len(key_lines) == 1 and not loc.is_folded:
+                    key = key_lines[0]  # the same key as the fast path above
+                else:
+                    key = (mid, address, key_lines, loc.is_folded)
+                lmap[loc.id] = lset(key, len(ld) + 1)
 
         ntypes = len(profile.sample_type)
         pending = []
         append = pending.append
         getloc = lmap.__getitem__
+        label_cache: dict[tuple[bytes, ...], tuple] = {}
         nstr = len(smap)
-        for s in profile.sample:
+        for s in Rows.FromString(raw).sample:
             vals = s.value
             if len(vals) != ntypes:
                 raise ProfileError(f"invalid profile: a sample has {len(vals)} values for {ntypes} sample types")
@@ -165,16 +187,18 @@ class Merger:
                 continue
             locs = tuple(map(getloc, s.location_id))
             if s.label:
-                labels = []
-                for lab in s.label:
-                    if not (0 <= lab.key < nstr and 0 <= lab.str < nstr and 0 <= lab.num_unit < nstr):
-                        raise ProfileError("invalid profile: label string index out of range")
-                    labels.append((smap[lab.key], smap[lab.str], lab.num, smap[lab.num_unit]))
-                labels.sort()
-                key = (locs, tuple(labels))
+                raw_labels = tuple(s.label)
+                labels = label_cache.get(raw_labels)
+                if labels is None:
+                    remapped = []
+                    for lab in map(Label.FromString, raw_labels):
+                        if not (0 <= lab.key < nstr and 0 <= lab.str < nstr and 0 <= lab.num_unit < nstr):
+                            raise ProfileError("invalid profile: label string index out of range")
+                        remapped.append((smap[lab.key], smap[lab.str], lab.num, smap[lab.num_unit]))
+                    labels = label_cache[raw_labels] = tuple(sorted(remapped))
+                append(((locs, labels), vals))
             else:
-                key = (locs, ())
-            append((key, vals))
+                append(((locs, ()), vals))
         return pending
 
     def _apply(self, pending: list) -> None:
@@ -225,10 +249,13 @@ class Merger:
         used_funcs: set[int] = set()
         used_maps: set[int] = set()
         for lid in used_locs:
-            mid, _, lines, _ = loc_rows[lid - 1]
-            used_maps.add(mid)
-            for fid, _, _ in lines:
-                used_funcs.add(fid)
+            row = loc_rows[lid - 1]
+            if len(row) == 3:
+                used_funcs.add(row[0])
+            else:
+                used_maps.add(row[0])
+                for fid, _, _ in row[2]:
+                    used_funcs.add(fid)
 
         for mid, row in enumerate(self._mapping_rows, 1):
             if mid in used_maps:
@@ -242,10 +269,15 @@ class Merger:
                 add_function(id=fid, name=name, system_name=system_name, filename=filename, start_line=start_line)
         add_location = p.location.add
         for lid in sorted(used_locs):
-            mid, address, lines, folded = loc_rows[lid - 1]
-            loc = add_location(id=lid, mapping_id=mid, address=address, is_folded=folded)
-            for fid, line, column in lines:
-                loc.line.add(function_id=fid, line=line, column=column)
+            row = loc_rows[lid - 1]
+            if len(row) == 3:
+                loc = add_location(id=lid)
+                loc.line.add(function_id=row[0], line=row[1], column=row[2])
+            else:
+                mid, address, lines, folded = row
+                loc = add_location(id=lid, mapping_id=mid, address=address, is_folded=folded)
+                for fid, line, column in lines:
+                    loc.line.add(function_id=fid, line=line, column=column)
         add_sample = p.sample.add
         for (stack, labels), vals in self._samples.items():
             s = add_sample(location_id=stack, value=vals)

@@ -2,96 +2,106 @@
 
 A location whose mapping_id matches no mapping is accepted, as go tool pprof
 accepts it (it reads as "no mapping"); every other dangling id is an error.
+Per-location and per-sample rules run on column views (see views.py), so a
+large profile is checked without a Python object per sample.
 """
 
 from __future__ import annotations
 
 from cloudprof.errors import ProfileError
 from cloudprof.pprof.profile_pb2 import Profile
+from cloudprof.pprof.views import Columns, LineCount, Rows
 
 __all__ = ["check_tables", "validate"]
 
 
-def _ids(items, what: str) -> set[int]:
-    ids = {item.id for item in items}
-    if 0 in ids:
+def _ids(ids: list[int], what: str) -> set[int]:
+    unique = set(ids)
+    if 0 in unique:
         raise ProfileError(f"invalid profile: found {what} with reserved id 0")
-    if len(ids) != len(items):
+    if len(unique) != len(ids):
         seen: set[int] = set()
-        for item in items:
-            if item.id in seen:
-                raise ProfileError(f"invalid profile: multiple {what}s with id {item.id}")
-            seen.add(item.id)
-    return ids
+        for i in ids:
+            if i in seen:
+                raise ProfileError(f"invalid profile: multiple {what}s with id {i}")
+            seen.add(i)
+    return unique
 
 
-def validate(profile: Profile) -> None:
-    """Raise ProfileError unless `profile` is a valid pprof profile."""
-    location_ids = check_tables(profile)
-    _check_samples(profile, location_ids)
+def _in_range(values, nstr: int) -> bool:
+    return not values or (min(values) >= 0 and max(values) < nstr)
 
 
-def check_tables(profile: Profile) -> set[int]:
-    """Every rule except the per-sample ones; returns the location ids."""
+def validate(profile: Profile, raw: bytes | None = None) -> None:
+    """Raise ProfileError unless `profile` is a valid pprof profile.
+
+    `raw` is the profile's own protobuf bytes when the caller has them (saves re-serializing).
+    """
+    if raw is None:
+        raw = profile.SerializeToString()
+    check_tables(profile, raw)
+    ntypes = len(profile.sample_type)
+    for s in Rows.FromString(raw).sample:
+        if len(s.value) != ntypes:
+            raise ProfileError(f"invalid profile: a sample has {len(s.value)} values for {ntypes} sample types")
+
+
+def check_tables(profile: Profile, raw: bytes | None = None) -> None:
+    """Every rule except one value per sample type in each sample (which needs a pass over samples).
+
+    `raw` is the profile's own protobuf bytes when the caller has them.
+    """
     table = profile.string_table
     nstr = len(table)
     if nstr == 0 or table[0] != b"":
         raise ProfileError('invalid profile: string_table[0] must be "" (is this a pprof profile?)')
+    if profile.sample and not profile.sample_type:
+        raise ProfileError("invalid profile: samples but no sample_type")
+    if raw is None:
+        raw = profile.SerializeToString()
+    columns = Columns.FromString(raw)
 
-    def bad_index(where: str, index: int) -> ProfileError:
-        return ProfileError(f"invalid profile: {where} string index {index} out of range (string_table has {nstr})")
+    def bad(where: str) -> ProfileError:
+        return ProfileError(f"invalid profile: {where} string index out of range (string_table has {nstr} entries)")
 
     for i, vt in enumerate(profile.sample_type):
         if not (0 <= vt.type < nstr and 0 <= vt.unit < nstr):
-            raise bad_index(f"sample_type[{i}]", vt.type if not 0 <= vt.type < nstr else vt.unit)
+            raise bad(f"sample_type[{i}]")
     pt = profile.period_type
     if not (0 <= pt.type < nstr and 0 <= pt.unit < nstr):
-        raise bad_index("period_type", pt.type if not 0 <= pt.type < nstr else pt.unit)
+        raise bad("period_type")
     for name in ("drop_frames", "keep_frames", "default_sample_type", "doc_url"):
-        value = getattr(profile, name)
-        if not 0 <= value < nstr:
-            raise bad_index(name, value)
-    if profile.comment and not (0 <= min(profile.comment) and max(profile.comment) < nstr):
-        raise bad_index("comment", next(c for c in profile.comment if not 0 <= c < nstr))
+        if not 0 <= getattr(profile, name) < nstr:
+            raise bad(name)
+    if not _in_range(profile.comment, nstr):
+        raise bad("comment")
 
-    mapping_ids = _ids(profile.mapping, "mapping")
+    _ids([m.id for m in profile.mapping], "mapping")
     for m in profile.mapping:
         if not (0 <= m.filename < nstr and 0 <= m.build_id < nstr):
-            raise bad_index(f"mapping {m.id}", m.filename if not 0 <= m.filename < nstr else m.build_id)
-    function_ids = _ids(profile.function, "function")
-    for f in profile.function:
+            raise bad(f"mapping {m.id}")
+    functions = profile.function
+    function_ids = _ids([f.id for f in functions], "function")
+    for f in functions:
         if not (0 <= f.name < nstr and 0 <= f.system_name < nstr and 0 <= f.filename < nstr):
-            raise bad_index(f"function {f.id}", max(f.name, f.system_name, f.filename))
-    location_ids = _ids(profile.location, "location")
-    line_functions: set[int] = set()
-    for loc in profile.location:
-        for line in loc.line:
-            line_functions.add(line.function_id)
+            raise bad(f"function {f.id}")
+
+    locations = columns.location
+    if len(locations.id) != len(profile.location):
+        raise ProfileError("invalid profile: found location with reserved id 0")
+    location_ids = _ids(list(locations.id), "location")
+    line_functions = set(locations.line.function_id)
+    if len(locations.line.function_id) != len(LineCount.FromString(raw).location.line):
+        raise ProfileError("invalid profile: a location's line refers to function id 0, which does not exist")
     if not line_functions <= function_ids:
         missing = min(line_functions - function_ids)
         raise ProfileError(f"invalid profile: a location's line refers to function id {missing}, which does not exist")
-    del mapping_ids  # dangling mapping ids are tolerated (see module doc)
-    return location_ids
 
-
-def _check_samples(profile: Profile, location_ids: set[int]) -> None:
-    nstr = len(profile.string_table)
-    samples = profile.sample
-    if not samples:
-        return
-    ntypes = len(profile.sample_type)
-    if ntypes == 0:
-        raise ProfileError("invalid profile: samples but no sample_type")
-    used: set[int] = set()
-    update = used.update
-    for s in samples:
-        if len(s.value) != ntypes:
-            raise ProfileError(f"invalid profile: a sample has {len(s.value)} values for {ntypes} sample types")
-        update(s.location_id)
-        if s.label:
-            for lab in s.label:
-                if not (0 <= lab.key < nstr and 0 <= lab.str < nstr and 0 <= lab.num_unit < nstr):
-                    raise ProfileError(f"invalid profile: label string index out of range (string_table has {nstr})")
+    samples = columns.sample
+    used = set(samples.location_id)
     if not used <= location_ids:
         missing = min(used - location_ids)
         raise ProfileError(f"invalid profile: a sample refers to location id {missing}, which does not exist")
+    labels = samples.label
+    if not (_in_range(labels.key, nstr) and _in_range(labels.str, nstr) and _in_range(labels.num_unit, nstr)):
+        raise bad("label")
