@@ -101,7 +101,7 @@ class LocalStore:
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.ESTALE):
                 raise StorageUnavailable(f"{self._where(key)}: {op} failed: {exc.strerror}") from exc
-            if exc.errno in (errno.ENOTDIR, errno.EISDIR):
+            if exc.errno in (errno.ENOTDIR, errno.EISDIR, errno.EEXIST):
                 raise StorageError(
                     f"{self._where(key)}: {op} failed: a key and a key prefix collide on a filesystem ({exc.strerror})"
                 ) from exc
