@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from itertools import chain
 from typing import Iterable, Mapping, Sequence
 
 from cloudprof.errors import ConfigError, ProfileError
@@ -63,7 +64,7 @@ class TreeBuilder:
     Sample types are matched by name, so profiles with the same types in another order fold correctly.
     """
 
-    __slots__ = ("types", "sets", "_frames", "_frame_rows", "_children", "_node_frame", "_values", "profiles")
+    __slots__ = ("types", "sets", "_frames", "_frame_rows", "_children", "_node_frame", "_values", "_path_node", "profiles")
 
     def __init__(self, types: Sequence[str], sets: int = 1) -> None:
         if not types:
@@ -75,6 +76,7 @@ class TreeBuilder:
         self._children: list[dict[int, int]] = [{}]
         self._node_frame: list[int] = [0]
         self._values: list[list[int]] = [[0] * (len(self.types) * sets)]
+        self._path_node: dict[tuple[int, ...], int] = {(): 0}
         self.profiles = 0
 
     def _frame(self, name: str, filename: str, line: int) -> int:
@@ -124,28 +126,34 @@ class TreeBuilder:
         node_frame = self._node_frame
         values = self._values
         nvals = width * self.sets
-        # Stacks repeat across label sets (thread, version): remember the node a stack ends at.
-        stack_node: dict[tuple[int, ...], int] = {}
+        # Stacks repeat across label sets (thread, version) and across profiles (hours of one
+        # service): remember the node each root-first frame path ends at, for the builder's life.
+        path_node = self._path_node
+        empty: tuple[int, ...] = ()
+        get_frames = location_frames.get
         folded = 0
         for sample in profile.sample:
             if keep is not None and not keep(sample):
                 continue
             folded += 1
-            stack = tuple(sample.location_id)
-            node = stack_node.get(stack)
+            locs = sample.location_id
+            if len(locs) == 1:
+                path = get_frames(locs[0], empty)
+            else:
+                path = tuple(chain.from_iterable([get_frames(lid, empty) for lid in reversed(locs)]))
+            node = path_node.get(path)
             if node is None:
                 node = 0
-                for lid in reversed(stack):
-                    for fid in location_frames.get(lid, ()):
-                        kids = children[node]
-                        nxt = kids.get(fid)
-                        if nxt is None:
-                            nxt = kids[fid] = len(node_frame)
-                            children.append({})
-                            node_frame.append(fid)
-                            values.append([0] * nvals)
-                        node = nxt
-                stack_node[stack] = node
+                for fid in path:
+                    kids = children[node]
+                    nxt = kids.get(fid)
+                    if nxt is None:
+                        nxt = kids[fid] = len(node_frame)
+                        children.append({})
+                        node_frame.append(fid)
+                        values.append([0] * nvals)
+                    node = nxt
+                path_node[path] = node
             acc = values[node]
             v = sample.value
             for src, dst in slots:

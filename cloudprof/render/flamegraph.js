@@ -406,6 +406,7 @@
     nameOf: function (i) { return names[frame[i]]; },
     tableRows: function () { return lastRows.slice(0, LIMIT).map(function (r) { return names[r.f]; }); },
     drawnFrames: function () { return drawn; },
+    timeDraw: function () { var t0 = performance.now(); draw(); return performance.now() - t0; },
     ready: true
   };
 })();

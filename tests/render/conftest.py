@@ -42,7 +42,12 @@ class Page:
     def js(self, expression, arg=None):
         return self.page.evaluate(expression, arg)
 
+    def settle(self):
+        """Wait until pending redraws (coalesced into animation frames) have run."""
+        self.js("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+
     def pixel(self, x, y):
+        self.settle()
         return self.js("""([x, y]) => { const c = document.getElementById('cp-canvas'), r = window.devicePixelRatio || 1;
                       return Array.from(c.getContext('2d').getImageData(Math.round(x * r), Math.round(y * r), 1, 1).data).slice(0, 3); }""",
                        [x, y])
