@@ -31,11 +31,13 @@ __all__ = [
     "RESERVED",
     "configure",
     "counters",
+    "current_extra",
     "current_labels",
     "labels",
     "labels_by_thread",
     "labels_of_task",
     "reset",
+    "tick_labels",
 ]
 
 OTHER = "other"
@@ -158,6 +160,33 @@ def labels_by_thread(running: dict[int, object] | None = None) -> dict[int, tupl
     for thread_id, task in running.items():
         out[thread_id] = labels_of_task(task)
     return out
+
+
+_NONE: dict = {}
+
+
+def tick_labels() -> dict[int, tuple]:
+    """For the sampler, once per tick: thread id -> labels to append after thread_name.
+
+    A thread whose loop runs a task gets ("task_name", name) then the task's user labels;
+    another thread its registered user labels. Empty (and cheap) when there are neither.
+    """
+    running = tasks.running_tasks() if tasks._CURRENT else _NONE
+    if not running and not _BY_THREAD:
+        return _NONE
+    out = dict(_BY_THREAD)
+    for thread_id, task in running.items():
+        out[thread_id] = (("task_name", tasks.task_name(task)),) + labels_of_task(task)
+    return out
+
+
+def current_extra() -> tuple:
+    """The same for the calling thread, from its own context (the CPU-time signal handler's case)."""
+    task = tasks.current_task()
+    user = _LABELS.get()
+    if task is None:
+        return user
+    return (("task_name", tasks.task_name(task)),) + user
 
 
 def _forget_thread(thread_id: int) -> None:

@@ -28,6 +28,9 @@ Limits (measured in benchmarks/cnative/run.py; see its table):
   a Python `key=`) shows the Python callee as the leaf instead, which is right.
 - Callees reached through call results (`hashlib.sha256(x).hexdigest()`) are
   named statically (`hashlib.sha256().hexdigest`), not resolved to a type.
+- Names are resolved once per call site (the first sample there reads the frame's
+  locals, as `locals()` would, when the receiver is a local) and then reused; a
+  `str +=` site re-checks its value every 16th sample.
 - CPython 3.11 only (PRECALL/CALL layout); on other versions `native_leaf`
   returns None and samples keep their Python leaf.
 """
@@ -75,6 +78,7 @@ _NO_FALLTHROUGH = {_OP[n] for n in ("RETURN_VALUE", "RAISE_VARARGS", "RERAISE", 
                                     "JUMP_BACKWARD_NO_INTERRUPT") if n in _OP}
 _CONCAT_OPS = {0, 13}  # BINARY_OP args for `+` and `+=`
 _CONCAT_MIN_LEN = 4096  # below this a copy costs less than the bytecode around it
+_CONCAT_RECHECK = 16  # samples between two looks at the concatenated value (a locals snapshot each time)
 _CONCAT_TYPES = {str: "str", bytes: "bytes", tuple: "tuple", bytearray: "bytearray"}
 
 _MISSING = object()
@@ -114,19 +118,33 @@ def native_site(frame: types.FrameType, *, resolve: bool = True) -> tuple[str, i
         _SITES[key] = site
     if site is None:
         return None
-    kind, path, static, at = site
+    kind = site[0]
+    if kind == "named":
+        return site[1]
     if kind == "call":
+        _, path, static, at = site
         if resolve or path[0][0] != "local":
             name = _resolve_call(frame, path)
             if name is not None:
-                return (NATIVE_PREFIX + name, at) if name else None
+                named = (NATIVE_PREFIX + name, at) if name else None
+            else:
+                named = (NATIVE_PREFIX + static, at) if static else None
+            # Sticky: the receiver's type at a call site does not change in practice, and reading a
+            # frame's locals once per site (not per sample) keeps both the cost and the snapshot small.
+            _SITES[key] = ("named", named) if named is not None else None
+            return named
         return (NATIVE_PREFIX + static, at) if static else None
-    # kind == "concat": path = (store kind, variable name)
-    value = _root_value(frame, path) if resolve else _MISSING
+    # kind == "concat": (kind, (store kind, variable name), symbol, offset, [countdown, last answer])
+    _, root, symbol, at, memo = site
+    memo[0] -= 1
+    if memo[0] > 0:
+        return memo[1]
+    memo[0] = _CONCAT_RECHECK
+    value = _root_value(frame, root) if resolve else _MISSING
     label = _CONCAT_TYPES.get(type(value))
-    if label is not None and len(value) >= _CONCAT_MIN_LEN:
-        return f"{NATIVE_PREFIX}{label} {static}", at
-    return None
+    memo[1] = (f"{NATIVE_PREFIX}{label} {symbol}", at) if label is not None and len(value) >= _CONCAT_MIN_LEN else None
+    value = None
+    return memo[1]
 
 
 def site_name(code: types.CodeType, lasti: int) -> str | None:
@@ -304,7 +322,7 @@ def _analyse(code: types.CodeType, lasti: int):
             if found is None:
                 return None
             kind, name, symbol, offset = found
-            return ("concat", (kind, name), symbol, offset)
+            return ("concat", (kind, name), symbol, offset, [0, None])
     except Exception:  # noqa: BLE001
         return None
     return None

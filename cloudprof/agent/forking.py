@@ -1,0 +1,111 @@
+"""Pre-fork servers: after `fork()`, the child profiles itself under its own pid with a fresh agent.
+
+gunicorn, uwsgi and Celery start the app (and often the agent) in a master, then
+fork workers. A forked child has none of the parent's threads, may hold copies of
+locks some other thread held at the fork, and carries the parent's sample
+buffers and upload queue. So the child drops the parent's agent object without
+touching it (its threads do not exist, its buffers are the parent's samples:
+uploading them again would count them twice) and starts a new Agent from the
+same settings: new sampler, window thread, uploader and locks, keyed by its pid.
+
+Interval timers survive `execve`, and a child that forks only to exec
+(os.spawn*, pty.spawn, daemonisers) would be killed by a SIGPROF it cannot
+handle. The child's ITIMER_PROF is therefore armed only after ARM_DELAY_S, by
+which time such a child has long exec'd; until then the sampler thread takes the
+ticks (it fills in whenever the handler does not).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+
+__all__ = ["ARM_DELAY_S", "forks_seen", "install"]
+
+ARM_DELAY_S = 0.2
+
+log = logging.getLogger("cloudprof")
+_state = {"installed": False, "forks": 0, "held": False}
+
+
+def install() -> None:
+    """Register the fork hooks once per process (children inherit them)."""
+    if _state["installed"] or not hasattr(os, "register_at_fork"):
+        return
+    os.register_at_fork(before=_before, after_in_parent=_after_in_parent, after_in_child=_after_in_child)
+    _state["installed"] = True
+
+
+def forks_seen() -> int:
+    """How many times this process (or its ancestors, before they forked it) restarted the agent in a child."""
+    return _state["forks"]
+
+
+def _before() -> None:
+    # Fork with the life-cycle lock held, so the child never sees a start() or stop() half done.
+    from cloudprof.agent import lifecycle
+
+    _state["held"] = lifecycle._lock.acquire(timeout=1.0)
+
+
+def _after_in_parent() -> None:
+    from cloudprof.agent import lifecycle
+
+    if _state["held"]:
+        _state["held"] = False
+        lifecycle._lock.release()
+
+
+def _after_in_child() -> None:
+    from cloudprof.agent import labels, lifecycle
+
+    try:
+        if _state["held"]:
+            _state["held"] = False
+            lifecycle._lock.release()  # the forking thread is this thread in the child: it owns the lock
+        labels._lock = threading.Lock()
+        me = threading.get_ident()
+        for ident in [i for i in labels._BY_THREAD if i != me]:
+            labels._forget_thread(ident)
+        parent = lifecycle._agent
+        if parent is None:
+            return
+        lifecycle._agent = None
+        parent.running = False  # its threads are gone; never join them or reuse its buffers
+        _restart(parent)
+    except Exception:  # noqa: BLE001 - a fork must never fail because of us
+        log.warning("cloudprof: could not restart profiling in the forked child %d", os.getpid(), exc_info=True)
+
+
+def _restart(parent) -> None:
+    from cloudprof.agent import lifecycle
+
+    sampler = parent.sampler
+    if sampler is not None and sampler.mode == "signal":
+        try:  # the parent's handler is inherited: put SIGPROF back so the new sampler can own it
+            signal.setitimer(signal.ITIMER_PROF, 0, 0)
+            signal.signal(signal.SIGPROF, sampler._prev_handler or signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass
+    store = parent._store  # an explicit store object is reused; otherwise the child opens its own clients
+    agent = lifecycle.Agent(parent.settings, clock=parent.clock, store=store, use_signal=parent._use_signal,
+                            spool_dir=parent._spool_dir)
+    agent.start()
+    lifecycle._agent = agent
+    _state["forks"] += 1
+    if agent.sampler.mode == "signal":
+        signal.setitimer(signal.ITIMER_PROF, 0, 0)
+        threading.Thread(target=_arm_later, args=(agent,), name="cloudprof-fork-arm", daemon=True).start()
+
+
+def _arm_later(agent) -> None:
+    time.sleep(ARM_DELAY_S)
+    sampler = agent.sampler
+    if agent.running and sampler is not None and sampler._active and sampler.mode == "signal":
+        try:
+            sampler._arm()
+        except (OSError, ValueError):
+            sampler.errors += 1

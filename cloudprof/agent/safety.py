@@ -1,0 +1,158 @@
+"""Safety switches: stop the agent, never the app, on a kill-switch file, a blown CPU budget or a memory cap.
+
+A watchdog thread wakes every CHECK_S: one `os.stat` of the kill-switch file
+(about a microsecond), the agent's own CPU against the rest of the process over
+the last BUDGET_SPAN_S, and an estimate of the agent's memory (sample tables
+sized from a few sampled keys, plus the upload queue). Any of them tripping stops
+the agent within about CHECK_S (well under a second): sampling, windows and the
+uploader; a breach flushes what was sampled with a short deadline, the kill
+switch does not. The app keeps running; the reason is logged once and written
+into the last profile's comments (`stopped_by=`).
+
+The CPU rule allows `budget_factor` (10) times `max_overhead_pct`: the governor
+normally keeps the agent under 1x by lowering the rate, so 10x means something
+is wrong (pathological stacks, thousands of threads). A process using almost no
+CPU is never judged: under FLOOR_PCT of one core there is no bill to protect.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+from itertools import islice
+
+from cloudprof.agent.clocks import process_cpu_ns
+
+__all__ = ["CHECK_S", "Watchdog", "agent_memory_bytes", "counters"]
+
+CHECK_S = 0.2
+BUDGET_SPAN_S = 0.6
+FLOOR_PCT = 0.5  # of one core
+_KEY_SAMPLE = 32
+_ENTRY_OVERHEAD = 200  # dict slot + [samples, cpu, wall] list + 3 ints, measured on 3.11 (bytes)
+
+log = logging.getLogger("cloudprof")
+
+
+def agent_memory_bytes(agent) -> int:
+    """Estimate of what the agent holds: unique stacks in the live tables and the upload queue (bytes)."""
+    total = 0
+    sampler = getattr(agent, "sampler", None)
+    if sampler is not None:
+        for table in (sampler._htable, sampler._ttable):
+            stacks = table.stacks
+            n = len(stacks)
+            if not n:
+                continue
+            try:
+                sample = list(islice(iter(stacks), _KEY_SAMPLE))
+            except RuntimeError:  # changed size while we looked: estimate from the count alone
+                sample = []
+            per_key = (sum(sys.getsizeof(k) for k in sample) / len(sample)) if sample else 512
+            total += int(n * (per_key + _ENTRY_OVERHEAD)) + 16 * len(table.codes)
+    uploader = getattr(agent, "uploader", None)
+    if uploader is not None:
+        try:
+            total += uploader.counters().get("queue_bytes", 0)
+        except Exception:  # noqa: BLE001
+            pass
+    return total
+
+
+def counters(agent) -> dict[str, object]:
+    """The agent's safety and memory counters, for each profile's comments."""
+    dog = getattr(agent, "watchdog", None)
+    out: dict[str, object] = {"agent_memory_bytes": agent_memory_bytes(agent)}
+    if dog is not None:
+        out["agent_peak_memory_bytes"] = dog.peak_memory
+        out["agent_peak_cpu_pct"] = round(dog.peak_share_pct, 3)
+        if dog.tripped:
+            out["stopped_by"] = dog.tripped
+    return out
+
+
+class Watchdog:
+    """Watches one agent; `start()` runs the checks on a daemon thread, `stop()` ends them."""
+
+    def __init__(self, agent, *, kill_file: str | None, max_overhead_pct: float, max_memory_bytes: int,
+                 budget_factor: float = 10.0, check_s: float = CHECK_S, stop_agent=None) -> None:
+        self.agent = agent
+        self.kill_file = kill_file or None
+        self.max_share_pct = budget_factor * max_overhead_pct
+        self.max_memory_bytes = max_memory_bytes
+        self.check_s = check_s
+        self.tripped = ""
+        self.peak_memory = 0
+        self.peak_share_pct = 0.0
+        self._stop_agent = stop_agent
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._marks: list[tuple[int, int, int]] = []
+
+    def start(self) -> "Watchdog":
+        self._thread = threading.Thread(target=self._run, name="cloudprof-safety", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(1.0)
+
+    def check(self) -> str:
+        """One round of checks; the reason to stop, or ""."""
+        if self.kill_file and os.path.exists(self.kill_file):
+            return f"kill switch file {self.kill_file}"
+        memory = agent_memory_bytes(self.agent)
+        self.peak_memory = max(self.peak_memory, memory)
+        if self.max_memory_bytes and memory > self.max_memory_bytes:
+            return f"agent memory {memory >> 10} KiB over the cap of {self.max_memory_bytes >> 10} KiB"
+        sampler = self.agent.sampler
+        if sampler is None:
+            return ""
+        now = time.monotonic_ns()
+        own = sampler.agent_cpu_ns() + getattr(self.agent, "build_cpu_ns", 0)
+        self._marks.append((now, own, process_cpu_ns()))
+        while len(self._marks) > 2 and now - self._marks[1][0] >= BUDGET_SPAN_S * 1e9:
+            self._marks.pop(0)
+        t0, own0, proc0 = self._marks[0]
+        span = now - t0
+        if span < BUDGET_SPAN_S * 1e9 * 0.5:
+            return ""
+        used = own - own0
+        app = max(1, self._marks[-1][2] - proc0 - used)
+        share = 100.0 * used / app
+        if used > FLOOR_PCT / 100.0 * span:
+            self.peak_share_pct = max(self.peak_share_pct, share)
+            if share > self.max_share_pct:
+                return f"agent CPU {share:.1f}% of the app's, over {self.max_share_pct:g}% (10x the budget)"
+        return ""
+
+    def _run(self) -> None:
+        while True:
+            try:
+                reason = self.check()
+            except Exception:  # noqa: BLE001 - a broken check must not stop the app or spin
+                log.debug("cloudprof: safety check failed", exc_info=True)
+                reason = ""
+            if reason:
+                self._trip(reason)
+                return
+            if self._stop.wait(self.check_s):
+                return
+
+    def _trip(self, reason: str) -> None:
+        self.tripped = reason
+        killed = reason.startswith("kill switch")
+        log.warning("cloudprof: stopping the profiler: %s", reason)
+        try:
+            if self._stop_agent is not None:
+                self._stop_agent(self.agent, flush=not killed)
+            else:
+                self.agent.stop(flush=not killed, timeout=1.0)
+        except Exception:  # noqa: BLE001
+            log.warning("cloudprof: error while stopping the profiler", exc_info=True)
