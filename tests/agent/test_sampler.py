@@ -1,0 +1,174 @@
+"""The sampler against the kernel's own clocks: CPU lands on the thread that used it, wall on every thread, at the rate asked."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+
+import pytest
+
+from cloudprof.agent.sampler import Sampler
+from cloudprof.agent.stacks import Symbolizer
+
+
+class Burner:
+    def spin(self, cpu_seconds, out=None):
+        start = time.thread_time()
+        while time.thread_time() - start < cpu_seconds:
+            sum(i * i for i in range(500))
+        if out is not None:
+            out.append(time.thread_time() - start)
+
+
+def totals(batch):
+    """thread name -> [samples, cpu_ns, wall_ns]; and (name, line) of leaf frames by cpu."""
+    per_thread, leaves = {}, {}
+    sym = Symbolizer()
+    for table in batch.tables:
+        for key, (n, cpu, wall) in table.stacks.items():
+            acc = per_thread.setdefault(dict(key[0])["thread_name"], [0, 0, 0])
+            acc[0] += n
+            acc[1] += cpu
+            acc[2] += wall
+            frames = sym.frames(key, table.codes)
+            for f in frames:
+                leaves[f[0]] = leaves.get(f[0], 0) + cpu
+    return per_thread, leaves
+
+
+def run_burner_and_sleeper(use_signal):
+    sampler = Sampler(sample_hz=100, max_overhead_pct=100, use_signal=use_signal)
+    sampler.start()
+    try:
+        spent = []
+        burner = threading.Thread(target=Burner().spin, args=(1.0, spent), name="burner")
+        sleeper = threading.Thread(target=time.sleep, args=(1.0,), name="sleeper")
+        t0 = time.monotonic()
+        burner.start()
+        sleeper.start()
+        burner.join()
+        sleeper.join()
+        elapsed = time.monotonic() - t0
+        batch = sampler.drain()
+    finally:
+        sampler.stop()
+    return batch, spent[0], elapsed
+
+
+@pytest.mark.parametrize("use_signal", [True, False], ids=["signal", "thread"])
+def test_cpu_goes_to_the_burner_and_wall_to_everyone(use_signal):
+    batch, burner_cpu_s, elapsed = run_burner_and_sleeper(use_signal)
+    per_thread, leaves = totals(batch)
+    cpu_total = sum(v[1] for v in per_thread.values())
+    burner = per_thread["burner"]
+    sleeper = per_thread["sleeper"]
+    assert burner[1] >= 0.9 * cpu_total, per_thread
+    assert burner[1] == pytest.approx(burner_cpu_s * 1e9, rel=0.10), (burner[1] / 1e9, burner_cpu_s)
+    assert sleeper[1] < 0.01 * burner[1]
+    assert sleeper[2] == pytest.approx(1e9, rel=0.25)  # slept 1 s, sampled as wall time
+    assert per_thread["MainThread"][2] >= 0.8 * elapsed * 1e9
+    assert leaves["Burner.spin"] >= 0.9 * burner[1]  # qualified names
+    assert "cloudprof-sampler" not in per_thread  # the agent does not sample itself
+
+
+def test_main_thread_cpu_comes_from_the_signal_handler():
+    sampler = Sampler(sample_hz=100, max_overhead_pct=100)
+    sleeper = threading.Thread(target=time.sleep, args=(1.0,), name="sleeper")
+    sampler.start()
+    try:
+        assert sampler.mode == "signal", sampler.reason
+        sleeper.start()
+        spent = []
+        Burner().spin(1.0, spent)
+        sleeper.join()
+        batch = sampler.drain()
+    finally:
+        sampler.stop()
+    per_thread, leaves = totals(batch)
+    main = per_thread["MainThread"]
+    assert main[1] == pytest.approx(spent[0] * 1e9, rel=0.10)
+    assert main[1] >= 0.9 * sum(v[1] for v in per_thread.values())
+    assert per_thread["sleeper"][1] < 0.01 * main[1]
+    assert batch.signal_samples >= 0.8 * spent[0] * 100
+    assert leaves["Burner.spin"] >= 0.9 * main[1]
+    assert signal.getsignal(signal.SIGPROF) == signal.SIG_DFL  # restored
+    assert signal.getitimer(signal.ITIMER_PROF) == (0.0, 0.0)
+
+
+def test_achieved_tick_rate_is_the_asked_rate():
+    """A correctness test of the rate (ticks per wall second) on a process that leaves the sampler the CPU.
+
+    Busy threads in this process would add GIL hand-off and the box's load to what is measured; the
+    governor is switched off so that only the rate logic is tested (it would lower the rate of an idle
+    process, whose CPU is almost all the sampler's)."""
+    sampler = Sampler(sample_hz=100, govern=False)
+    sleeper = threading.Thread(target=time.sleep, args=(2.0,), name="sleeper")
+    sampler.start()
+    try:
+        sleeper.start()
+        sleeper.join()
+        batch = sampler.drain()
+    finally:
+        sampler.stop()
+    ticks_per_s = batch.ticks / ((batch.mono_end_ns - batch.mono_start_ns) / 1e9)
+    assert ticks_per_s == pytest.approx(100, rel=0.10)
+    per_thread, _ = totals(batch)
+    assert per_thread["sleeper"][0] == pytest.approx(200, rel=0.10)
+
+
+def test_signal_rate_follows_cpu_time():
+    """ITIMER_PROF fires per `period` of process CPU: samples per CPU second of a busy main thread = sample_hz,
+    however loaded the box (CPU time, not wall time)."""
+    sampler = Sampler(sample_hz=100, max_overhead_pct=100)
+    sampler.start()
+    try:
+        c0 = time.process_time()
+        Burner().spin(2.0)
+        cpu = time.process_time() - c0
+        batch = sampler.drain()
+    finally:
+        sampler.stop()
+    assert batch.mode == "signal"
+    assert batch.signal_samples / cpu == pytest.approx(100, rel=0.10)
+
+
+def test_falls_back_to_the_thread_when_the_app_owns_sigprof():
+    def apps_handler(signum, frame):
+        pass
+
+    previous = signal.signal(signal.SIGPROF, apps_handler)
+    try:
+        sampler = Sampler(sample_hz=100)
+        sampler.start()
+        Burner().spin(0.2)
+        batch = sampler.drain()
+        sampler.stop()
+        assert batch.mode == "thread" and "owned by the application" in batch.reason
+        assert signal.getsignal(signal.SIGPROF) is apps_handler
+        assert batch.ticks > 0
+    finally:
+        signal.signal(signal.SIGPROF, previous)
+
+
+def test_falls_back_when_started_off_the_main_thread():
+    out = {}
+
+    def starter():
+        sampler = Sampler(sample_hz=100)
+        sampler.start()
+        out["sampler"] = sampler
+
+    t = threading.Thread(target=starter)
+    t.start()
+    t.join()
+    sampler = out["sampler"]
+    try:
+        Burner().spin(0.2)
+        batch = sampler.drain()
+    finally:
+        sampler.stop()
+    assert batch.mode == "thread" and batch.reason == "started outside the main thread"
+    per_thread, _ = totals(batch)
+    assert per_thread["MainThread"][1] > 0.1e9  # main-thread CPU still measured, through its CPU clock

@@ -1,0 +1,126 @@
+"""Sampling-path pieces without threads or signals: stack interning, lines, tick cadence, governor, windows (fake clock)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+
+import pytest
+
+from cloudprof.agent.clocks import ManualClock
+from cloudprof.agent.governor import Governor
+from cloudprof.agent.sampler import next_deadline
+from cloudprof.agent.stacks import TRUNCATED, StackTable, Symbolizer, record
+from cloudprof.agent.window import HOUR_NS, WindowSchedule, window_end
+
+LABELS = (("thread_name", "t"),)
+
+
+class Shape:
+    def method(self, depth, table, max_depth=128):
+        if depth:
+            return self.method(depth - 1, table, max_depth)
+        record(table, LABELS, sys._getframe(), max_depth, 1, 7, 11)  # LINE-RECORD
+        return sys._getframe().f_lineno
+
+
+def line_of(marker):
+    return next(i for i, line in enumerate(open(__file__), 1) if marker in line and "def line_of" not in line
+                and "line_of(" not in line)
+
+
+def test_identical_stacks_are_interned_and_add_up():
+    table = StackTable()
+    for _ in range(50):
+        Shape().method(3, table)
+    assert len(table) == 1
+    (values,) = table.stacks.values()
+    assert values == [50, 350, 550]
+
+
+def test_frames_resolve_to_qualified_names_and_lines():
+    table = StackTable()
+    Shape().method(2, table)
+    (key,) = table.stacks
+    frames = Symbolizer().frames(key, table.codes)
+    assert key[0] == LABELS
+    assert [f[0] for f in frames[:4]] == ["Shape.method"] * 3 + [
+        "test_frames_resolve_to_qualified_names_and_lines"]
+    assert frames[0][1] == __file__
+    assert frames[0][2] == line_of("# LINE-RECORD")
+    assert frames[0][3] == line_of("def method(self")
+    assert frames[1][2] == line_of("return self.method(depth - 1")
+
+
+def test_deep_stacks_are_cut_with_a_marker():
+    table = StackTable()
+    Shape().method(300, table, max_depth=128)
+    (key,) = table.stacks
+    frames = Symbolizer().frames(key, table.codes)
+    assert len(frames) == 129
+    assert frames[-1][0] == TRUNCATED and frames[0][0] == "Shape.method"
+
+
+def test_memory_grows_with_unique_stacks_not_samples():
+    table = StackTable()
+    for i in range(2000):
+        Shape().method(i % 5, table)
+    assert len(table) == 5
+    assert sum(v[0] for v in table.stacks.values()) == 2000
+
+
+def test_tick_cadence_keeps_time_and_resyncs():
+    period = 10
+    assert next_deadline(100, 103, period) == 110  # a little late: keep the grid
+    assert next_deadline(100, 115, period) == 110  # one tick behind: catch up once
+    assert next_deadline(100, 150, period) == 160  # far behind: resync, no burst
+
+
+def test_governor_lowers_then_raises_the_rate():
+    g = Governor(100, 1.0)
+    second = 10**9
+    # 3% of the app's CPU: cut the rate to fit under 1%
+    hz = g.update(own_ns=30_000_000, process_ns=1_030_000_000, wall_ns=second)
+    assert hz < 35 and g.last_share_pct == pytest.approx(3.0, rel=0.01)
+    # cost follows the rate: now ~0.3%, so it climbs back, never above the target
+    for _ in range(20):
+        hz = g.update(own_ns=int(300_000 * hz / 10), process_ns=second, wall_ns=second)
+    assert hz == 100
+
+
+def test_governor_leaves_an_idle_process_alone():
+    g = Governor(100, 0.25)
+    # the process used almost nothing; 0.2 ms/s of agent CPU is below the floor of 0.05% of a core
+    assert g.update(own_ns=200_000, process_ns=400_000, wall_ns=10**9) == 100
+
+
+def test_window_ends_at_interval_or_hour():
+    hour = 1_800_000_000 * 10**9 // HOUR_NS * HOUR_NS
+    assert window_end(hour + 10 * 10**9, 60 * 10**9) == hour + 70 * 10**9
+    assert window_end(hour + HOUR_NS - 30 * 10**9, 60 * 10**9) == hour + HOUR_NS
+
+
+def test_schedule_cuts_at_hour_boundaries_with_a_fake_clock():
+    hour = 1_800_000_000 * 10**9 // HOUR_NS * HOUR_NS
+    clock = ManualClock(now_ns=hour + HOUR_NS - 90 * 10**9)
+    s = WindowSchedule(clock, 60)
+    clock.advance(59)
+    assert not s.due(clock.time_ns())
+    clock.advance(1.002)  # the cut comes a little late
+    start, end = s.cut(clock.time_ns())
+    assert (start, end) == (hour + HOUR_NS - 90 * 10**9, hour + HOUR_NS - 30 * 10**9)
+    clock.advance(30)
+    start, end = s.cut(clock.time_ns())
+    assert end == hour + HOUR_NS  # never spans the hour
+    assert s.start_ns == hour + HOUR_NS and s.end_ns == hour + HOUR_NS + 60 * 10**9
+    utc = dt.datetime.fromtimestamp(end / 1e9, dt.timezone.utc)
+    assert (utc.minute, utc.second) == (0, 0)
+
+
+def test_schedule_skips_a_long_suspension():
+    clock = ManualClock()
+    s = WindowSchedule(clock, 60)
+    clock.advance(7200)
+    start, end = s.cut(clock.time_ns())
+    assert end - start <= 60 * 10**9
+    assert s.start_ns == clock.time_ns()
