@@ -5,8 +5,10 @@ writes it, importing only the standard library and protobuf.
 """
 
 from cloudprof.errors import IncompatibleProfiles, ProfileError
+from cloudprof.pprof.analysis import FunctionDelta, FunctionStat, diff, filter_samples, function_totals, top
 from cloudprof.pprof.builder import CPU_SAMPLE_TYPES, ProfileBuilder
 from cloudprof.pprof.codec import DEFAULT_MAX_SIZE, decode, encode
+from cloudprof.pprof.collapsed import from_collapsed, to_collapsed
 from cloudprof.pprof.merge import Merger, merge, sample_totals
 from cloudprof.pprof.model import Profile, sample_type_index, sample_type_names, strings
 from cloudprof.pprof.validate import validate
@@ -14,17 +16,25 @@ from cloudprof.pprof.validate import validate
 __all__ = [
     "CPU_SAMPLE_TYPES",
     "DEFAULT_MAX_SIZE",
+    "FunctionDelta",
+    "FunctionStat",
     "IncompatibleProfiles",
     "Merger",
     "Profile",
     "ProfileBuilder",
     "ProfileError",
     "decode",
+    "diff",
     "encode",
+    "filter_samples",
+    "from_collapsed",
+    "function_totals",
     "merge",
     "sample_totals",
     "sample_type_index",
     "sample_type_names",
     "strings",
+    "to_collapsed",
+    "top",
     "validate",
 ]
