@@ -31,6 +31,9 @@ ALLOWED = {
     "__main__": {"cli"},
     "__init__": {"agent", "config", "errors"},
 }
+# `from cloudprof import __version__` is fine above the leaves (the root package imports the agent).
+for _part_name in ("agent", "aggregator", "query", "render", "cli", "demo"):
+    ALLOWED[_part_name].add("__init__")
 # Third-party packages allowed outside the cloud SDK modules.
 THIRD_PARTY_CORE = {"google.protobuf", "pydantic", "pydantic_settings"}
 CLOUD_SDKS = ("boto3", "botocore", "google.cloud", "google.api_core", "google.auth")
