@@ -95,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the whole journey on the local default")
     p.add_argument("--storage", default="file://.cloudprof", metavar="URL")
-    p.add_argument("--seconds", type=float, default=5.0)
+    p.add_argument("--seconds", type=float, default=5.0, help="how long each release runs")
+    p.add_argument("--out", default="cloudprof-demo", metavar="DIR", help="where the pages go")
     p.set_defaults(func=cmd_demo)
     return parser
 
@@ -393,4 +394,17 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    raise NotImplementedError("cloudprof demo")
+    from pathlib import Path
+
+    from cloudprof.demo import SERVICE, run_demo
+
+    print(f"cloudprof demo: profiling {SERVICE} release 1.0, then 1.1, for {args.seconds:g} s each "
+          f"into {args.storage}", file=sys.stderr)
+    result = run_demo(args.storage, args.seconds, Path(args.out))
+    print(result.top)
+    print(result.movers)
+    print(result.summary)
+    for page in result.pages:
+        print(f"open {page}")
+    print(f"next: cloudprof flamegraph --storage {args.storage} --service {SERVICE} --from -1h -o flame.html")
+    return 0
