@@ -8,6 +8,7 @@
 __version__ = "0.1.0"
 
 from cloudprof.agent import profiling, start, stop  # noqa: E402
+from cloudprof.agent.labels import labels  # noqa: E402
 from cloudprof.errors import ConfigError  # noqa: E402
 
-__all__ = ["ConfigError", "__version__", "profiling", "start", "stop"]
+__all__ = ["ConfigError", "__version__", "labels", "profiling", "start", "stop"]

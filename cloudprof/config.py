@@ -81,6 +81,11 @@ class Settings(BaseSettings):
     max_depth: int = Field(128, ge=1, le=4096)
     version: str = ""
     environment: str = ""
+    # issue 5 (production): threads per tick, label cardinality, safety switches
+    max_threads: int = Field(64, ge=1, le=100_000)
+    label_max_values: int = Field(100, ge=1, le=100_000)
+    kill_switch_file: str = "/tmp/cloudprof.kill"
+    max_memory_mb: float = Field(128.0, gt=0)
     tags: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
 
     @field_validator("tags", mode="before")

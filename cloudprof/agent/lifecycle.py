@@ -56,6 +56,7 @@ class Agent:
         self.sampler: Sampler | None = None
         self.uploader = None
         self.schedule: WindowSchedule | None = None
+        self.watchdog = None
         self.running = False
 
     def start(self) -> "Agent":
@@ -68,13 +69,28 @@ class Agent:
         self.sampler = Sampler(sample_hz=s.sample_hz, max_depth=s.max_depth, max_overhead_pct=s.max_overhead_pct,
                                use_signal=self._use_signal, clock=self.clock)
         self.schedule = WindowSchedule(self.clock, s.upload_interval_s)
+        self._production_hooks()
         self.sampler.start()
         self.running = True
         self._thread = threading.Thread(target=self._run, name=f"{AGENT_THREAD_PREFIX}-windows", daemon=True)
         self._thread.start()
+        if self.watchdog is not None:
+            self.watchdog.start()
         if self.sampler.reason:
             log.info("cloudprof: sampling with a thread only (%s)", self.sampler.reason)
         return self
+
+    def _production_hooks(self) -> None:
+        """issue 5: threads per tick, label cap, fork hooks, safety watchdog (kill file, 10x budget, memory)."""
+        from cloudprof.agent import forking, labels
+        from cloudprof.agent.safety import Watchdog
+
+        s = self.settings
+        self.sampler.picker.max_threads = s.max_threads
+        labels.configure(max_values_per_key=s.label_max_values)
+        forking.install()
+        self.watchdog = Watchdog(self, kill_file=s.kill_switch_file, max_overhead_pct=s.max_overhead_pct,
+                                 max_memory_bytes=int(s.max_memory_mb * 1024 * 1024))
 
     def _run(self) -> None:
         while not self._stop.wait(min(self.schedule.seconds_until_due(self.clock.time_ns()), 3600.0)):
@@ -108,6 +124,7 @@ class Agent:
             counters = {"build_cpu_ns": self.build_cpu_ns}
             uploads = self.uploader.counters()
             counters.update({f"upload_{k}": uploads.get(k, 0) for k in ("uploaded", "retried", "spooled", "dropped")})
+            counters.update(_production_counters(self))
             profile = build_profile(batch, start, end, self.identity, self.settings.tags, counters)
             data = encode(profile)
             key = RawKey.for_window(self.settings.service, KIND, self.host, self.pid, start // 1_000_000,
@@ -124,6 +141,8 @@ class Agent:
         self.running = False
         deadline = time.monotonic() + timeout
         self._stop.set()
+        if self.watchdog is not None:
+            self.watchdog.stop()
         self.sampler.stop()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
@@ -134,6 +153,16 @@ class Agent:
             except Exception:
                 log.warning("cloudprof: could not build the last profile window", exc_info=True)
         return bool(self.uploader.close(max(0.1, deadline - time.monotonic()) if flush else 0.1))
+
+
+def _production_counters(agent: Agent) -> dict[str, object]:
+    """issue 5: agent memory, safety state, label folding and forks, for each profile's comments."""
+    from cloudprof.agent import forking, labels, safety
+
+    out = safety.counters(agent)
+    out.update(labels.counters())
+    out["forks"] = forking.forks_seen()
+    return out
 
 
 # --- the process's agent ---------------------------------------------------------

@@ -153,6 +153,15 @@ class Watchdog:
             if self._stop_agent is not None:
                 self._stop_agent(self.agent, flush=not killed)
             else:
-                self.agent.stop(flush=not killed, timeout=1.0)
+                _stop(self.agent, flush=not killed)
         except Exception:  # noqa: BLE001
             log.warning("cloudprof: error while stopping the profiler", exc_info=True)
+
+
+def _stop(agent, flush: bool) -> None:
+    from cloudprof.agent import lifecycle
+
+    if lifecycle.current() is agent:
+        lifecycle.stop(flush=flush, timeout=1.0)  # also forgets it as the process's agent
+    else:
+        agent.stop(flush=flush, timeout=1.0)

@@ -35,7 +35,9 @@ import time
 from typing import NamedTuple
 
 from cloudprof.agent.clocks import SYSTEM_CLOCK, Clock, process_cpu_ns, thread_cpu_clock, thread_cpu_ns
+from cloudprof.agent.fairness import ThreadPicker
 from cloudprof.agent.governor import Governor
+from cloudprof.agent.labels import current_extra, tick_labels
 from cloudprof.agent.stacks import StackTable, record
 
 __all__ = ["AGENT_THREAD_PREFIX", "Batch", "Sampler", "next_deadline", "signal_unavailable_reason"]
@@ -115,6 +117,7 @@ class Sampler:
         self._tick_lock = threading.Lock()
         self._threads: dict[int, _Thread | None] = {}
         self._main_ident = threading.main_thread().ident
+        self.picker = ThreadPicker()  # issue 5: at most picker.max_threads stacks per tick, unbiased weights
         self._sampler_ident: int | None = None
         self._sampler_clock: int | None = None
         self._sampler_cpu = 0
@@ -272,7 +275,19 @@ class Sampler:
         signal_mode = self.mode == "signal"
         depth = self.max_depth
         frames = sys._current_frames()
+        # issue 5 hooks: task_name + user labels per thread; at most max_threads stacks, weighted to stay unbiased
+        extra = tick_labels()
+        picker = self.picker
+        weights = None
+        if len(frames) > picker.max_threads or picker.last:
+            weights = picker.weights(list(frames), self.ticks, now, wall, main if signal_mode else None)
         for ident, frame in frames.items():
+            if weights is None:
+                samples, wall_i = 1, wall
+            elif ident in weights:
+                samples, wall_i = weights[ident]
+            else:
+                continue
             if ident in threads:
                 info = threads[ident]
                 if info is None:
@@ -285,9 +300,11 @@ class Sampler:
             if thread is not None and thread._name is not info.name:
                 info.name = thread._name
                 info.labels = (("thread_name", info.name),)
+            more = extra.get(ident)
             if ident == main and main_frame is not None:
                 frame = main_frame
                 cpu = main_cpu
+                more = current_extra()
             elif ident == main and signal_mode:
                 cpu = 0  # the handler accounts the main thread's CPU
             elif info.clock is not None:
@@ -299,7 +316,7 @@ class Sampler:
                 info.last_cpu = c
             else:
                 cpu = wall  # no per-thread clock on this platform: wall is the best estimate
-            record(table, info.labels, frame, depth, 1, cpu, wall)
+            record(table, info.labels + more if more else info.labels, frame, depth, samples, cpu, wall_i)
         if len(threads) > len(frames) + 16:
             for ident in [i for i in threads if i not in frames]:
                 del threads[ident]
@@ -324,7 +341,8 @@ class Sampler:
                 else:
                     main = self._threads.get(self._main_ident)
                     labels = main.labels if main is not None else (("thread_name", "MainThread"),)
-                    record(table, labels, frame, self.max_depth, 1, cpu if cpu > 0 else 0, 0)
+                    more = current_extra()
+                    record(table, labels + more if more else labels, frame, self.max_depth, 1, cpu if cpu > 0 else 0, 0)
                 self.signal_samples += 1
         except Exception:
             self.errors += 1
