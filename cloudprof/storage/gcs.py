@@ -36,11 +36,11 @@ def _sdk():
         import google.api_core.exceptions as api_exceptions
         import google.auth.exceptions as auth_exceptions
         import requests.exceptions as http_exceptions
-        from google.api_core.retry import Retry
         from google.cloud import storage
+        from google.cloud.storage import retry as storage_retry
     except ImportError as exc:
         raise ConfigError(INSTALL_HINT) from exc
-    return storage, api_exceptions, auth_exceptions, http_exceptions, Retry
+    return storage, api_exceptions, auth_exceptions, http_exceptions, storage_retry
 
 
 class GCSStore:
@@ -59,7 +59,7 @@ class GCSStore:
         timeout: float | tuple[float, float] = (5.0, 30.0),
         retry_deadline: float = 30.0,
     ) -> None:
-        self._storage, self._api, self._auth, self._http, retry_cls = _sdk()
+        self._storage, self._api, self._auth, self._http, storage_retry = _sdk()
         self.bucket_name = bucket
         prefix = prefix.strip("/")
         if prefix:
@@ -67,14 +67,14 @@ class GCSStore:
         self.prefix = prefix + "/" if prefix else ""
         self.page_size = page_size or self.DEFAULT_PAGE_SIZE
         self._timeout = timeout
+        # The library's own idea of "transient" (429, 5xx, dropped connections, also mid-download),
+        # with a deadline so that a dead endpoint cannot hold a flush for the default two minutes.
         api = self._api
-        # Retry what GCS documents as transient; a deadline keeps a dead endpoint from hanging a flush.
-        self._retry = retry_cls(
-            predicate=lambda exc: isinstance(
-                exc, (api.TooManyRequests, api.InternalServerError, api.BadGateway, api.ServiceUnavailable,
-                      api.GatewayTimeout, self._http.ConnectionError, self._http.Timeout)
-            ),
-            initial=0.2, maximum=5.0, multiplier=2.0, timeout=retry_deadline,
+        self._transient = getattr(storage_retry, "_should_retry", None) or (
+            lambda exc: isinstance(exc, (api.TooManyRequests, api.ServerError, self._http.ConnectionError))
+        )
+        self._retry = storage_retry.DEFAULT_RETRY.with_timeout(retry_deadline).with_delay(
+            initial=0.2, maximum=5.0, multiplier=2.0
         )
         self._client = client
         self._project = project
@@ -130,11 +130,17 @@ class GCSStore:
             ) from exc
         except auth.RefreshError as exc:
             raise AccessDenied(f"{where}: {op} failed: Google credentials were refused ({exc})") from exc
-        except (api.TooManyRequests, api.ServerError, api.RetryError, api.ServiceUnavailable, auth.TransportError,
+        except (api.TooManyRequests, api.ServerError, api.RetryError, auth.TransportError,
                 http.ConnectionError, http.Timeout, TimeoutError, ConnectionError) as exc:
             raise StorageUnavailable(f"{where}: {op} failed, GCS unavailable ({exc})") from exc
-        except api.GoogleAPIError as exc:
-            raise StorageError(f"{where}: {op} failed ({exc})") from exc
+        except Exception as exc:
+            if self._transient(exc):
+                raise StorageUnavailable(f"{where}: {op} failed, GCS unavailable ({exc})") from exc
+            if isinstance(exc, (api.GoogleAPIError, http.RequestException)) or type(exc).__module__.startswith(
+                ("google.", "requests", "urllib3")
+            ):
+                raise StorageError(f"{where}: {op} failed ({exc})") from exc
+            raise
 
     def _info(self, key: str, blob: Any, *, with_metadata: bool = True) -> ObjectInfo:
         metadata = dict(blob.metadata or {}) if with_metadata else {}
