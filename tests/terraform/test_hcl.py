@@ -160,3 +160,18 @@ def test_gcp_function_fires_on_object_finalize_and_on_a_schedule():
     job = tf.clean(tf.resource(tf.GCP, "google_cloud_scheduler_job", "pending"))
     assert job["http_target"][0]["uri"] == "${google_cloudfunctions2_function.pending.service_config[0].uri}"
     assert job["http_target"][0]["oidc_token"][0]["service_account_email"] == "${google_service_account.scheduler.email}"
+
+
+@pytest.mark.parametrize("directory", tf.EXAMPLES, ids=_id)
+def test_examples_pass_real_inputs_and_read_real_outputs(directory):
+    (call,) = [body for _, name, body in tf.named_blocks(directory, "module") if name == "cloudprof"]
+    module = (directory / tf.unquote(call["source"])).resolve()
+    variables = {name: body for _, name, body in tf.named_blocks(module, "variable")}
+    outputs = {name for _, name, _ in tf.named_blocks(module, "output")}
+    passed = {k for k in call if not k.startswith("__") and k not in ("source", "version", "providers", "depends_on")}
+    assert passed <= set(variables), f"unknown module inputs {passed - set(variables)}"
+    required = {name for name, body in variables.items() if "default" not in body}
+    assert required <= passed, f"required module inputs not passed: {required - passed}"
+    text = "\n".join(p.read_text() for p in directory.glob("*.tf"))
+    used = set(re.findall(r"module\.cloudprof\.(\w+)", text))
+    assert used and used <= outputs, f"outputs that do not exist: {used - outputs}"
