@@ -9,7 +9,7 @@ so one tree serves every sample-type switch of the flame graph page.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import chain
 from typing import Iterable, Mapping, Sequence
 
@@ -169,13 +169,22 @@ class TreeBuilder:
         stack = [0]
         children = self._children
         node_frame = self._node_frame
+        frame_key = [(r[0], r[1]) for r in rows]
+
+        def key(n: int) -> tuple[str, str]:
+            return frame_key[node_frame[n]]
+
         while stack:
             node = stack.pop()
             order.append(node)
             kids = children[node]
-            counts.append(len(kids))
-            # Reverse sort so the stack pops them in name order.
-            stack.extend(sorted(kids.values(), key=lambda n: (rows[node_frame[n]][0], rows[node_frame[n]][1]), reverse=True))
+            k = len(kids)
+            counts.append(k)
+            if k == 1:
+                stack.extend(kids.values())
+            elif k:
+                # Reverse sort so the stack pops them in name order.
+                stack.extend(sorted(kids.values(), key=key, reverse=True))
         return FlameTree(
             types=list(self.types),
             sets=self.sets,
@@ -204,6 +213,7 @@ class FlameTree:
     node_frame: list[int]
     node_children: list[int]
     node_self: list[list[int]]
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.node_frame)
@@ -223,42 +233,53 @@ class FlameTree:
                 return i
         raise ConfigError(f"no sample type {sample_type!r} (have {', '.join(names)})")
 
+    def _structure(self) -> tuple[list[int], list[int]]:
+        """(end, parent): end[i] is the index just past node i's subtree; computed once."""
+        cached = self._cache.get("structure")
+        if cached is None:
+            n = len(self.node_frame)
+            end = [n] * n
+            parent = [-1] * n
+            open_nodes: list[int] = []
+            left: list[int] = []  # children still to come, per open node
+            children = self.node_children
+            for i in range(n):
+                while left and left[-1] == 0:
+                    end[open_nodes.pop()] = i
+                    left.pop()
+                if open_nodes:
+                    left[-1] -= 1
+                    parent[i] = open_nodes[-1]
+                open_nodes.append(i)
+                left.append(children[i])
+            cached = self._cache["structure"] = (end, parent)
+        return cached
+
     def subtree_ends(self) -> list[int]:
         """end[i]: the index just past node i's subtree."""
-        n = len(self.node_frame)
-        end = [0] * n
-        stack: list[list[int]] = []  # [node, children left]
-        for i in range(n):
-            while stack and stack[-1][1] == 0:
-                end[stack.pop()[0]] = i
-            if stack:
-                stack[-1][1] -= 1
-            stack.append([i, self.node_children[i]])
-        while stack:
-            end[stack.pop()[0]] = n
-        return end
+        return self._structure()[0]
+
+    def parents(self) -> list[int]:
+        return self._structure()[1]
+
+    def slot_totals(self, slot: int) -> list[int]:
+        """Total (self + descendants) per node for one value slot; cached."""
+        key = ("totals", slot)
+        cached = self._cache.get(key)
+        if cached is None:
+            parent = self.parents()
+            col = [v[slot] for v in self.node_self]
+            # Children come after their parent in pre-order: fold from the back.
+            for i in range(len(col) - 1, 0, -1):
+                col[parent[i]] += col[i]
+            cached = self._cache[key] = col
+        return cached
 
     def totals(self) -> list[list[int]]:
-        """Total (self + descendants) values per node."""
-        end = self.subtree_ends()
-        total = [list(v) for v in self.node_self]
-        # Children come after their parent in pre-order: fold from the back.
-        parents = self.parents(end)
-        for i in range(len(total) - 1, 0, -1):
-            acc = total[parents[i]]
-            for j, v in enumerate(total[i]):
-                acc[j] += v
-        return total
-
-    def parents(self, end: list[int] | None = None) -> list[int]:
-        end = end or self.subtree_ends()
-        parent = [-1] * len(self.node_frame)
-        for i in range(len(parent)):
-            child = i + 1
-            while child < end[i]:
-                parent[child] = i
-                child = end[child]
-        return parent
+        """Total (self + descendants) values per node, every slot."""
+        width = len(self.types) * self.sets
+        cols = [self.slot_totals(k) for k in range(width)]
+        return [list(row) for row in zip(*cols)] if cols else []
 
     def grand_total(self, type_index: int, set_index: int = 0) -> int:
         slot = set_index * len(self.types) + type_index
@@ -266,34 +287,39 @@ class FlameTree:
 
     def function_stats(self, sample_type: str | None = None, set_index: int = 0) -> list[FunctionStat]:
         """Self and total per function, biggest total first; recursion counts once per stack."""
-        t = self.type_index(sample_type)
-        slot = set_index * len(self.types) + t
-        totals = self.totals()
+        slot = set_index * len(self.types) + self.type_index(sample_type)
+        totals = self.slot_totals(slot)
         end = self.subtree_ends()
-        self_by: dict[int, int] = {}
-        total_by: dict[int, int] = {}
+        nframes = len(self.frame_names)
+        self_by = [0] * nframes
+        total_by = [0] * nframes
+        seen = [False] * nframes
         # Walk pre-order keeping the frames on the path; a node adds to its function's
         # total only when no ancestor has the same function (recursion).
-        on_path: dict[int, int] = {}
-        path: list[tuple[int, int]] = []  # (end index, frame)
+        on_path = [0] * nframes
+        path_end: list[int] = []
+        path_frame: list[int] = []
+        node_self = self.node_self
         for i, fid in enumerate(self.node_frame):
-            while path and path[-1][0] <= i:
-                _, old = path.pop()
-                on_path[old] -= 1
+            while path_end and path_end[-1] <= i:
+                path_end.pop()
+                on_path[path_frame.pop()] -= 1
             if i:
-                self_by[fid] = self_by.get(fid, 0) + self.node_self[i][slot]
-                if not on_path.get(fid):
-                    total_by[fid] = total_by.get(fid, 0) + totals[i][slot]
-            on_path[fid] = on_path.get(fid, 0) + 1
-            path.append((end[i], fid))
-        grand = totals[0][slot] if totals else 0
+                seen[fid] = True
+                self_by[fid] += node_self[i][slot]
+                if not on_path[fid]:
+                    total_by[fid] += totals[i]
+            on_path[fid] += 1
+            path_end.append(end[i])
+            path_frame.append(fid)
+        grand = totals[0] if totals else 0
         out = []
-        for fid, total in total_by.items():
-            if not total and not self_by.get(fid):
+        for fid in range(1, nframes):
+            total, own = total_by[fid], self_by[fid]
+            if not seen[fid] or (not total and not own):
                 continue
-            s = self_by.get(fid, 0)
-            out.append(FunctionStat(self.frame_names[fid], self.frame_files[fid], self.frame_lines[fid], s, total,
-                                    100.0 * s / grand if grand else 0.0, 100.0 * total / grand if grand else 0.0))
+            out.append(FunctionStat(self.frame_names[fid], self.frame_files[fid], self.frame_lines[fid], own, total,
+                                    100.0 * own / grand if grand else 0.0, 100.0 * total / grand if grand else 0.0))
         out.sort(key=lambda f: (-f.total, -f.self, f.name, f.filename))
         return out
 
@@ -356,17 +382,18 @@ class FlameTree:
     def match_share(self, pattern: re.Pattern, sample_type: str | None = None, set_index: int = 0) -> float:
         """Share of the whole under frames whose name matches (each sample counted once)."""
         slot = set_index * len(self.types) + self.type_index(sample_type)
-        totals = self.totals()
+        totals = self.slot_totals(slot)
         end = self.subtree_ends()
-        grand = totals[0][slot] if totals else 0
+        grand = totals[0] if totals else 0
         if not grand:
             return 0.0
         hit = 0
         i = 1
         n = len(self.node_frame)
+        matched = [bool(pattern.search(name)) for name in self.frame_names]
         while i < n:
-            if pattern.search(self.frame_names[self.node_frame[i]]):
-                hit += totals[i][slot]
+            if matched[self.node_frame[i]]:
+                hit += totals[i]
                 i = end[i]
             else:
                 i += 1

@@ -182,3 +182,32 @@ def test_fifty_thousand_frames_stay_interactive(page):
     assert page.js("window.cloudprof.state.focus") == node
     p.screenshot(path=str(support.artifact_path("flamegraph-50k.png")))
     assert page.errors == []
+
+
+@pytest.mark.parametrize("name", ["python-cpu-sdk-pyroscope.pb.gz", "java-cpu-asyncprofiler-pyroscope.pb.gz",
+                                  "go-heap-flameshow.pb.gz"])
+def test_third_party_profiles_render(page, testdata, name):
+    tree = tree_of([decode((testdata / "pprof" / name).read_bytes())])
+    path = support.artifact_path(f"third-party-{name.split('.')[0]}.html")
+    path.write_text(render_flamegraph_html(tree, title=name))
+    p = page.open(path)
+    assert page.errors == []
+    assert page.js("window.cloudprof.drawnFrames()") > 1
+    kinds = [o.split(" ")[0] for o in p.locator("#cp-type option").all_inner_texts()]
+    assert kinds and all(t.split("/")[0] in kinds or tree.grand_total(i) == 0 for i, t in enumerate(tree.types))
+    p.screenshot(path=str(support.artifact_path(f"third-party-{name.split('.')[0]}.png")))
+
+
+def test_hostile_frame_names_stay_text(page):
+    evil = "</script><script>window.pwned=1</script><img src=x onerror=window.pwned=2>{{data}}"
+    builder = ProfileBuilder()
+    builder.add_frames([(evil, "<b>x.py</b>", 1, 1), ("main", "m.py", 1, 1)], [1, 10, 10])
+    tree = tree_of([builder.build()])
+    path = support.artifact_path("hostile-names.html")
+    path.write_text(render_flamegraph_html(tree, title=evil))
+    p = page.open(path)
+    assert page.errors == []
+    assert page.js("window.pwned === undefined")
+    assert page.js("window.cloudprof.tableRows()")[0] in (evil, "main")
+    assert evil in page.js("window.cloudprof.tableRows()")
+    assert p.title() == evil
