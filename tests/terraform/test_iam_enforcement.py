@@ -283,6 +283,10 @@ def test_the_aggregator_needs_exactly_the_s3_actions_its_policy_grants(deploymen
     scheduled = render_schedule_input(time=(hours[2] + timedelta(minutes=20)).strftime("%Y-%m-%dT%H:%M:%SZ"), lookback_hours=2)
     summary = aws_lambda.handler(scheduled, None)
     assert [p["hour"] for p in summary["partitions"] if p["merged"]] == [hours[1].strftime("%Y-%m-%dT%H")], summary
+    # 4. A late upload into the first hour: the rerun folds it in and reconciles the quarantine.
+    late = rawgen.put_raw(agent, hour=hours[0], index=10, stacks=5)
+    notified.append(late)
+    assert aws_lambda.handler(_sqs_event(bucket, [late.key]), None) == {"batchItemFailures": []}
     monkeypatch.undo()
 
     reader = _store(deployment, "reader")
@@ -294,6 +298,7 @@ def test_the_aggregator_needs_exactly_the_s3_actions_its_policy_grants(deploymen
 
     policy = deployment["policies"]["aggregator"]
     used: set[str] = set()
+    requests: list[tuple[str, str]] = []  # (IAM action, ARN) of every recorded call
     for service, operation, key in recorder.calls:
         assert service == "s3", f"the aggregator itself calls {service}:{operation}; its role only lets Lambda poll SQS"
         if operation == "CopyObject:source":
@@ -304,6 +309,13 @@ def test_the_aggregator_needs_exactly_the_s3_actions_its_policy_grants(deploymen
             arn = f"arn:aws:s3:::{bucket}" if operation.startswith("List") else f"arn:aws:s3:::{bucket}/{key}"
         for action in needed:
             assert _allowed(policy, action, arn), f"{operation} {key!r} needs {action} on {arn}"
+            requests.append((action, arn))
         used |= needed
     granted = {a for a in (x for s in tf.statements(policy) for x in tf.as_list(s["Action"])) if a.startswith("s3:")}
     assert used == granted, f"granted but never used: {sorted(granted - used)}; used but not granted: {sorted(used - granted)}"
+    # Finer: every (action, resource pattern) pair the policy grants on S3 is exercised.
+    for statement in tf.statements(policy):
+        for action in (a for a in tf.as_list(statement["Action"]) if a.startswith("s3:")):
+            for pattern in tf.as_list(statement["Resource"]):
+                assert any(a == action and fnmatchcase(arn, pattern) for a, arn in requests), (
+                    f"{action} on {pattern} is granted but the aggregator never needed it")
