@@ -175,3 +175,36 @@ def test_examples_pass_real_inputs_and_read_real_outputs(directory):
     text = "\n".join(p.read_text() for p in directory.glob("*.tf"))
     used = set(re.findall(r"module\.cloudprof\.(\w+)", text))
     assert used and used <= outputs, f"outputs that do not exist: {used - outputs}"
+
+
+# -- GCP identities ---------------------------------------------------------------------------------
+
+
+def _bindings():
+    return {name: tf.clean(body) for _, rtype, name, body in tf.typed_blocks(tf.GCP) if rtype == "google_storage_bucket_iam_member"}
+
+
+def test_gcp_agents_create_objects_only_under_their_own_raw_prefix():
+    agent = _bindings()["agent"]
+    assert agent["role"] == "roles/storage.objectCreator"
+    assert agent["member"] == "serviceAccount:${each.value.email}"
+    assert tf.unquote(tf.locals_of(tf.GCP)["object_name_prefix"]) == (
+        "projects/_/buckets/${google_storage_bucket.this.name}/objects/${local.prefix}")
+    expression = agent["condition"][0]["expression"]
+    assert expression == 'resource.name.startsWith("${local.object_name_prefix}raw/service=${each.key}/")'
+
+
+def test_gcp_roles_are_object_level_and_never_admin():
+    bindings = _bindings()
+    assert {name: b["role"] for name, b in bindings.items()} == {
+        "aggregator_read": "roles/storage.objectViewer",
+        "aggregator_write": "roles/storage.objectUser",
+        "agent": "roles/storage.objectCreator",
+        "reader": "roles/storage.objectViewer",
+    }
+    write = bindings["aggregator_write"]["condition"][0]["expression"]
+    assert '["raw/", "merged/", "quarantine/"]' in write and "resource.name.startsWith" in write
+    project_roles = {tf.clean(b)["role"] for _, t, _, b in tf.typed_blocks(tf.GCP) if t == "google_project_iam_member"}
+    assert project_roles == {"roles/pubsub.publisher", "roles/eventarc.eventReceiver"}
+    text = "\n".join(p.read_text() for p in tf.GCP.glob("*.tf"))
+    assert "storage.admin" not in text and "objectAdmin" not in text and "roles/owner" not in text and "roles/editor" not in text
