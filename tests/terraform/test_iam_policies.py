@@ -103,3 +103,30 @@ def test_every_policy_the_module_creates_comes_from_a_template():
     policies = {k for k in aws if k[0] in ("aws_iam_policy", "aws_iam_role_policy", "aws_iam_user_policy", "aws_iam_group_policy")}
     assert policies == {("aws_iam_policy", "agent"), ("aws_iam_policy", "reader"), ("aws_iam_role_policy", "aggregator")}
     assert not [k for k in aws if k[0] == "aws_iam_role_policy_attachment"], "managed policies would bypass the templates"
+
+
+def test_aggregator_policy_matches_the_aggregators_own_recording():
+    """tests/aggregator/s3_calls.py records what the aggregator calls in its moto integration run."""
+    from fnmatch import fnmatchcase
+
+    from tests.aggregator.s3_calls import IAM_ACTIONS, SQS_EVENT_SOURCE_ACTIONS, record_aggregator_calls
+
+    record = record_aggregator_calls()
+    policy = rendered()["aggregator"]
+    granted_s3 = {a for a in actions(policy) if a.startswith("s3:")}
+    assert set(record["iam_actions"]) == granted_s3
+    assert {a for op in record["s3_operations"] for a in IAM_ACTIONS[op]} == granted_s3
+    assert record["sqs_operations_by_aggregator"] == []
+    assert set(SQS_EVENT_SOURCE_ACTIONS) == LAMBDA_SQS_EVENT_SOURCE
+
+    def allowed(action: str, arn: str) -> bool:
+        return any(action in tf.as_list(s["Action"]) and any(fnmatchcase(arn, r) for r in tf.as_list(s["Resource"]))
+                   for s in tf.statements(policy))
+
+    for operation, areas in record["key_areas_by_operation"].items():
+        # CopyObject's recorded key is its target; reading the source is checked by test_iam_enforcement.
+        needed = ["s3:PutObject"] if operation == "CopyObject" else IAM_ACTIONS[operation]
+        for area in areas:
+            arn = BUCKET if operation.startswith("List") else f"{BUCKET}/{area}some/key"
+            for action in needed:
+                assert allowed(action, arn), f"{operation} on {area!r} needs {action} on {arn}"
