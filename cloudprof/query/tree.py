@@ -131,13 +131,19 @@ class TreeBuilder:
         path_node = self._path_node
         empty: tuple[int, ...] = ()
         get_frames = location_frames.get
+        # Python frames are never inlined: when every location is one frame, map ids at C speed.
+        single = None
+        if all(len(f) == 1 for f in location_frames.values()):
+            single = {lid: f[0] for lid, f in location_frames.items()}.__getitem__
         folded = 0
         for sample in profile.sample:
             if keep is not None and not keep(sample):
                 continue
             folded += 1
             locs = sample.location_id
-            if len(locs) == 1:
+            if single is not None:
+                path = tuple(map(single, reversed(locs)))
+            elif len(locs) == 1:
                 path = get_frames(locs[0], empty)
             else:
                 path = tuple(chain.from_iterable([get_frames(lid, empty) for lid in reversed(locs)]))
