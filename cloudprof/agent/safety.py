@@ -11,8 +11,10 @@ into the last profile's comments (`stopped_by=`).
 
 The CPU rule allows `budget_factor` (10) times `max_overhead_pct`: the governor
 normally keeps the agent under 1x by lowering the rate, so 10x means something
-is wrong (pathological stacks, thousands of threads). A process using almost no
-CPU is never judged: under FLOOR_PCT of one core there is no bill to protect.
+is wrong (pathological stacks, thousands of threads). The agent must also use
+more than FLOOR_PCT (5%) of one core: an idle app makes any share look huge (a
+fresh gunicorn worker at 100 Hz showed 200% of its near-zero CPU), and there the
+governor lowers the rate; there is no bill to protect.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ __all__ = ["CHECK_S", "Watchdog", "agent_memory_bytes", "counters"]
 
 CHECK_S = 0.2
 BUDGET_SPAN_S = 0.6
-FLOOR_PCT = 0.5  # of one core
+FLOOR_PCT = 5.0  # of one core: below this the governor alone handles it (idle apps make any share look huge)
 _KEY_SAMPLE = 32
 _ENTRY_OVERHEAD = 200  # dict slot + [samples, cpu, wall] list + 3 ints, measured on 3.11 (bytes)
 
