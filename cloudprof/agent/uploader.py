@@ -23,6 +23,8 @@ from typing import Any, Callable, Mapping
 
 from cloudprof.errors import AccessDenied, NotFound, PreconditionFailed, StorageError, StorageUnavailable
 
+from cloudprof.storage.base import check_key, storable_metadata
+
 from .spool import UploadSpool
 
 __all__ = ["Uploader"]
@@ -31,7 +33,7 @@ log = logging.getLogger("cloudprof.uploader")
 
 COUNTERS = (
     "submitted", "uploaded", "replayed", "retried", "spooled", "dropped", "failed",
-    "failed_auth", "failed_unavailable", "errors",
+    "failed_auth", "failed_unavailable", "failed_other", "errors",
 )
 
 
@@ -117,15 +119,24 @@ class Uploader:
         """Queue one object for upload; False if it was not accepted (closed, or larger than the queue)."""
         try:
             data = bytes(data)
+            metadata = storable_metadata(metadata)
+            try:
+                check_key(key)
+                bad_key = None
+            except StorageError as exc:  # would fail on every attempt: refuse it now
+                bad_key = exc
             with self._cond:
                 self._counts["submitted"] += 1
                 rejected = "uploader closed" if self._closed else (
                     "larger than the upload queue" if len(data) > self.max_queue_bytes else None)
-                if rejected:
+                if rejected is None and bad_key is not None:
+                    rejected = str(bad_key)
+                    self._counts["failed"] += 1
+                elif rejected:
                     self._counts["dropped"] += 1
                 else:
                     self._seq += 1
-                    self._queue.append(_Item(self._seq, str(key), data, dict(metadata) if metadata else None))
+                    self._queue.append(_Item(self._seq, key, data, metadata))
                     self._queue_bytes += len(data)
                     # Over the cap only when the worker cannot keep up: drop the oldest, never wait.
                     while self._queue_bytes > self.max_queue_bytes and len(self._queue) > 1:
@@ -262,11 +273,11 @@ class Uploader:
             self._failed(item, "failed_unavailable", exc)
         except PreconditionFailed as exc:
             self._give_up(item, exc)
-        except Exception as exc:  # StorageError or anything unexpected: retry, but not forever
+        except Exception as exc:  # a StorageError about this object, or a surprise: retry it, but not forever
             if item.attempts >= self.max_item_attempts:
                 self._give_up(item, exc)
             else:
-                self._failed(item, "failed_unavailable", exc)
+                self._failed(item, "failed_other", exc, store_health=False)
         else:
             self._delivered(item)
 
@@ -298,22 +309,29 @@ class Uploader:
         self._log_once(f"give-up:{type(exc).__name__}", logging.ERROR,
                        "cloudprof: gave up uploading %s after %d attempts: %s", item.key, item.attempts, exc)
 
-    def _failed(self, item: _Item, counter: str, exc: BaseException, *, denied: bool = False) -> None:
+    def _failed(self, item: _Item, counter: str, exc: BaseException, *, denied: bool = False,
+                store_health: bool = True) -> None:
+        """Schedule a retry. Failures that say the store is unwell count towards going "down" (spooling);
+        one object's own failure (`store_health=False`) only delays that object."""
         with self._cond:
             self._counts[counter] += 1
             self._counts["retried"] += 1
-            self._failures += 1
-            delay = self.backoff_max if denied else self._backoff(self._failures)
+            if store_health:
+                self._failures += 1
+                delay = self.backoff_max if denied else self._backoff(self._failures)
+            else:
+                delay = self._backoff(item.attempts)
             self._retry_at = self._clock() + delay
-            go_down = denied or self._failures >= self.spool_after_failures
+            go_down = store_health and (denied or self._failures >= self.spool_after_failures)
+            self._down = self._down or go_down
             if item.spooled is None and not go_down:
                 # Back to the head of the line, in memory, for the retry.
                 self._queue.appendleft(item)
                 self._queue_bytes += len(item.data)
-            self._inflight = 0 if item.spooled is None and not go_down else self._inflight
-            self._down = self._down or go_down
+                self._inflight = 0
             self._cond.notify_all()
-        where = f" (spooling to {self.spool.directory})" if self.spool is not None else " (no spool: keeping up to the queue limit in memory)"
+        where = (f" (spooling to {self.spool.directory})" if self.spool is not None
+                 else " (no spool: keeping up to the queue limit in memory)")
         if denied:
             self._log_once("denied", logging.ERROR,
                            "cloudprof: cannot upload profiles: %s. Profiling continues%s; retrying every %.0fs.",
@@ -322,6 +340,10 @@ class Uploader:
             self._log_once("down", logging.WARNING,
                            "cloudprof: storage unavailable after %d attempts: %s. Profiling continues%s.",
                            self._failures, exc, where)
+        elif not store_health:
+            self._log_once(f"item:{type(exc).__name__}", logging.WARNING,
+                           "cloudprof: upload of %s failed (attempt %d of %d): %s",
+                           item.key, item.attempts, self.max_item_attempts, exc)
         if go_down and item.spooled is None:
             self._park(item, reason="storage down")
             with self._cond:

@@ -21,7 +21,7 @@ from typing import Iterator, Mapping, Protocol, runtime_checkable
 
 from cloudprof.errors import StorageError
 
-__all__ = ["ObjectInfo", "ObjectStore", "check_key", "check_metadata", "check_prefix"]
+__all__ = ["ObjectInfo", "ObjectStore", "check_key", "check_metadata", "check_prefix", "storable_metadata"]
 
 # S3 caps user metadata at 2 KiB in total; GCS is more generous. Hold everyone to S3.
 MAX_METADATA_BYTES = 2048
@@ -115,6 +115,25 @@ def check_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
         out[name.lower()] = value
     if sum(len(k) + len(v) for k, v in out.items()) > MAX_METADATA_BYTES:
         raise StorageError(f"metadata is larger than {MAX_METADATA_BYTES} bytes (S3's limit)")
+    return out
+
+
+def storable_metadata(metadata: Mapping[str, str] | None) -> dict[str, str] | None:
+    """`metadata` made acceptable to `check_metadata` rather than refused: names reduced to
+    [a-z0-9_-], non-ASCII escaped (`\\xe9`), control characters as `?`, the total cut to the limit.
+    For writers that must not lose an object over its labels (the agent's uploader)."""
+    if not metadata:
+        return None
+    out: dict[str, str] = {}
+    used = 0
+    for name, value in metadata.items():
+        clean = "".join(c if c.isascii() and (c.isalnum() or c in "-_") else "_" for c in str(name).lower()) or "_"
+        text = str(value).encode("ascii", "backslashreplace").decode("ascii")
+        text = "".join(c if 0x20 <= ord(c) < 0x7F else "?" for c in text)
+        if used + len(clean) + len(text) > MAX_METADATA_BYTES:
+            break
+        used += len(clean) + len(text)
+        out[clean] = text
     return out
 
 

@@ -99,7 +99,9 @@ class LocalStore:
                 f"{self._where(key)}: permission denied for {op}; the process needs read/write access to {self.root}"
             ) from exc
         except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.ESTALE):
+            if exc.errno == errno.EROFS:
+                raise AccessDenied(f"{self._where(key)}: {op} failed: {self.root} is on a read-only filesystem") from exc
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.ESTALE):
                 raise StorageUnavailable(f"{self._where(key)}: {op} failed: {exc.strerror}") from exc
             if exc.errno in (errno.ENOTDIR, errno.EISDIR, errno.EEXIST):
                 raise StorageError(

@@ -13,7 +13,7 @@ import pytest
 
 from cloudprof.agent.spool import UploadSpool
 from cloudprof.agent.uploader import Uploader
-from cloudprof.errors import AccessDenied, StorageUnavailable
+from cloudprof.errors import AccessDenied, StorageError, StorageUnavailable
 from cloudprof.storage import MemoryStore, NotFound
 from tests.servers import unique_bucket
 
@@ -230,16 +230,39 @@ def test_denied_access_logs_once_and_keeps_profiling(tmp_path, caplog):
     up.close()
 
 
-def test_a_bad_profile_does_not_block_the_line(tmp_path):
+def test_a_bad_key_is_refused_at_once(tmp_path):
     store = Flaky()
-    up, _ = make(store, tmp_path, max_item_attempts=2)
-    up.submit("raw/ok-1", b"1")
-    up.submit("raw/../escape", b"2")  # refused by the store's key rules
-    up.submit("raw/ok-2", b"3")
+    up, _ = make(store, tmp_path)
+    assert up.submit("raw/ok-1", b"1")
+    assert up.submit("raw/../escape", b"2") is False  # would fail on every attempt
+    assert up.submit("raw/ok-2", b"3")
     assert up.flush(5.0)
     assert store.order == ["raw/ok-1", "raw/ok-2"]
     counters = up.counters()
-    assert counters["failed"] == 1 and accounted(counters) == counters["submitted"]
+    assert counters["failed"] == 1 and counters["retried"] == 0 and accounted(counters) == counters["submitted"]
+    up.close()
+
+
+def test_one_objects_own_error_is_retried_then_given_up_without_calling_storage_down(tmp_path):
+    store = Flaky()
+    store.failures = 3
+    store.error = StorageError("memory://x/raw/odd: put failed (InvalidArgument)")
+    up, _ = make(store, tmp_path, max_item_attempts=3, spool_after_failures=2)
+    up.submit("raw/odd", b"1")
+    up.submit("raw/next", b"2")
+    assert up.flush(5.0)
+    counters = up.counters()
+    assert store.order == ["raw/next"]
+    assert counters["failed"] == 1 and counters["failed_other"] == 2 and counters["spooled"] == 0
+    up.close()
+
+
+def test_metadata_the_store_would_refuse_is_made_storable(tmp_path):
+    store = Flaky()
+    up, _ = make(store, tmp_path)
+    up.submit("raw/m", b"1", {"Version": "1.0-\u00e9t\u00e9", "bad name": "x\ny"})
+    assert up.flush(5.0)
+    assert store.inner.head("raw/m").metadata == {"version": "1.0-\\xe9t\\xe9", "bad_name": "x?y"}
     up.close()
 
 

@@ -61,6 +61,7 @@ def test_list_is_sorted_prefixed_and_lazy(any_store):
     assert sizes == {k: len(k) for k in keys}
     etags = {o.key: o.etag for o in any_store.list()}
     assert all(etags[k] == any_store.head(k).etag for k in keys)
+    assert all(o.metadata == {} for o in any_store.list())  # listings never carry metadata (S3's do not)
     listing = any_store.list("a/")
     assert iter(listing) is listing  # a generator: nothing fetched until asked
 
