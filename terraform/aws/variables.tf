@@ -129,9 +129,14 @@ variable "lambda_timeout" {
 }
 
 variable "lambda_reserved_concurrency" {
-  description = "Reserved concurrent executions of the aggregator; caps parallel merges (concurrent runs are safe, only wasteful)."
+  description = "Reserved concurrent executions of the aggregator; caps parallel merges (concurrent runs are safe, only wasteful). -1 reserves none, which accounts still on the default concurrency quota need."
   type        = number
   default     = 10
+
+  validation {
+    condition     = var.lambda_reserved_concurrency == -1 || var.lambda_reserved_concurrency >= 1
+    error_message = "lambda_reserved_concurrency must be -1 (no reservation) or at least 1."
+  }
 }
 
 variable "tracing_mode" {
@@ -146,9 +151,14 @@ variable "tracing_mode" {
 }
 
 variable "batch_size" {
-  description = "Most S3 notifications one aggregator invocation receives from the queue."
+  description = "Most S3 notifications one aggregator invocation receives from the queue (above 10 needs batching_window_seconds >= 1)."
   type        = number
   default     = 100
+
+  validation {
+    condition     = var.batch_size >= 1 && var.batch_size <= 10000
+    error_message = "batch_size must be between 1 and 10000."
+  }
 }
 
 variable "batching_window_seconds" {

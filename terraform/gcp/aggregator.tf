@@ -78,7 +78,7 @@ resource "google_cloudfunctions2_function" "this" {
   }
 
   event_trigger {
-    trigger_region        = coalesce(var.bucket_location, var.region)
+    trigger_region        = lower(coalesce(var.bucket_location, var.region))
     event_type            = "google.cloud.storage.object.v1.finalized"
     retry_policy          = "RETRY_POLICY_RETRY"
     service_account_email = google_service_account.aggregator.email
