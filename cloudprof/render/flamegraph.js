@@ -352,7 +352,9 @@
     rows.forEach(function (r) { var p = DIFF ? Math.abs(r.dtotal) : r.selfPct; if (p > maxPct) maxPct = p; });
     var html = rows.slice(0, LIMIT).map(function (r) {
       var cells = DIFF ? [pct(r.baseTotal), pct(r.tgtTotal), signed(r.dtotal), signed(r.dself)]
-                       : [r.self[0] ? fmt(r.self[0]) : "\u2013", pct(r.selfPct) + '<span class="cp-pct" style="width:' + Math.round(40 * (maxPct ? r.selfPct / maxPct : 0)) + 'px"></span>', fmt(r.total[0]), pct(r.totalPct)];
+                       : [r.self[0] ? fmt(r.self[0]) : "\u2013",
+                          r.self[0] ? pct(r.selfPct) + '<span class="cp-pct"><i style="width:' + Math.max(1, Math.round(40 * (maxPct ? r.selfPct / maxPct : 0))) + 'px"></i></span>' : "\u2013" + '<span class="cp-pct"></span>',
+                          fmt(r.total[0]), pct(r.totalPct)];
       return '<tr data-f="' + r.f + '"' + (m && m[r.f] ? ' class="hit"' : "") + '><td class="fn" title="' + esc(names[r.f] + (where(r.f) ? "\n" + where(r.f) : "")) + '">' + esc(names[r.f]) + (where(r.f) ? "<small>" + esc(where(r.f)) + "</small>" : "") + "</td><td>" + cells.join("</td><td>") + "</td></tr>";
     }).join("");
     $("cp-table").tBodies[0].innerHTML = html;
