@@ -52,7 +52,40 @@ class UploadSpool:
         self._index: list[tuple[int, str, int]] = []  # (seq, file name, size), sorted
         self._bytes = 0
         self.bad = 0  # entries found unreadable and deleted; the uploader counts them as dropped
+        if self.directory == base:
+            self._adopt_orphans()
         self._scan()
+        while self._index and self._bytes > self.max_bytes:  # the cap may have shrunk since last time
+            self._remove_at(0)
+            self.bad += 1
+
+    def _adopt_orphans(self) -> None:
+        """Take over the entries of per-pid folders whose process is gone (its lock is free)."""
+        for folder in sorted(self.directory.glob("pid-*")):
+            if not folder.is_dir():
+                continue
+            try:
+                fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                continue  # still alive
+            try:
+                for entry in folder.iterdir():
+                    if entry.name.endswith(SUFFIX) and not entry.name.startswith(_TMP):
+                        with contextlib.suppress(OSError):
+                            os.replace(entry, self.directory / entry.name)
+                    elif entry.name != ".lock":
+                        with contextlib.suppress(OSError):
+                            entry.unlink()
+                with contextlib.suppress(OSError):
+                    (folder / ".lock").unlink()
+                    folder.rmdir()
+            finally:
+                os.close(fd)
 
     @staticmethod
     def _claim(base: Path) -> tuple[Path, int]:

@@ -312,3 +312,18 @@ def test_missing_bucket_is_reported_like_a_denial(tmp_path, caplog):
         assert up.flush(5.0)
     assert sum("does not exist" in r.getMessage() for r in caplog.records) == 1
     up.close()
+
+
+def test_a_later_process_adopts_the_spool_of_one_that_had_to_use_its_own_folder(tmp_path):
+    owner = UploadSpool(tmp_path / "spool", 1 << 20)
+    guest = UploadSpool(tmp_path / "spool", 1 << 20)  # e.g. a forked worker, while the owner lives
+    guest.add(5, "raw/from-guest", b"g", None)
+    owner.add(3, "raw/from-owner", b"o", None)
+    guest.close()
+    owner.close()
+    store = Flaky()
+    up, _ = make(store, tmp_path)
+    assert up.flush(5.0)
+    assert store.order == ["raw/from-owner", "raw/from-guest"]
+    assert not list((tmp_path / "spool").glob("pid-*"))
+    up.close()
