@@ -226,6 +226,11 @@ class Uploader:
                 self._log_once(f"bug:{type(exc).__name__}", logging.ERROR,
                                "cloudprof: uploader error (continuing): %r", exc, exc_info=True)
                 self._sleep(self.poll_interval)
+        # Closed while an upload was in flight: whatever came back to the queue goes to the spool (or is counted).
+        try:
+            self._park_queue(reason="closing")
+        except Exception:
+            log.debug("cloudprof: could not park the last profiles", exc_info=True)
 
     def _step(self) -> None:
         with self._cond:

@@ -276,7 +276,11 @@ def test_close_honours_its_deadline_and_spools_the_rest(tmp_path):
     counters = up.counters()
     # One profile is stuck in flight; the rest wait in the spool for the next process.
     assert counters["spool_files"] == 3 and counters["queued"] == 1
+    store.failures = 1  # the stuck upload fails after all: it must land in the spool, not vanish
     store.gate.set()
+    up._thread.join(10)
+    counters = up.counters()
+    assert counters["spool_files"] == 4 and counters["queued"] == 0 and accounted(counters) == 4
 
 
 def test_unreadable_spool_entries_are_dropped_and_counted(tmp_path):
