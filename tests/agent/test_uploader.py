@@ -331,3 +331,13 @@ def test_a_later_process_adopts_the_spool_of_one_that_had_to_use_its_own_folder(
     assert store.order == ["raw/from-owner", "raw/from-guest"]
     assert not list((tmp_path / "spool").glob("pid-*"))
     up.close()
+
+
+def test_delivers_to_every_backend(any_store, tmp_path):
+    up = Uploader(any_store, spool_dir=str(tmp_path / "spool")).start()
+    for i in range(5):
+        assert up.submit(f"raw/service=s/p{i}.pb.gz", b"profile %d" % i, {"service": "s", "pid": str(i)})
+    assert up.close(timeout=30)
+    assert [o.key for o in any_store.list("raw/")] == [f"raw/service=s/p{i}.pb.gz" for i in range(5)]
+    assert any_store.head("raw/service=s/p3.pb.gz").metadata == {"service": "s", "pid": "3"}
+    assert any_store.get("raw/service=s/p4.pb.gz") == b"profile 4"
