@@ -327,19 +327,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    from cloudprof.errors import ProfileError
-    from cloudprof.pprof import Merger, encode
+    from cloudprof.pprof import encode, merge_files
 
-    merger = Merger()
-    for name in args.files:
-        try:
-            with open(name, "rb") as fh:
-                merger.add(fh.read())
-        except OSError as exc:
-            raise ProfileError(f"{name}: {exc.strerror or exc}") from None
-        except ProfileError as exc:
-            raise type(exc)(f"{name}: {exc}") from None
-    _write_output(args.output, encode(merger.result(), compress=not args.output.endswith(".pb")))
+    merged = merge_files(args.files)  # parallel processes for large merges; errors name the file
+    _write_output(args.output, encode(merged, compress=not args.output.endswith(".pb")))
     return 0
 
 

@@ -9,7 +9,7 @@ from cloudprof.pprof.analysis import FunctionDelta, FunctionStat, diff, filter_s
 from cloudprof.pprof.builder import CPU_SAMPLE_TYPES, ProfileBuilder
 from cloudprof.pprof.codec import DEFAULT_MAX_SIZE, decode, encode
 from cloudprof.pprof.collapsed import from_collapsed, to_collapsed
-from cloudprof.pprof.merge import Merger, merge, sample_totals
+from cloudprof.pprof.merge import Merger, merge, merge_files, sample_totals
 from cloudprof.pprof.model import Profile, sample_type_index, sample_type_names, strings
 from cloudprof.pprof.validate import validate
 
@@ -30,6 +30,7 @@ __all__ = [
     "from_collapsed",
     "function_totals",
     "merge",
+    "merge_files",
     "sample_totals",
     "sample_type_index",
     "sample_type_names",

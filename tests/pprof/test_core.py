@@ -137,3 +137,29 @@ def test_decode_caps_decompressed_size():
     bomb = gzip.compress(b"\0" * (8 << 20))
     with pytest.raises(ProfileError, match="too large"):
         decode(bomb, max_size=1 << 20)
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_merge_files_in_parallel_equals_one_process(tmp_path, workers):
+    from cloudprof.pprof import merge_files
+
+    paths = []
+    for seed in range(7):
+        path = tmp_path / f"p{seed}.pb.gz"
+        path.write_bytes(encode(small_profile(seed + 1, time_nanos=1_000 + seed, label=f"t{seed % 2}")))
+        paths.append(path)
+    expected = merge(decode(p.read_bytes()) for p in paths)
+    assert merge_files(paths, workers=workers) == expected
+
+
+def test_merge_files_names_the_bad_file(tmp_path):
+    from cloudprof.pprof import merge_files
+
+    good = tmp_path / "good.pb.gz"
+    good.write_bytes(encode(small_profile()))
+    bad = tmp_path / "bad.pb.gz"
+    bad.write_bytes(b"\x1f\x8b\x08\x00nonsense")
+    with pytest.raises(ProfileError, match="bad.pb.gz: truncated gzip"):
+        merge_files([good, good, bad, good], workers=2)
+    with pytest.raises(ProfileError, match="missing.pb.gz"):
+        merge_files([good, tmp_path / "missing.pb.gz"])
