@@ -9,7 +9,7 @@ import pytest
 from cloudprof.aggregator import MergeOptions, merge_partition
 from cloudprof.errors import ConfigError
 from cloudprof.pprof import sample_totals
-from cloudprof.query import NoData, QueryStats, Selection, query_profile, query_tree
+from cloudprof.query import NoData, QueryStats, Selection, iter_profiles, query_profile, query_tree
 from tests.query import data
 from tests.query.data import HOUR, SERVICE
 
@@ -153,3 +153,14 @@ def test_bad_raw_uploads_are_skipped_and_counted(local_store):
     totals, stats = run(local_store, HOUR, HOUR + timedelta(minutes=59))
     assert totals["cpu/nanoseconds"] == data.total(good)
     assert stats.skipped == 1 and stats.skipped_keys == [bad_key]
+
+
+def test_many_raw_uploads_of_an_unmerged_hour_are_fetched_concurrently_and_counted_once(store):
+    uploads = data.put_hour(store, HOUR, windows=12) + data.put_hour(store, HOUR + H, windows=12, seq0=20)
+    stats = QueryStats()
+    profiles = list(iter_profiles(store, Selection(SERVICE, HOUR, HOUR + 2 * H), stats, workers=2))
+    assert len(profiles) == 24 and stats.raw_read == 24 and stats.hours_raw == 2
+    assert sum(sample_totals(p)["cpu/nanoseconds"] for p in profiles) == data.total(uploads)
+    # Profiles come in hour order whatever thread fetched them.
+    hours = [p.time_nanos // 3_600_000_000_000 for p in profiles]
+    assert hours == sorted(hours)
