@@ -24,6 +24,7 @@ import os
 import threading
 from concurrent.futures import ProcessPoolExecutor
 from operator import add as _add
+from operator import sub as _sub
 from typing import Iterable, Sequence
 
 from cloudprof.errors import IncompatibleProfiles, ProfileError
@@ -74,24 +75,26 @@ class Merger:
         self._doc_url = 0
 
     def add(self, profile: Profile | bytes) -> None:
-        """Fold one profile (a decoded Profile, or pprof bytes, gzipped or not) into the result."""
+        """Fold one profile (a decoded Profile, or pprof bytes, gzipped or not) into the result.
+
+        A profile that fails a check raises ProfileError and leaves the totals as they were.
+        """
         if isinstance(profile, Profile):
             raw = profile.SerializeToString()
+            columns = Columns.FromString(raw)
         else:
             raw = unwrap(profile, self.max_size)
             profile = parse(raw)
-            check_tables(profile, raw)  # the per-sample rules are checked in the loop below
+            columns = check_tables(profile, raw)  # the per-sample rules are checked while adding
         st = profile.string_table
         if not st or st[0] != b"":
             raise ProfileError('invalid profile: string_table[0] must be ""')
         sd = self._strings
         setdefault = sd.setdefault
         smap = [setdefault(s, len(sd)) for s in st]
-        # Everything that can fail runs before the samples and header fields change,
-        # so a bad input leaves the merge as it was (only unused symbols remain).
         try:
             header = self._check_header(profile, st)
-            pending = self._add_body(profile, raw, smap)
+            self._add_body(profile, raw, columns, smap)
         except (KeyError, IndexError) as exc:
             raise ProfileError(f"invalid profile: dangling id or string index {exc}") from None
         if self._header is None:
@@ -99,7 +102,6 @@ class Merger:
             self._ntypes = len(header[1])
             self._drop_frames = smap[profile.drop_frames]
             self._keep_frames = smap[profile.keep_frames]
-        self._apply(pending)
         self._add_scalars(profile, smap)
         self.inputs += 1
 
@@ -126,8 +128,8 @@ class Merger:
         if not self._doc_url and profile.doc_url:
             self._doc_url = smap[profile.doc_url]
 
-    def _add_body(self, profile: Profile, raw: bytes, smap: list[int]) -> list:
-        """Remap symbols onto the merged tables; return (key, values) per sample without adding them yet."""
+    def _add_body(self, profile: Profile, raw: bytes, columns, smap: list[int]) -> None:
+        """Remap symbols onto the merged tables and add the samples, all or none."""
         fd = self._functions
         fset = fd.setdefault
         fmap = {}
@@ -151,7 +153,7 @@ class Merger:
 
         ld = self._locations
         lset = ld.setdefault
-        columns = Columns.FromString(raw).location
+        columns = columns.location
         lines = columns.line
         nloc = len(columns.id)
         if (nloc == len(profile.location) == len(lines.function_id) and not columns.mapping_id
@@ -180,42 +182,49 @@ class Merger:
                 lmap[loc.id] = lset(key, len(ld) + 1)
 
         ntypes = len(profile.sample_type)
-        pending = []
-        append = pending.append
         getloc = lmap.__getitem__
         label_cache: dict[tuple[bytes, ...], tuple] = {}
         nstr = len(smap)
-        for s in Rows.FromString(raw).sample:
-            vals = s.value
-            if len(vals) != ntypes:
-                raise ProfileError(f"invalid profile: a sample has {len(vals)} values for {ntypes} sample types")
-            if not any(vals):
-                continue
-            locs = tuple(map(getloc, s.location_id))
-            if s.label:
-                raw_labels = tuple(s.label)
-                labels = label_cache.get(raw_labels)
-                if labels is None:
-                    remapped = []
-                    for lab in map(Label.FromString, raw_labels):
-                        if not (0 <= lab.key < nstr and 0 <= lab.str < nstr and 0 <= lab.num_unit < nstr):
-                            raise ProfileError("invalid profile: label string index out of range")
-                        remapped.append((smap[lab.key], smap[lab.str], lab.num, smap[lab.num_unit]))
-                    labels = label_cache[raw_labels] = tuple(sorted(remapped))
-                append(((locs, labels), vals))
-            else:
-                append(((locs, ()), vals))
-        return pending
-
-    def _apply(self, pending: list) -> None:
         samples = self._samples
         get = samples.get
-        for key, vals in pending:
-            acc = get(key)
-            if acc is None:
-                samples[key] = list(vals)
-            else:
-                acc[:] = map(_add, acc, vals)
+        created: list[tuple] = []
+        updated: list[tuple[list[int], list[int]]] = []
+        try:
+            for s in Rows.FromString(raw).sample:
+                vals = s.value[:]  # a list: much cheaper to add from than the protobuf container
+                if len(vals) != ntypes:
+                    raise ProfileError(f"invalid profile: a sample has {len(vals)} values for {ntypes} sample types")
+                if not any(vals):
+                    continue  # pprof drops all-zero samples
+                locs = tuple(map(getloc, s.location_id))
+                raw_labels = s.label[:]
+                if raw_labels:
+                    raw_labels = tuple(raw_labels)
+                    labels = label_cache.get(raw_labels)
+                    if labels is None:
+                        remapped = []
+                        for lab in map(Label.FromString, raw_labels):
+                            if not (0 <= lab.key < nstr and 0 <= lab.str < nstr and 0 <= lab.num_unit < nstr):
+                                raise ProfileError("invalid profile: label string index out of range")
+                            remapped.append((smap[lab.key], smap[lab.str], lab.num, smap[lab.num_unit]))
+                        labels = label_cache[raw_labels] = tuple(sorted(remapped))
+                    key = (locs, labels)
+                else:
+                    key = (locs, ())
+                acc = get(key)
+                if acc is None:
+                    samples[key] = vals
+                    created.append(key)
+                else:
+                    acc[:] = map(_add, acc, vals)
+                    updated.append((acc, vals))
+        except BaseException:
+            # Undo this profile's samples so a bad input leaves the merge as it was.
+            for key in created:
+                del samples[key]
+            for acc, vals in updated:
+                acc[:] = map(_sub, acc, vals)
+            raise
 
     def sample_totals(self) -> dict[str, int]:
         """Sum of each sample type over everything added so far, keyed "type/unit"."""

@@ -46,10 +46,11 @@ def validate(profile: Profile, raw: bytes | None = None) -> None:
             raise ProfileError(f"invalid profile: a sample has {len(s.value)} values for {ntypes} sample types")
 
 
-def check_tables(profile: Profile, raw: bytes | None = None) -> None:
+def check_tables(profile: Profile, raw: bytes | None = None):
     """Every rule except one value per sample type in each sample (which needs a pass over samples).
 
-    `raw` is the profile's own protobuf bytes when the caller has them.
+    `raw` is the profile's own protobuf bytes when the caller has them. Returns the
+    profile's column view (views.Columns), which callers may reuse.
     """
     table = profile.string_table
     nstr = len(table)
@@ -105,3 +106,4 @@ def check_tables(profile: Profile, raw: bytes | None = None) -> None:
     labels = samples.label
     if not (_in_range(labels.key, nstr) and _in_range(labels.str, nstr) and _in_range(labels.num_unit, nstr)):
         raise bad("label")
+    return columns
