@@ -28,6 +28,7 @@ written. Ticks are serialised by a lock taken without blocking.
 
 from __future__ import annotations
 
+import atexit
 import signal
 import sys
 import threading
@@ -38,7 +39,7 @@ from cloudprof.agent.clocks import SYSTEM_CLOCK, Clock, process_cpu_ns, thread_c
 from cloudprof.agent.fairness import ThreadPicker
 from cloudprof.agent.governor import Governor
 from cloudprof.agent.labels import current_extra, tick_labels
-from cloudprof.agent.stacks import StackTable, record
+from cloudprof.agent.stacks import StackTable, record, where_cpu_went
 
 __all__ = ["AGENT_THREAD_PREFIX", "Batch", "Sampler", "next_deadline", "signal_unavailable_reason"]
 
@@ -164,6 +165,8 @@ class Sampler:
                 self._main_cpu_mark = time.thread_time_ns()
                 self.mode = "signal"
                 self._arm()
+                # Interpreter shutdown resets SIGPROF to its default (terminate) while the timer may still run.
+                atexit.register(self._disarm_at_exit)
             except (OSError, ValueError, RuntimeError) as exc:
                 self.reason = f"cannot install the SIGPROF handler: {exc}"
                 self.mode = "thread"
@@ -187,6 +190,13 @@ class Sampler:
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
         self._active = False
+
+    def _disarm_at_exit(self) -> None:
+        if self._active and self.mode == "signal":
+            try:
+                signal.setitimer(signal.ITIMER_PROF, 0, 0)
+            except (OSError, ValueError):
+                pass
 
     def _arm(self) -> None:
         seconds = self._period_ns / 1e9
@@ -320,6 +330,10 @@ class Sampler:
         if len(threads) > len(frames) + 16:
             for ident in [i for i in threads if i not in frames]:
                 del threads[ident]
+        # The dict holds this very frame (the sampler's own thread): a reference cycle per tick, i.e. garbage
+        # that makes the app's collector run more often. Break it now.
+        frames.clear()
+        frame = None
 
     def _on_signal(self, signum, frame) -> None:
         if self._in_handler or not self._active:
@@ -329,6 +343,7 @@ class Sampler:
         try:
             cpu = t0 - self._main_cpu_mark
             if frame is not None:
+                frame = where_cpu_went(frame)
                 now = self.clock.monotonic_ns()
                 table = self._htable
                 if now - self._last_tick >= self._period_ns >> 1 and self._tick_lock.acquire(False):

@@ -8,11 +8,12 @@ grows with its unique stacks, not with its samples.
 from __future__ import annotations
 
 import bisect
+import dis
 from types import CodeType, FrameType
 
 from cloudprof.agent.native import native_site
 
-__all__ = ["TRUNCATED", "StackTable", "Symbolizer", "record"]
+__all__ = ["TRUNCATED", "StackTable", "Symbolizer", "record", "where_cpu_went"]
 
 TRUNCATED = "<truncated>"
 # Marks a cut stack inside a key; id() of a live object is never 0.
@@ -78,6 +79,34 @@ def record(table: StackTable, labels: tuple, frame: FrameType | None, max_depth:
         acc[0] += samples
         acc[1] += cpu_ns
         acc[2] += wall_ns
+
+
+_RESUME = dis.opmap.get("RESUME")
+_resume_offsets: dict[int, tuple[CodeType, frozenset[int]]] = {}
+
+
+def where_cpu_went(frame: FrameType) -> FrameType:
+    """The frame a CPU-time signal handled at `frame` should be charged to.
+
+    CPython runs a signal handler only at check points. When the check point is
+    a RESUME (a function just entered, or a generator just resumed, often from C:
+    a decoder called by readline, a genexpr driven by sum()), the frame has not
+    run yet: the CPU since the signal went to its caller (C work, deallocation at
+    a return), so the sample is the caller's. Elsewhere (loop back-edges, the end
+    of a C call) the frame itself was running.
+    """
+    if _RESUME is None:  # before 3.11
+        return frame
+    code = frame.f_code
+    entry = _resume_offsets.get(id(code))
+    if entry is None or entry[0] is not code:
+        offsets = frozenset(i.offset for i in dis.get_instructions(code) if i.opcode == _RESUME)
+        if len(_resume_offsets) > 50_000:
+            _resume_offsets.clear()
+        entry = _resume_offsets[id(code)] = (code, offsets)
+    if frame.f_lasti in entry[1] and frame.f_back is not None:
+        return frame.f_back
+    return frame
 
 
 class Symbolizer:

@@ -1,0 +1,138 @@
+"""Our agent against py-spy, on the same run: per-function self and total CPU shares side by side.
+
+    .venv/bin/python benchmarks/accuracy/compare.py [PROGRAM.py ...] [--threshold 5]
+
+Each program runs once under `py-spy record -r 100 -f raw` (out of process,
+reads memory without the GIL: the reference) with our agent started inside it
+by the `cloudprof run` bootstrap (CLOUDPROF_* settings, default budget). Only
+stacks that pass through the program's own file count (interpreter and agent
+start-up are not the program); py-spy samples whose leaf is inside cloudprof
+(our signal handler, our threads) are reported as the agent's share and left out.
+Functions are matched by qualified name and file name; rows where either side
+gives at least 2% are printed, and differences over the threshold are flagged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+sys.path.insert(0, str(REPO))
+
+from cloudprof.agent.autostart import BOOTSTRAP_DIR  # noqa: E402
+from cloudprof.pprof import decode, strings  # noqa: E402
+
+FRAME = re.compile(r"^(?P<name>.*) \((?P<file>.*):(?P<line>\d+)\)$")
+
+
+def py_spy_stacks(path: Path):
+    """(frames root-first as (name, file), count)."""
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        frames = []
+        for raw in stack.split(";"):
+            m = FRAME.match(raw)
+            frames.append((m["name"], os.path.basename(m["file"])) if m else (raw, ""))
+        yield frames, int(count)
+
+
+def our_stacks(store: Path):
+    for path in sorted(store.rglob("*.pb.gz")):
+        p = decode(path.read_bytes())
+        table = strings(p)
+        cpu = [table[st.type] for st in p.sample_type].index("cpu")
+        functions = {f.id: (table[f.name], os.path.basename(table[f.filename])) for f in p.function}
+        locations = {loc.id: functions[loc.line[0].function_id] for loc in p.location}
+        for s in p.sample:
+            if s.value[cpu]:
+                # py-spy (without --native) ends stacks at the Python frame: fold our `<native> callee` leaf into it
+                frames = [locations[i] for i in reversed(s.location_id)]
+                while frames and frames[-1][0].startswith("<native>"):
+                    frames.pop()
+                yield frames, s.value[cpu]
+
+
+def shares(stacks, program: str):
+    self_, total, all_ = defaultdict(float), defaultdict(float), 0.0
+    for frames, weight in stacks:
+        if not any(f == program for _, f in frames):
+            continue
+        all_ += weight
+        self_[frames[-1]] += weight
+        for fn in set(frames):
+            total[fn] += weight
+    if not all_:
+        return {}, {}
+    return ({k: 100 * v / all_ for k, v in self_.items()}, {k: 100 * v / all_ for k, v in total.items()})
+
+
+def run(program: Path, py_spy: str, workdir: Path):
+    store = workdir / "store"
+    raw = workdir / "py-spy.txt"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDPROF_")}
+    env.update({"CLOUDPROF_ENABLED": "1", "CLOUDPROF_SERVICE": "accuracy", "CLOUDPROF_STORAGE": f"file://{store}",
+                "CLOUDPROF_UPLOAD_INTERVAL_S": "3600",
+                "PYTHONPATH": os.pathsep.join([str(BOOTSTRAP_DIR), str(REPO)])})
+    subprocess.run([py_spy, "record", "-r", "100", "-f", "raw", "-o", str(raw), "--", sys.executable, str(program)],
+                   env=env, check=True, capture_output=True, cwd=workdir)
+    spy = list(py_spy_stacks(raw))
+    spy_all = sum(c for f, c in spy if any(x == program.name for _, x in f))
+    in_handler = [any(name == "Sampler._on_signal" for name, _ in f) for f, _ in spy]
+    agent = sum(c for (f, c), h in zip(spy, in_handler) if h and any(x == program.name for _, x in f))
+    spy = [fc for fc, h in zip(spy, in_handler) if not h]
+    ours = list(our_stacks(store))
+    counts = (spy_all, sum(w for f, w in ours if any(x == program.name for _, x in f)) / 1e9)
+    return shares(spy, program.name), shares(ours, program.name), (100 * agent / spy_all if spy_all else 0.0), counts
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("programs", nargs="*", type=Path)
+    ap.add_argument("--threshold", type=float, default=5.0)
+    args = ap.parse_args(argv)
+    programs = args.programs or sorted(HERE.glob("p*_*.py"))
+    py_spy = shutil.which("py-spy", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]))
+    if not py_spy:
+        print("py-spy not found (pip install py-spy)", file=sys.stderr)
+        return 1
+    flagged_total = 0
+    for program in programs:
+        program = program.resolve()
+        with tempfile.TemporaryDirectory() as tmp:
+            (spy_self, spy_total), (our_self, our_total), agent_pct, (spy_n, our_s) = run(program, py_spy, Path(tmp))
+        print(f"\n## {program.name}: py-spy {spy_n} samples, ours {our_s:.2f} CPU s; "
+              f"py-spy sees {agent_pct:.2f}% of samples inside our handler")
+        print(f"{'function':<44} {'self py-spy':>11} {'self ours':>9} {'diff':>6}   "
+              f"{'total py-spy':>12} {'total ours':>10} {'diff':>6}")
+        keys = {k for k in set(spy_total) | set(our_total)
+                if max(spy_total.get(k, 0), our_total.get(k, 0), spy_self.get(k, 0), our_self.get(k, 0)) >= 2}
+        worst = 0.0
+        for key in sorted(keys, key=lambda k: -spy_total.get(k, 0)):
+            if key[1] != program.name and max(spy_self.get(key, 0), our_self.get(key, 0)) < 2:
+                continue  # callers outside the program (runpy, threading) add nothing to read
+            ds = our_self.get(key, 0) - spy_self.get(key, 0)
+            dt = our_total.get(key, 0) - spy_total.get(key, 0)
+            flag = " <<" if max(abs(ds), abs(dt)) > args.threshold else ""
+            flagged_total += bool(flag)
+            worst = max(worst, abs(ds), abs(dt))
+            name = f"{key[0]} ({key[1]})"
+            print(f"{name[:44]:<44} {spy_self.get(key, 0):>10.1f}% {our_self.get(key, 0):>8.1f}% {ds:>+6.1f}   "
+                  f"{spy_total.get(key, 0):>11.1f}% {our_total.get(key, 0):>9.1f}% {dt:>+6.1f}{flag}")
+        print(f"largest difference: {worst:.1f} points")
+    print(f"\nrows over {args.threshold:g} points: {flagged_total}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
