@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import zlib
+from operator import add as _add
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -84,17 +85,32 @@ def gunzip(data: bytes, limit: int) -> bytes:
     return bytes(out)
 
 
-def _strings(profile: Profile) -> list[str]:
-    return [s.decode("utf-8", "replace") if isinstance(s, bytes) else s for s in profile.string_table]
+class _Table:
+    """The few strings the checks read, decoded on demand (decoding the whole table costs more than the checks)."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw) -> None:
+        self.raw = raw
+
+    def __getitem__(self, index: int) -> str:
+        if not 0 <= index < len(self.raw):
+            return f"#{index}?"
+        value = self.raw[index]
+        return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+    def index(self, text: str) -> int:
+        raw = self.raw
+        want = text.encode() if raw and isinstance(raw[0], bytes) else text
+        return list(raw).index(want)
 
 
-def _comments(profile: Profile, table: list[str]) -> dict[str, str]:
+def _comments(profile: Profile, table: _Table) -> dict[str, str]:
     found = {}
     for index in profile.comment:
-        if 0 <= index < len(table):
-            key, sep, value = table[index].partition("=")
-            if sep:
-                found.setdefault(key.strip(), value.strip())
+        key, sep, value = table[index].partition("=")
+        if sep:
+            found.setdefault(key.strip(), value.strip())
     return found
 
 
@@ -113,7 +129,7 @@ def load_input(data: bytes, part: Partition, *, limits: Limits = Limits(), metad
         raise Rejected(Reason.INVALID_PROFILE, str(exc)) from None
     if len(profile.string_table) > limits.max_strings:
         raise Rejected(Reason.TOO_MANY_STRINGS, f"{len(profile.string_table)} strings, over the {limits.max_strings} limit")
-    table = _strings(profile)
+    table = _Table(profile.string_table)
     expected_types, expected_period = KIND_SAMPLE_TYPES.get(part.kind, ((), ("", "")))
     if not expected_types:
         raise Rejected(Reason.WRONG_SAMPLE_TYPES, f"unknown kind {part.kind!r}: known kinds are {sorted(KIND_SAMPLE_TYPES)}")
@@ -146,30 +162,31 @@ def _fmt(types) -> str:
     return ", ".join(f"{t}/{u}" for t, u in types) or "none"
 
 
-def _tag_and_total(profile: Profile, table: list[str], version: str, names: list[str]) -> dict[str, int]:
+def _tag_and_total(profile: Profile, table: _Table, version: str, names: list[str]) -> dict[str, int]:
     """Sum each sample type and add label version=<version> to samples that lack one (one pass)."""
     sums = [0] * len(names)
-    width = len(names)
+    st = profile.string_table
     key_index = value_index = -1
+    had_key = False
     if version:
-        try:
-            key_index = table.index("version")
-        except ValueError:
-            key_index = len(profile.string_table)
-            profile.string_table.append(b"version" if _bytes_table(profile) else "version")
-        try:
-            value_index = table.index(version)
-        except ValueError:
-            value_index = len(profile.string_table)
-            profile.string_table.append(version.encode() if _bytes_table(profile) else version)
+        as_bytes = _bytes_table(profile)
+        existing = {s: i for i, s in enumerate(st)} if len(st) < 4096 else None
+        def intern(text: str) -> tuple[int, bool]:
+            want = text.encode() if as_bytes else text
+            found = existing.get(want) if existing is not None else (list(st).index(want) if want in st else None)
+            if found is not None:
+                return found, True
+            st.append(want)
+            return len(st) - 1, False
+        key_index, had_key = intern("version")
+        value_index, _ = intern(version)
     for sample in profile.sample:
-        values = sample.value
-        for i in range(width):
-            sums[i] += values[i]
-        if key_index >= 0 and not any(label.key == key_index for label in sample.label):
-            label = sample.label.add()
-            label.key = key_index
-            label.str = value_index
+        sums = list(map(_add, sums, sample.value))
+        if key_index < 0:
+            continue
+        if had_key and any(label.key == key_index for label in sample.label):
+            continue  # a version label the producer set itself wins
+        sample.label.add(key=key_index, str=value_index)
     return dict(zip(names, sums))
 
 

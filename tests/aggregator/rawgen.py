@@ -9,6 +9,7 @@ Deterministic per seed, so expected totals are known without decoding.
 
 from __future__ import annotations
 
+import functools
 import random
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -47,11 +48,30 @@ class RawUpload:
     totals: dict[str, int]
 
 
+@functools.lru_cache(maxsize=8)
+def stack_population(size: int, depth: int) -> list[list[tuple[str, str, int, int]]]:
+    """The code paths one service runs: every process of it samples from the same few thousand stacks."""
+    rnd = random.Random(size * 7919 + depth)
+    population = []
+    for _ in range(size):
+        frames = []
+        for _ in range(rnd.randrange(3, depth + 1)):
+            name, filename, start_line = _POOL[rnd.randrange(len(_POOL))]
+            frames.append((name, filename, start_line + rnd.randrange(30), start_line))
+        population.append(frames)
+    return population
+
+
 def agent_profile(service: str, start_ms: int, *, seed: int, version: str = "1.0.0", host: str = "web-1", pid: int = 4242,
-                  stacks: int = 40, depth: int = 12, threads: int = 3, duration_s: int = 60,
+                  stacks: int = 40, depth: int = 12, threads: int = 3, duration_s: int = 60, population: int | None = None,
                   sample_types=None, period_type=("cpu", "nanoseconds")) -> tuple[bytes, dict[str, int]]:
-    """(gzip pprof bytes, totals per "type/unit") of one agent window."""
+    """(gzip pprof bytes, totals per "type/unit") of one agent window.
+
+    population=None draws every stack at random (merges grow with every input: a worst case);
+    population=N draws from N shared code paths, hot ones more often, as a real fleet does.
+    """
     rnd = random.Random(seed)
+    shared = stack_population(population, depth) if population else None
     types = sample_types or (("samples", "count"), ("cpu", "nanoseconds"), ("wall", "nanoseconds"))
     builder = ProfileBuilder(sample_types=types, period_type=period_type, period=PERIOD_NS)
     builder.time_nanos = start_ms * 1_000_000
@@ -61,10 +81,13 @@ def agent_profile(service: str, start_ms: int, *, seed: int, version: str = "1.0
         builder.comment(text)
     totals = [0] * len(types)
     for _ in range(stacks):
-        frames = []
-        for _ in range(rnd.randrange(3, depth + 1)):
-            name, filename, start_line = _POOL[rnd.randrange(len(_POOL))]
-            frames.append((name, filename, start_line + rnd.randrange(30), start_line))
+        if shared:
+            frames = shared[min(int(rnd.paretovariate(1.2)) - 1, len(shared) - 1) if rnd.random() < 0.5 else rnd.randrange(len(shared))]
+        else:
+            frames = []
+            for _ in range(rnd.randrange(3, depth + 1)):
+                name, filename, start_line = _POOL[rnd.randrange(len(_POOL))]
+                frames.append((name, filename, start_line + rnd.randrange(30), start_line))
         count = rnd.randrange(1, 50)
         values = [count, count * PERIOD_NS, count * PERIOD_NS + rnd.randrange(PERIOD_NS)][: len(types)]
         labels = [("thread_name", f"worker-{rnd.randrange(threads)}")]
