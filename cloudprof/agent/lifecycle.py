@@ -15,19 +15,22 @@ import signal
 import socket
 import threading
 import time
-from typing import Any, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 from cloudprof.agent.clocks import SYSTEM_CLOCK, Clock
-from cloudprof.agent.sampler import AGENT_THREAD_PREFIX, Sampler
-from cloudprof.agent.window import WindowSchedule, build_profile
-from cloudprof.config import Settings, load_settings
 from cloudprof.errors import CloudprofError, ConfigError
+
+if TYPE_CHECKING:  # imported when profiling starts: `import cloudprof` stays cheap (no pydantic, no protobuf)
+    from cloudprof.agent.sampler import Sampler
+    from cloudprof.agent.window import WindowSchedule
+    from cloudprof.config import Settings
 
 __all__ = ["Agent", "current", "profiling", "start", "stop"]
 
 log = logging.getLogger("cloudprof")
 
 KIND = "cpu"
+AGENT_THREAD_PREFIX = "cloudprof"  # as cloudprof.agent.sampler: threads so named are not sampled
 SIGTERM_FLUSH_S = 5.0
 
 
@@ -60,6 +63,8 @@ class Agent:
         self.running = False
 
     def start(self) -> "Agent":
+        from cloudprof.agent.sampler import Sampler
+        from cloudprof.agent.window import WindowSchedule
         from cloudprof.agent.uploader import Uploader
         from cloudprof.storage import open_store
 
@@ -125,6 +130,8 @@ class Agent:
             uploads = self.uploader.counters()
             counters.update({f"upload_{k}": uploads.get(k, 0) for k in ("uploaded", "retried", "spooled", "dropped")})
             counters.update(_production_counters(self))
+            from cloudprof.agent.window import build_profile
+
             profile = build_profile(batch, start, end, self.identity, self.settings.tags, counters)
             data = encode(profile)
             key = RawKey.for_window(self.settings.service, KIND, self.host, self.pid, start // 1_000_000,
@@ -190,6 +197,8 @@ def start(*, config: Mapping[str, Any] | None = None, strict: bool = False, **ov
         if _agent is not None:
             return True
         try:
+            from cloudprof.config import load_settings
+
             settings = load_settings(overrides, config)
             if not settings.enabled:
                 log.debug("cloudprof: profiling is off (enabled=false)")
