@@ -356,7 +356,7 @@ class Uploader:
                 self._cond.notify_all()
 
     def _backoff(self, failures: int) -> float:
-        delay = min(self.backoff_max, self.backoff_base * (2 ** (failures - 1)))
+        delay = min(self.backoff_max, self.backoff_base * (2.0 ** min(failures - 1, 62)))  # days of failures: no overflow
         return delay / 2 + self._random() * delay / 2  # "equal jitter": never zero, never in lockstep
 
     def _park(self, item: _Item, *, reason: str) -> None:

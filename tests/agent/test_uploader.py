@@ -118,6 +118,7 @@ def test_jitter_keeps_half_the_delay_at_least(tmp_path):
 def test_backoff_is_capped(tmp_path):
     up, _ = make(Flaky(), tmp_path, backoff_base=1.0, backoff_max=8.0, random=lambda: 1.0)
     assert [up._backoff(n) for n in range(1, 8)] == [1.0, 2.0, 4.0, 8.0, 8.0, 8.0, 8.0]
+    assert up._backoff(100_000) == 8.0  # a week of failures does not overflow
     up.close()
 
 
