@@ -228,7 +228,11 @@
   });
   canvas.addEventListener("mouseleave", function () { state.hover = -1; tip.style.display = "none"; redraw(); });
   canvas.addEventListener("click", function (ev) { var p = local(ev), i = nodeAt(p[0], p[1]); if (i >= 0) zoom(i); });
-  document.addEventListener("keydown", function (ev) { if (ev.key === "Escape" && document.activeElement !== $("cp-search")) reset(); });
+  document.addEventListener("keydown", function (ev) {
+    var inSearch = document.activeElement === $("cp-search");
+    if (ev.key === "Escape" && !inSearch) reset();
+    if (ev.key === "/" && !inSearch) { ev.preventDefault(); $("cp-search").focus(); }
+  });
 
   function zoom(i) {
     state.focus = i;
@@ -383,7 +387,7 @@
       parts.push("<span>" + label + esc(data.types[state.type].split("/")[0]) + " <b>" + esc(fmt(grand(state.type, s))) + "</b></span>");
     }
     $("cp-meta").innerHTML = parts.join("");
-    $("cp-foot").textContent = (info.footer || "") + " \u00b7 " + N.toLocaleString("en-US") + " frames \u00b7 click a frame to zoom, Esc to reset";
+    $("cp-foot").textContent = (info.footer || "") + " \u00b7 " + N.toLocaleString("en-US") + " frames \u00b7 click a frame to zoom, Esc to reset, / to search";
     if (DIFF) $("cp-table-title").textContent = "Biggest movers (share of " + data.types[state.type].split("/")[0] + ")";
   }
 

@@ -68,6 +68,11 @@ def test_clicking_a_frame_zooms_and_reset_restores(page, flame_file):
     p.click("#cp-reset")
     assert page.js("window.cloudprof.state.focus") == 0
     assert page.js("i => window.cloudprof.rectOf(i)", node) == before
+    page.click_node(node)
+    p.keyboard.press("Escape")  # Esc resets too
+    assert page.js("window.cloudprof.state.focus") == 0
+    p.keyboard.press("/")  # and / jumps to the search box
+    assert page.js("document.activeElement.id") == "cp-search"
     assert page.errors == []
 
 
