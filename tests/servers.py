@@ -9,7 +9,11 @@ Fixtures (registered by tests/conftest.py; everything listens on 127.0.0.1 only)
                      STORAGE_EMULATOR_HOST set; required (fails, never skips) under CI=true;
 - `store_url`        parametrised over local, memory, s3 (mock_aws), gcs (fake-gcs): a fresh, empty store's URL;
 - `any_store`        `open_store(store_url)`;
-- `FaultProxy`       an HTTP proxy in front of a server that can refuse, delay or answer with an error.
+- `FaultProxy`       an HTTP proxy in front of a server that can refuse, delay or answer with an error;
+- `fault_proxy`      a FaultProxy in front of `moto_server` for one test.
+
+moto keeps one global state: `mock_aws` resets it when a test enters and leaves, and the
+threaded server shares it. So make buckets inside each test (`new_bucket()`), never per session.
 """
 
 from __future__ import annotations
