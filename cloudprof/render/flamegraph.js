@@ -82,6 +82,8 @@
     var m = 0.01;  // below one percentage point nothing is vivid: noise stays pale
     for (var i = 1; i < N; i++) { var d = Math.abs(delta(i)); if (d > m) m = d; }
     deltaScale = m;
+    $("cp-legend-lo").textContent = "shrank \u2212" + (m * 100).toFixed(1); $("cp-legend-hi").textContent = "+" + (m * 100).toFixed(1) + " pp grew";
+    $("cp-legend").title = "Colour: change in the frame's share of the whole (target minus base); full colour at " + pp(m).replace(/^[+]/, "") + " or more";
   }
   function diffRGB(i) {
     var d = delta(i), k = Math.min(1, Math.abs(d) / deltaScale);
