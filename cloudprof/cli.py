@@ -307,7 +307,10 @@ def cmd_diff(args: argparse.Namespace) -> int:
         data = (f"base:   {side(base)}\ntarget: {side(target)}\n" + format_movers(moves, sample_type)).encode()
     _emit(args.output, data, args.format)
     if args.output and args.output != "-":
-        print(f"wrote {args.output}: base {_cost(base_stats)}; target {_cost(target_stats)}", file=sys.stderr)
+        if (base.start, base.end) == (target.start, target.end):
+            print(f"wrote {args.output}: one read of the range for both sides: {_cost(base_stats)}", file=sys.stderr)
+        else:
+            print(f"wrote {args.output}: base {_cost(base_stats)}; target {_cost(target_stats)}", file=sys.stderr)
     return 0
 
 

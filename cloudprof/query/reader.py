@@ -142,10 +142,12 @@ def _read_manifest(store, part: Partition, stats: QueryStats) -> Manifest | None
         raise StorageError(f"{store.url}/{part.manifest_key}: unreadable manifest: {exc}") from None
 
 
-def _merged_generation(store, part: Partition, stats: QueryStats, attempts: int = 5) -> tuple[Manifest | None, bytes | None]:
+def _merged_generation(store, part: Partition, stats: QueryStats, attempts: int = 5,
+                       manifest: Manifest | None = None) -> tuple[Manifest | None, bytes | None]:
     """The manifest and the merged bytes it commits, read as one consistent snapshot."""
-    for _ in range(attempts):
-        manifest = _read_manifest(store, part, stats)
+    for attempt in range(attempts):
+        if attempt or manifest is None:
+            manifest = _read_manifest(store, part, stats)
         output = manifest.kind(part.kind).output if manifest else None
         if output is None:
             return manifest, None
@@ -188,10 +190,16 @@ def _fetch_hour(store, sel: Selection, hour: datetime, start_ms: int, end_ms: in
     whole = sel.start <= hour and hour + HOUR <= sel.end
     known: set[str] = set()
     if whole:
-        manifest, out.merged = _merged_generation(store, part, stats)
-        if manifest is not None:
-            known = manifest.kind(sel.kind).keys()
-    out.stragglers = out.merged is not None
+        manifest = _read_manifest(store, part, stats)
+        entry = manifest.kind(sel.kind) if manifest is not None else None
+        if entry is not None:
+            known = entry.keys()
+            # The manifest records each input's version: skip a generation holding none of the wanted one.
+            if entry.output is not None and (sel.version is None or any(
+                    e.status == "merged" and e.version == sel.version for e in entry.inputs)):
+                manifest, out.merged = _merged_generation(store, part, stats, manifest=manifest)
+                known = manifest.kind(sel.kind).keys() if manifest is not None else set()
+    out.stragglers = bool(known)
     wanted = []
     for info in _list(store, part.raw_prefix, stats):
         if info.key in known:
@@ -322,10 +330,36 @@ def query_diff_tree(store, base: Selection, target: Selection, base_stats: Query
     """Base and target selections folded into one two-set tree (for the differential flame graph)."""
     base_stats = base_stats if base_stats is not None else QueryStats()
     target_stats = target_stats if target_stats is not None else QueryStats()
+    if (base.service, base.start, base.end, base.kind) == (target.service, target.start, target.end, target.kind):
+        return _diff_in_one_pass(store, base, target, base_stats, target_stats)
     builder = _fold(store, target, target_stats, None, 1)
     if builder is None:
         raise _no_data(store, target)
     if _fold(store, base, base_stats, builder, 0) is None:
+        raise _no_data(store, base)
+    return builder.build()
+
+
+def _diff_in_one_pass(store, base: Selection, target: Selection, base_stats: QueryStats,
+                      target_stats: QueryStats) -> FlameTree:
+    """Two versions (or threads) of one range: read it once, fold each profile into both sides.
+
+    Both stats objects report the same, single read.
+    """
+    shared = QueryStats()
+    builder: TreeBuilder | None = None
+    for profile in iter_profiles(store, Selection(base.service, base.start, base.end, base.kind), shared):
+        if builder is None:
+            builder = TreeBuilder(sample_type_names(profile), sets=2)
+        base_stats.profiles += bool(builder.add(profile, set_index=0, labels=base.labels))
+        target_stats.profiles += bool(builder.add(profile, set_index=1, labels=target.labels))
+    for stats in (base_stats, target_stats):
+        profiles = stats.profiles
+        stats.merge(shared)
+        stats.profiles = profiles
+    if builder is None or not target_stats.profiles:
+        raise _no_data(store, target)
+    if not base_stats.profiles:
         raise _no_data(store, base)
     return builder.build()
 

@@ -140,8 +140,15 @@ def test_diff_two_versions_in_one_range_html(store_url, capsys, tmp_path):
                        "2026-11-25T14:00..2026-11-25T18:00", "--base-version", "1.0", "--target-version", "2.0",
                        "--format", "html", "-o", str(out_file))
     assert code == 0, err
+    assert "one read of the range for both sides: 4 hours (3 merged, 1 from raw uploads), 13 objects read" in err
     page = out_file.read_text()
     assert '"sets":2' in page and "v2.0" in page
+    code, out, err = cli(capsys, "diff", "--storage", store_url, "--service", SERVICE, "--base",
+                         "2026-11-25T14:00..2026-11-25T18:00", "--base-version", "1.0", "--target-version", "2.0",
+                         "--format", "json")
+    doc = json.loads(out)
+    assert doc["base"]["total"] == 12 * 12 * data.PERIOD and doc["target"]["total"] == 20 * 12 * data.PERIOD
+    assert doc["functions"][0]["name"] == "pricing.slow_rule"
     code, _, err = cli(capsys, "diff", "--storage", store_url, "--service", SERVICE, "--base",
                        "2026-11-25T14:00..2026-11-25T18:00")
     assert code == 1 and "base and target are the same" in err

@@ -95,8 +95,9 @@ def test_version_filter_over_merged_and_raw(store):
     merge(store, HOUR)
     merge(store, HOUR + H)
     new_raw = data.put_hour(store, HOUR + 2 * H, windows=2, version="2.0", seq0=40)  # not merged
-    totals, _ = run(store, HOUR, HOUR + 3 * H, version="2.0")
+    totals, stats = run(store, HOUR, HOUR + 3 * H, version="2.0")
     assert totals["cpu/nanoseconds"] == data.total(mixed_new + new_raw)
+    assert stats.merged_read == 1  # hour 14's manifest lists only 1.0 inputs: its generation is not read
     totals, _ = run(store, HOUR, HOUR + 3 * H, version="1.0")
     assert totals["cpu/nanoseconds"] == data.total(old + mixed_old)
     tree = query_tree(store, Selection(SERVICE, HOUR, HOUR + 3 * H, version="2.0"))
