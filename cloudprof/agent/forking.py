@@ -67,6 +67,11 @@ def _after_in_child() -> None:
             _state["held"] = False
             lifecycle._lock.release()  # the forking thread is this thread in the child: it owns the lock
         labels._lock = threading.Lock()
+        # CPython (3.11) keeps the parent's native id on the forking thread's Thread object; the agent derives
+        # the thread's CPU clock from it, which would read the parent's thread (or fail) in every worker.
+        current = threading.current_thread()
+        if hasattr(current, "_set_native_id") and getattr(current, "native_id", None) != threading.get_native_id():
+            current._set_native_id()
         me = threading.get_ident()
         for ident in [i for i in labels._BY_THREAD if i != me]:
             labels._forget_thread(ident)

@@ -19,6 +19,7 @@ pytestmark = pytest.mark.slow
 
 REQUESTS = 90
 BURN_MS = 20
+UNSAMPLED = "<cpu after the last sample>"
 
 APP = textwrap.dedent('''
     import os, time
@@ -95,11 +96,24 @@ def test_gunicorn_prefork_workers_profile_themselves(tmp_path):
     # No request work ran in the (idle) master.
     assert sum(helpers.total(p, 0, function="burn_request") for p in by_pid.get(server.pid, [])) == 0
 
-    # CPU of the request work across the workers matches the load: REQUESTS x BURN_MS of thread CPU.
+    # CPU of the request work across the workers matches the load: REQUESTS x BURN_MS of thread CPU. Workers
+    # idle before a short burst run at the governor's low rate, so up to one period of a worker's CPU is in
+    # the explicit "<cpu after the last sample>" leaf rather than in burn_request: count it, and ask that
+    # most of the load is still attributed to the request handler.
     expected_ns = REQUESTS * BURN_MS * 1e6
-    per_worker = {pid: sum(helpers.total(p, 1, function="burn_request") for p in by_pid[pid]) for pid in workers}
+    burn = {pid: sum(helpers.total(p, 1, function="burn_request") for p in by_pid[pid]) for pid in workers}
+    residue = {pid: sum(helpers.total(p, 1, leaf=UNSAMPLED) for p in by_pid[pid]) for pid in workers}
+    per_worker = {pid: burn[pid] + residue[pid] for pid in workers}
     got = sum(per_worker.values())
-    assert 0.85 * expected_ns <= got <= 1.2 * expected_ns, (got / 1e6, per_worker)
+    notes = {pid: [{k: helpers.comments(p).get(k) for k in ("sample_hz", "signal_samples", "stopped_by",
+                                                          "process_cpu_ns")} for p in by_pid[pid]]
+             for pid in workers}
+    assert 0.85 * expected_ns <= got <= 1.2 * expected_ns, (got / 1e6, burn, residue, notes)
+    assert sum(burn.values()) >= 0.6 * expected_ns, (burn, residue, notes)
+    for pid in workers:  # each worker's profile accounts for the CPU its process used
+        used = sum(int(helpers.comments(p)["process_cpu_ns"]) for p in by_pid[pid])
+        sampled = sum(helpers.total(p, 1) for p in by_pid[pid])
+        assert 0.8 * used <= sampled <= 1.05 * used, (pid, used / 1e6, sampled / 1e6)
     for pid in set(served_by):
         share = served_by.count(pid) / REQUESTS
-        assert abs(per_worker[pid] / got - share) < 0.1, (pid, share, per_worker)
+        assert abs(per_worker[pid] / got - share) < 0.12, (pid, share, per_worker)
