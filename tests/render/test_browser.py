@@ -216,3 +216,29 @@ def test_hostile_frame_names_stay_text(page):
     assert page.js("window.cloudprof.tableRows()")[0] in (evil, "main")
     assert evil in page.js("window.cloudprof.tableRows()")
     assert p.title() == evil
+
+
+def test_page_works_served_from_s3_with_nothing_else_fetched(browser, flame_file, moto_server):
+    """The page as an object on (moto's) S3, opened over HTTP; every other request is refused and recorded."""
+    path, _ = flame_file
+    bucket = moto_server.new_bucket("pages")
+    moto_server.client().put_object(Bucket=bucket, Key="reports/flamegraph.html", Body=path.read_bytes(),
+                                    ContentType="text/html; charset=utf-8")
+    # A presigned GET, the way a report is shared from a private bucket.
+    url = moto_server.client().generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "reports/flamegraph.html"},
+                                                      ExpiresIn=600)
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    try:
+        other: list[str] = []
+        context.route("**/*", lambda route: route.continue_() if route.request.url == url
+                      else (other.append(route.request.url), route.abort()))
+        from tests.render.conftest import Page
+
+        page = Page(context.new_page())
+        page.page.goto(url)
+        page.page.wait_for_function("window.cloudprof && window.cloudprof.ready")
+        assert other == [] or other == [f"{moto_server.endpoint_url}/favicon.ico"]
+        assert [e for e in page.errors if "favicon" not in e] == []
+        assert page.js("window.cloudprof.drawnFrames()") > 5
+    finally:
+        context.close()
