@@ -342,3 +342,34 @@ def test_delivers_to_every_backend(any_store, tmp_path):
     assert [o.key for o in any_store.list("raw/")] == [f"raw/service=s/p{i}.pb.gz" for i in range(5)]
     assert any_store.head("raw/service=s/p3.pb.gz").metadata == {"service": "s", "pid": "3"}
     assert any_store.get("raw/service=s/p4.pb.gz") == b"profile 4"
+
+
+def test_many_app_threads_submitting_at_once(tmp_path):
+    store = Flaky()
+    store.failures = 4  # and storage hiccups meanwhile
+    up, _ = make(store, tmp_path, spool_after_failures=2)
+    barrier = threading.Barrier(8)
+    errors = []
+
+    def app(t: int) -> None:
+        try:
+            barrier.wait()
+            for i in range(25):
+                assert up.submit(f"raw/t{t}/{i:02d}", b"%d-%d" % (t, i))
+        except BaseException as exc:  # pragma: no cover - the assertion below reports it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=app, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert up.flush(10.0)
+    assert len(store.order) == len(set(store.order)) == 200  # all delivered, none twice
+    for t in range(8):
+        mine = [k for k in store.order if k.startswith(f"raw/t{t}/")]
+        assert mine == sorted(mine)  # each thread's profiles in the order it submitted them
+    counters = up.counters()
+    assert counters["uploaded"] == 200 and accounted(counters) == counters["submitted"] == 200
+    up.close()

@@ -186,3 +186,11 @@ def test_race_replace_one_writer_wins(store_url, round_):
     won, lost = _race(store, f"race/replace-{round_}", 4, if_match=seen.etag)
     assert len(won) == 1 and len(lost) == 3, (won, lost)
     assert store.get(f"race/replace-{round_}") == f"writer {won[0]}".encode()
+
+
+def test_list_is_in_byte_order_around_the_slash(any_store):
+    keys = ["a!b", "a-b", "a.b", "a/b!c", "a/b/c", "a/b-c", "a0", "a~", "a_b", "a=b", "a/\u00e9", "a/z"]
+    for key in keys:
+        any_store.put(key, b"")
+    assert [o.key for o in any_store.list("a", page_size=4)] == sorted(keys, key=lambda k: k.encode())
+    assert [o.key for o in any_store.list("a/b", page_size=2)] == ["a/b!c", "a/b-c", "a/b/c"]
