@@ -63,7 +63,10 @@ class GCSStore:
         self.bucket_name = bucket
         prefix = prefix.strip("/")
         if prefix:
-            check_prefix(prefix)
+            try:
+                check_prefix(prefix)
+            except StorageError as exc:
+                raise ConfigError(f"storage URL gs://{bucket}/{prefix}: {exc}") from None
         self.prefix = prefix + "/" if prefix else ""
         self.page_size = page_size or self.DEFAULT_PAGE_SIZE
         self._timeout = timeout

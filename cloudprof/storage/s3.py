@@ -76,7 +76,10 @@ class S3Store:
         self.bucket = bucket
         prefix = prefix.strip("/")
         if prefix:
-            check_prefix(prefix)
+            try:
+                check_prefix(prefix)
+            except StorageError as exc:
+                raise ConfigError(f"storage URL s3://{bucket}/{prefix}: {exc}") from None
         self.prefix = prefix + "/" if prefix else ""
         if sse not in (None, "AES256", "aws:kms", "aws:kms:dsse"):
             raise ConfigError(f"S3 server-side encryption {sse!r}: use AES256, aws:kms or aws:kms:dsse")

@@ -9,7 +9,9 @@ from cloudprof.storage import LocalStore, MemoryStore, ObjectStore, open_store
 from tests.servers import unique_bucket
 
 
-@pytest.mark.parametrize("url", ["", "   ", "ftp://host/x", "s3://", "gs:///prefix", "file://", None])
+@pytest.mark.parametrize(
+    "url", ["", "   ", "ftp://host/x", "s3://", "gs:///prefix", "file://", None, "s3://b/a//b", "gs://b/../x"]
+)
 def test_bad_urls_are_config_errors(url):
     with pytest.raises(ConfigError):
         open_store(url)
