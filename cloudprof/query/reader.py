@@ -178,7 +178,7 @@ class _Hour:
     part: Partition
     merged: bytes | None = None
     raw: list[tuple[str, bytes]] = field(default_factory=list)
-    stragglers: bool = False  # raw uploads of an hour whose merged generation we also read
+    stragglers: bool = False  # the hour has a manifest: raw uploads read are ones it does not list yet
     stats: QueryStats = field(default_factory=QueryStats)
 
 
