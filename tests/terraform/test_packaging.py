@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -40,13 +41,27 @@ def _run_from(folder: Path, code: str, *args: str, env: dict | None = None) -> s
                           capture_output=True, text=True, timeout=120)
 
 
+def _snapshot(tmp_path: Path) -> Path:
+    """The files build_lambda.sh reads, frozen: the shared working tree may change between two builds."""
+    root = tmp_path / "repo"
+    for item in ("pyproject.toml", "README.md", "cloudprof", "advisors", "terraform/aws/build_lambda.sh"):
+        source = tf.REPO / item
+        if source.is_dir():
+            shutil.copytree(source, root / item, ignore=shutil.ignore_patterns("__pycache__"))
+        elif source.exists():
+            (root / item).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, root / item)
+    return root
+
+
 def test_lambda_package_imports_its_handler_from_the_zip(tmp_path):
-    archive = _build(tf.AWS / "build_lambda.sh", tmp_path / "lambda.zip", CLOUDPROF_LAMBDA_NO_DEPS="1")
+    script = _snapshot(tmp_path) / "terraform" / "aws" / "build_lambda.sh"
+    archive = _build(script, tmp_path / "lambda.zip", CLOUDPROF_LAMBDA_NO_DEPS="1")
     names = zipfile.ZipFile(archive).namelist()
     assert "cloudprof/aggregator/handlers/aws_lambda.py" in names
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
     # Deterministic, so source_code_hash moves only with the code.
-    again = _build(tf.AWS / "build_lambda.sh", tmp_path / "again.zip", CLOUDPROF_LAMBDA_NO_DEPS="1")
+    again = _build(script, tmp_path / "again.zip", CLOUDPROF_LAMBDA_NO_DEPS="1")
     assert hashlib.sha256(archive.read_bytes()).digest() == hashlib.sha256(again.read_bytes()).digest()
     folder = _extract(archive, tmp_path / "task")
     handler = tf.unquote(tf.locals_of(tf.AWS)["handler"])
