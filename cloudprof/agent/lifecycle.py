@@ -60,6 +60,7 @@ class Agent:
         self.uploader = None
         self.schedule: WindowSchedule | None = None
         self.watchdog = None
+        self.paused = False  # issue 5: set by agent.serverless between invocations
         self.running = False
 
     def start(self) -> "Agent":
@@ -123,8 +124,8 @@ class Agent:
             start, end = self.schedule.cut(self.clock.time_ns())
             batch = self.sampler.drain()
             self.windows += 1
-            if not final and not any(len(t) for t in batch.tables):
-                return None
+            if (not final or self.paused) and not any(len(t) for t in batch.tables):
+                return None  # issue 5: a paused (serverless, between invocations) agent has no window to close
             t0 = time.thread_time_ns()
             counters = {"build_cpu_ns": self.build_cpu_ns}
             uploads = self.uploader.counters()

@@ -105,19 +105,19 @@ def begin_invocation(agent) -> None:
         return
     if not sampler._active:
         sampler.start()
-        if sampler.mode == "signal":
-            sampler._arm()
     sampler.drain()  # whatever the sampler saw between invocations is dropped
     agent.schedule = WindowSchedule(agent.clock, agent.settings.upload_interval_s)
+    agent.paused = False
 
 
 def end_invocation(agent, timeout: float = FLUSH_TIMEOUT_S) -> bool:
     """Cut the invocation's window, upload it within `timeout`, and stop sampling until the next one."""
     try:
+        if agent.sampler is not None:
+            agent.sampler.stop()  # first: stopping records the main thread's CPU since its last signal
         agent.cut(final=True)
     finally:
-        if agent.sampler is not None:
-            agent.sampler.stop()
+        agent.paused = True  # no window until the next invocation, so none can span a freeze
     return bool(agent.uploader.flush(timeout)) if agent.uploader is not None else True
 
 
