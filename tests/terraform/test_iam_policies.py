@@ -64,6 +64,10 @@ def test_only_non_data_services_appear_outside_the_templates():
         service = "xray" if name.startswith("xray") else "kms"
         assert named and all(a.startswith(service + ":") for a in named), (name, named)
         assert ('Resource = "*"' in found[name]) == (service == "xray"), name
+    # With SSE-KMS each identity gets the key use its S3 calls need, and only that.
+    assert "local.kms_write_statements" in tf.resource(tf.AWS, "aws_iam_policy", "agent")["policy"]
+    assert "local.kms_read_statements" in found["reader_policy"]
+    assert "local.kms_read_write_statements" in found["aggregator_policy"] and "local.xray_statements" in found["aggregator_policy"]
     text = "\n".join(p.read_text() for p in tf.AWS.glob("*.tf"))
     assert text.count('"s3:*"') == 2, "s3:* may only appear in the bucket policy's two Deny statements"
     policy = tf.resource(tf.AWS, "aws_s3_bucket_policy", "this")["policy"]
