@@ -277,6 +277,7 @@ class FaultProxy:
         self.rule: Rule = rule or (lambda method, path, headers: None)
         self.requests = 0
         self.forwarded = 0
+        self.errors: list[Exception] = []  # exceptions raised by `rule`
         self._lock = threading.Lock()
         proxy = self
 
@@ -292,7 +293,11 @@ class FaultProxy:
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in ("expect", "connection")}
                 with proxy._lock:
                     proxy.requests += 1
-                action = proxy.rule(self.command, self.path, headers)
+                try:
+                    action = proxy.rule(self.command, self.path, headers)
+                except Exception as exc:  # a broken rule must show up in the test, not as a silent hang-up
+                    proxy.errors.append(exc)
+                    action = ("status", 599, f"fault rule raised {exc!r}".encode())
                 if action and action[0] == "drop":
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)
