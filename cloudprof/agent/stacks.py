@@ -89,18 +89,19 @@ def where_cpu_went(frame: FrameType) -> FrameType:
     """The frame a CPU-time signal handled at `frame` should be charged to.
 
     CPython runs a signal handler only at check points. When the check point is
-    a RESUME (a function just entered, or a generator just resumed, often from C:
-    a decoder called by readline, a genexpr driven by sum()), the frame has not
-    run yet: the CPU since the signal went to its caller (C work, deallocation at
-    a return), so the sample is the caller's. Elsewhere (loop back-edges, the end
-    of a C call) the frame itself was running.
+    the RESUME that starts a function (often one called from C: a decoder called
+    by readline), the frame has not run yet: the CPU since the signal went to its
+    caller (C work, deallocation at a return), so the sample is the caller's.
+    A generator resumed after a yield is left alone: the time before its RESUME
+    was mostly its own previous step. Elsewhere (loop back-edges, the end of a C
+    call) the frame itself was running.
     """
     if _RESUME is None:  # before 3.11
         return frame
     code = frame.f_code
     entry = _resume_offsets.get(id(code))
     if entry is None or entry[0] is not code:
-        offsets = frozenset(i.offset for i in dis.get_instructions(code) if i.opcode == _RESUME)
+        offsets = frozenset(i.offset for i in dis.get_instructions(code) if i.opcode == _RESUME and i.arg == 0)
         if len(_resume_offsets) > 50_000:
             _resume_offsets.clear()
         entry = _resume_offsets[id(code)] = (code, offsets)
