@@ -215,8 +215,9 @@ class Sampler:
             r, w = os.pipe()
             os.set_blocking(r, False)
             os.set_blocking(w, False)
-            if signal.set_wakeup_fd(w, warn_on_full_buffer=False) != -1:
-                signal.set_wakeup_fd(-1)  # someone else's: put it back (theirs was replaced) and keep out
+            previous = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+            if previous != -1:
+                signal.set_wakeup_fd(previous)  # someone else's (an event loop): give it back, keep out
                 raise OSError("wakeup fd in use")
             self._wake_r, self._wake_w = r, w
             self._proc_mark = process_cpu_ns()

@@ -172,3 +172,41 @@ def test_falls_back_when_started_off_the_main_thread():
     assert batch.mode == "thread" and batch.reason == "started outside the main thread"
     per_thread, _ = totals(batch)
     assert per_thread["MainThread"][1] > 0.1e9  # main-thread CPU still measured, through its CPU clock
+
+
+def test_expiry_counter_leaves_the_wakeup_fd_as_it_found_it():
+    sampler = Sampler(sample_hz=100, max_overhead_pct=100)
+    sampler.start()
+    try:
+        assert sampler._wake_r is not None  # counting timer expiries
+        Burner().spin(0.1)
+    finally:
+        sampler.stop()
+    assert signal.set_wakeup_fd(-1) == -1  # restored to "none"
+
+
+def test_an_apps_wakeup_fd_is_kept_and_samples_still_flow():
+    import os
+    import socket
+
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    previous = signal.set_wakeup_fd(a.fileno())
+    try:
+        sampler = Sampler(sample_hz=100, max_overhead_pct=100)
+        sampler.start()
+        try:
+            assert sampler._wake_r is None  # not ours to take: CPU deltas instead
+            assert signal.set_wakeup_fd(a.fileno()) == a.fileno()
+            spent = []
+            Burner().spin(0.5, spent)
+            batch = sampler.drain()
+        finally:
+            sampler.stop()
+        per_thread, _ = totals(batch)
+        assert per_thread["MainThread"][1] == pytest.approx(spent[0] * 1e9, rel=0.15)
+        assert signal.set_wakeup_fd(a.fileno()) == a.fileno()
+    finally:
+        signal.set_wakeup_fd(previous)
+        a.close()
+        b.close()
