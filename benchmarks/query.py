@@ -18,6 +18,7 @@ page in headless chromium and times its first full canvas draw.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
 import sys
@@ -126,7 +127,9 @@ def main() -> None:
                 load, draw = browser_draw_ms(path)
                 line += f" {load:7.2f} {draw:8.1f}"
             print(line, flush=True)
-        print(f"\npages: {OUT}/query-24h.html, {OUT}/query-{hours_total}h.html (medians of {args.runs} runs)")
+        load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+        print(f"\npages: {OUT}/query-24h.html, {OUT}/query-{hours_total}h.html (medians of {args.runs} runs; "
+              f"load average {load} on {os.cpu_count()} CPUs)")
 
 
 if __name__ == "__main__":
