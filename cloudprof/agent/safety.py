@@ -163,7 +163,10 @@ class Watchdog:
 def _stop(agent, flush: bool) -> None:
     from cloudprof.agent import lifecycle
 
-    if lifecycle.current() is agent:
-        lifecycle.stop(flush=flush, timeout=1.0)  # also forgets it as the process's agent
-    else:
-        agent.stop(flush=flush, timeout=1.0)
+    # start() holds the lock until the agent is registered: tripping at once (kill file present at start-up)
+    # must not leave a stopped agent registered as the process's agent.
+    with lifecycle._lock:
+        if lifecycle.current() is agent:
+            lifecycle.stop(flush=flush, timeout=1.0)  # also forgets it as the process's agent
+            return
+    agent.stop(flush=flush, timeout=1.0)

@@ -1,0 +1,143 @@
+"""Safety switches: a kill-switch file, a blown CPU budget and a memory cap each stop the agent, never the app."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+import uuid
+
+import pytest
+
+import cloudprof
+from cloudprof.agent import current
+from cloudprof.pprof import decode
+from cloudprof.storage import open_store
+from tests.agent_production import helpers
+
+pytestmark = pytest.mark.skipif(threading.current_thread() is not threading.main_thread(),
+                                reason="the CPU-time signal needs the main thread")
+
+
+def app_step(n=2000) -> int:
+    """Deterministic app work whose answer we can check with and without the agent."""
+    return sum(i * i % 7 for i in range(n))
+
+
+EXPECTED_STEP = app_step()
+
+
+def agent_threads():
+    return [t.name for t in threading.enumerate() if t.name.startswith("cloudprof") and t.is_alive()]
+
+
+def run_app_until(condition, timeout, during=None):
+    """Run app work in the main thread until `condition()`; returns (steps, when it became true or None)."""
+    steps = 0
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        assert app_step() == EXPECTED_STEP
+        steps += 1
+        if during is not None:
+            during(time.monotonic() - start)
+        if condition():
+            return steps, time.monotonic()
+    return steps, None
+
+
+@pytest.fixture
+def store_url():
+    url = f"memory://safety-{uuid.uuid4().hex[:8]}"
+    yield url
+    cloudprof.stop(flush=False)
+
+
+def stopped():
+    return current() is None and not agent_threads()
+
+
+def test_kill_switch_file_stops_the_agent_within_a_second(tmp_path, store_url):
+    kill = tmp_path / "cloudprof.kill"
+    assert cloudprof.start(enabled=True, service="safety-kill", storage=store_url, kill_switch_file=str(kill),
+                           strict=True)
+    agent = current()
+    assert agent.sampler.mode == "signal"
+    touched = {}
+
+    def touch(elapsed):
+        if elapsed > 0.5 and not touched:
+            kill.touch()
+            touched["at"] = time.monotonic()
+
+    steps, at = run_app_until(stopped, 5.0, during=touch)
+    assert at is not None, agent_threads()
+    assert at - touched["at"] < 1.0
+    assert agent.watchdog.tripped.startswith("kill switch")
+    assert signal.getitimer(signal.ITIMER_PROF) == (0.0, 0.0)
+    # The app carries on, labels included, with the agent gone.
+    with cloudprof.labels(endpoint="/after"):
+        assert app_step() == EXPECTED_STEP
+    # Present at start-up: the agent stops at once.
+    assert cloudprof.start(enabled=True, service="safety-kill", storage=store_url, kill_switch_file=str(kill))
+    _, at = run_app_until(stopped, 2.0)
+    assert at is not None
+
+
+def _deep(depth, ready, release):
+    if depth:
+        return _deep(depth - 1, ready, release)
+    ready.release()
+    release.wait(30)
+
+
+def test_cpu_budget_breach_stops_the_agent_within_a_second(store_url):
+    # 40 threads 400 frames deep at 1000 Hz: a tick walks 16,000 frames, far over 10x a 0.1% budget.
+    ready, release = threading.Semaphore(0), threading.Event()
+    threads = [threading.Thread(target=_deep, args=(400, ready, release), daemon=True) for _ in range(40)]
+    for t in threads:
+        t.start()
+    for _ in threads:
+        ready.acquire()
+    try:
+        started = time.monotonic()
+        assert cloudprof.start(enabled=True, service="safety-cpu", storage=store_url, sample_hz=1000,
+                               max_overhead_pct=0.1, max_depth=1000, strict=True)
+        agent = current()
+        steps, at = run_app_until(stopped, 5.0)
+        assert at is not None, agent_threads()
+        assert at - started < 1.0, at - started
+        assert "CPU" in agent.watchdog.tripped, agent.watchdog.tripped
+        assert agent.watchdog.peak_share_pct > 1.0
+        assert app_step() == EXPECTED_STEP
+        # The last window was flushed, and says why the agent stopped.
+        store = open_store(store_url)
+        keys = [info.key for info in store.list("raw/")]
+        assert keys
+        notes = helpers.comments(decode(store.get(keys[-1])))
+        assert "CPU" in notes["stopped_by"]
+    finally:
+        release.set()
+        for t in threads:
+            t.join(5)
+
+
+def test_memory_cap_stops_the_agent(store_url):
+    # Every sample gets a new label value (cap raised for the test): unique stacks grow the agent's tables.
+    assert cloudprof.start(enabled=True, service="safety-mem", storage=store_url, max_memory_mb=0.03,
+                           label_max_values=100_000, sample_hz=200, strict=True)
+    agent = current()
+    started = time.monotonic()
+    at = None
+    n = 0
+    while time.monotonic() - started < 10.0:
+        n += 1
+        with cloudprof.labels(request=str(n)):
+            assert app_step() == EXPECTED_STEP
+        if stopped():
+            at = time.monotonic()
+            break
+    assert at is not None, (agent_threads(), agent.watchdog.peak_memory)
+    assert "memory" in agent.watchdog.tripped
+    assert agent.watchdog.peak_memory > 0.03 * 1024 * 1024
+    assert at - started < 5.0
+    assert app_step() == EXPECTED_STEP
