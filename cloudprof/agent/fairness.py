@@ -32,6 +32,9 @@ class ThreadPicker:
         if n <= self.max_threads:
             chosen = idents
         else:
+            for ident in idents:  # a thread owes its ticks from when it was first seen over the cap
+                if ident not in last:
+                    last[ident] = default
             others = [i for i in idents if i != always]
             k = self.max_threads - (1 if always is not None and len(others) < n else 0)
             k = max(1, k)

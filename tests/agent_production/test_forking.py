@@ -1,0 +1,84 @@
+"""os.fork(): each child profiles itself under its own pid; fork+exec children are never hit by our timer."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from tests.agent_production import helpers
+
+SCRIPT = textwrap.dedent('''
+    import os, sys, time
+    import cloudprof
+
+    cloudprof.start(strict=True)
+
+    def burn(seconds):
+        start = time.thread_time()
+        while time.thread_time() - start < seconds:
+            sum(range(300))
+
+    def parent_work():
+        burn(0.3)
+
+    def child_work():
+        burn(0.3)
+
+    parent_work()
+    children = []
+    for _ in range(2):
+        pid = os.fork()
+        if pid == 0:
+            child_work()
+            cloudprof.stop()
+            os._exit(0)
+        children.append(pid)
+    # fork + exec of a CPU-busy program: an inherited ITIMER_PROF would kill it with SIGPROF.
+    pid = os.fork()
+    if pid == 0:
+        os.execv("/bin/sh", ["sh", "-c", "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; echo exec-ok"])
+    children.append(pid)
+    # os.spawnv is fork + exec in Python (so our fork hook runs in its child too).
+    status = os.spawnv(os.P_WAIT, "/bin/sh", ["sh", "-c", "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done"])
+    assert status == 0, status
+    codes = [os.waitpid(pid, 0)[1] for pid in children]
+    print("children", " ".join(map(str, children)), "codes", " ".join(map(str, codes)), flush=True)
+    cloudprof.stop()
+''')
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_forked_children_profile_themselves_and_exec_is_safe(tmp_path):
+    store = tmp_path / "store"
+    (tmp_path / "forker.py").write_text(SCRIPT)
+    env = dict(os.environ, CLOUDPROF_ENABLED="1", CLOUDPROF_SERVICE="forker", CLOUDPROF_STORAGE=f"file://{store}",
+               CLOUDPROF_KILL_SWITCH_FILE=str(tmp_path / "kill"))
+    proc = subprocess.run([sys.executable, str(tmp_path / "forker.py")], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "exec-ok" in proc.stdout, proc.stdout + proc.stderr
+    line = next(l for l in proc.stdout.splitlines() if l.startswith("children"))
+    words = line.split()
+    children = [int(w) for w in words[1:words.index("codes")]]
+    assert all(int(c) == 0 for c in words[words.index("codes") + 1:]), line
+
+    by_pid: dict[int, list] = {}
+    for key, profile in helpers.raw_profiles(store):
+        by_pid.setdefault(key.pid, []).append(profile)
+    parent = proc_pid = next(pid for pid in by_pid if pid not in children)
+    assert set(children[:2]) <= set(by_pid)
+    assert children[2] not in by_pid  # it exec'd a shell before any window was due
+    parent_cpu = sum(helpers.total(p, 1, function="parent_work") for p in by_pid[proc_pid])
+    assert parent_cpu > 0.2e9
+    for pid in children[:2]:
+        profiles = by_pid[pid]
+        assert sum(helpers.total(p, 0, function="parent_work") for p in profiles) == 0, "parent samples in a child"
+        cpu = sum(helpers.total(p, 1, function="child_work") + helpers.total(p, 1, leaf="<cpu after the last sample>")
+                  for p in profiles)
+        assert 0.2e9 <= cpu <= 0.4e9, cpu
+        assert all(helpers.comments(p)["pid"] == str(pid) for p in profiles)
+    assert sum(helpers.total(p, 0, function="child_work") for p in by_pid[parent]) == 0
