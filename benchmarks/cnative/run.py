@@ -1,13 +1,14 @@
 """The C-call table: how much CPU our `<native>` leaf names right, against py-spy --native, per C-heavy program.
 
-Each program runs once under `py-spy record --native -r 100 -f raw` while our own CPU-time signal sampler
-(benchmarks/cnative/_harness.py, the same naming function the agent calls) samples it in the same process.
+Each program runs under `py-spy record --native -r 100 -f raw` while our agent (cloudprof.start, default;
+or with --sampler signal a bare CPU-time signal handler calling the same naming function) samples it in
+the same process. Our shares are CPU-time weighted (wall for time.sleep), as in the agent's profiles.
 Truth: the share of py-spy samples whose innermost Python frame is the program's C-call line (marked
 `# <- callee`) with native frames under it; for callees inside libpython, which py-spy folds into the
 Python frame, the share of py-spy samples at that line. Ours: the share of our samples at that line whose leaf is
 `<native> <expected callee>`. "other native" is the share our sampler gave to any other `<native>` leaf.
 
-    sudo .venv/bin/python benchmarks/cnative/run.py [--seconds 4] [--runs 3] [program ...]
+    sudo .venv/bin/python benchmarks/cnative/run.py [--seconds 3] [--runs 3] [--sampler agent|signal] [program ...]
 """
 
 from __future__ import annotations
@@ -73,8 +74,8 @@ def truth_share(raw: str, target: tuple[str, int]) -> tuple[float, float, int, C
             continue
         n = int(count)
         frames = stack.split(";")
-        if "_harness.py" not in stack or any(HARNESS.match(f) for f in frames):
-            continue  # other threads, and our sampler's own handler
+        if "_harness.py" not in stack or "cloudprof/" in stack or any(HARNESS.match(f) for f in frames):
+            continue  # other threads, and our sampler's own handler (the agent does not sample itself)
         last_py = max((i for i, f in enumerate(frames) if PY_FRAME.match(f)), default=None)
         if last_py is None:
             continue
@@ -111,13 +112,13 @@ def ours_share(result: dict, target: tuple[str, int], expected: str) -> tuple[fl
     return (right / total if total else 0.0), (other / total if total else 0.0), total, leaves
 
 
-def run_once(program: str, seconds: float, workdir: Path) -> dict:
+def run_once(program: str, seconds: float, workdir: Path, sampler: str = "agent") -> dict:
     raw_path, ours_path = workdir / f"{program}.raw", workdir / f"{program}.json"
     wall = "WALL = True" in (HERE / "programs" / f"{program}.py").read_text()
     cmd = [PY_SPY, "record", "--native", "-r", "100", "-f", "raw", "-o", str(raw_path)]
     if wall:
         cmd.append("--idle")
-    cmd += ["--", PYTHON, str(HERE / "_harness.py"), program, str(seconds), str(ours_path)]
+    cmd += ["--", PYTHON, str(HERE / "_harness.py"), program, str(seconds), str(ours_path), sampler]
     subprocess.run(cmd, check=True, capture_output=True, timeout=seconds * 10 + 60)
     target = call_line(program)
     native, at_line, spy_total, symbols = truth_share(raw_path.read_text(), target)
@@ -130,7 +131,8 @@ def run_once(program: str, seconds: float, workdir: Path) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("programs", nargs="*", default=list(EXPECTED))
-    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--sampler", choices=("agent", "signal"), default="agent")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--json", help="also write the per-run results here")
     args = parser.parse_args()
@@ -139,13 +141,14 @@ def main() -> int:
     rows, everything = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for program in args.programs:
-            runs = [run_once(program, args.seconds, Path(tmp)) for _ in range(args.runs)]
+            runs = [run_once(program, args.seconds, Path(tmp), args.sampler) for _ in range(args.runs)]
             everything += runs
             med = {k: statistics.median(r[k] for r in runs) for k in ("truth", "spy_native", "spy_line", "ours", "other")}
             rows.append((program, EXPECTED[program], med, runs[-1]))
             print(f"  {program}: py-spy {med['truth']:.0%} ours {med['ours']:.0%} "
                   f"({runs[-1]['symbols']}; ours {runs[-1]['leaves']})", file=sys.stderr)
-    print(f"\nC-call naming, median of {args.runs} runs x {args.seconds:g}s at 100 Hz (CPU; wall for time.sleep)\n")
+    print(f"\nC-call naming ({args.sampler}), median of {args.runs} runs x {args.seconds:g}s at 100 Hz "
+          "(CPU; wall for time.sleep)\n")
     print("| program | our leaf | py-spy: C frames under the call line | py-spy: at the call line | truth used "
           "| ours: named right | diff | ours: other <native> leaves |")
     print("|---|---|---|---|---|---|---|---|")
