@@ -6,15 +6,17 @@ are the same when name, system name, file and start line agree; mappings when
 size, offset and build id (or file) agree, so address-space randomisation does
 not split them; locations when mapping, mapping-relative address, lines and
 is_folded agree. Samples with the same stack of locations and the same labels
-add up; all-zero samples are dropped. duration_nanos sums, time_nanos is the
-earliest non-zero start, period is the largest, comments are kept once each.
-All of these are associative and commutative, so any tree of merges gives the
-same totals.
+(in any order) add up; all-zero samples are dropped. duration_nanos sums,
+time_nanos is the earliest non-zero start, period is the largest, comments are
+kept once each. All of these are associative and commutative, so any tree of
+merges gives the same totals. One difference: samples with no frames are kept
+(go tool pprof drops them when it reads a file); their counts were really taken.
 
 Memory is O(unique strings + functions + locations + stacks): each input is
 remapped onto the merged symbol tables and can be dropped right after `add`.
-Speed comes from doing little per sample: ids are remapped through dicts of
-ints and a stack is a tuple of merged location ids.
+Speed comes from doing little per sample in Python: symbol tables are remapped
+a column at a time (views.py), a stack is a tuple of merged location ids, and
+equal label sets are remapped once per input.
 """
 
 from __future__ import annotations
