@@ -196,8 +196,13 @@ def main() -> None:
         print(f"speed ratio (go tool pprof time / cloudprof time): {ratio:.2f}x "
               f"({'faster' if ratio >= 1 else 'slower'} than go tool pprof); "
               f"CPU-time ratio {rows['go tool pprof'][2] / rows['cloudprof'][2]:.2f}x")
-        print(f"peak RSS with {len(quarter)} inputs: {rows['cloudprof (1/4 inputs)'][1]:.1f} MiB, "
-              f"with {len(files)}: {rows['cloudprof'][1]:.1f} MiB")
+        unique_q = len(decode((folder / "q.pb.gz").read_bytes()).sample)
+        unique = len(decode((folder / "ours.pb.gz").read_bytes()).sample)
+        print(f"peak RSS with {len(quarter)} inputs: {rows['cloudprof (1/4 inputs)'][1]:.1f} MiB "
+              f"({unique_q} unique stacks merged), with {len(files)}: {rows['cloudprof'][1]:.1f} MiB "
+              f"({unique} unique stacks): memory follows unique stacks, not inputs")
+        print(f"load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs "
+              "(wall times are only meaningful on an otherwise idle machine; CPU times are steadier)")
         from cloudprof.pprof import sample_totals
 
         a = sample_totals(decode((folder / "ours.pb.gz").read_bytes()))
