@@ -83,11 +83,12 @@ class Merger:
         """
         if isinstance(profile, Profile):
             raw = profile.SerializeToString()
-            columns = Columns.FromString(raw)
+            columns = Columns.FromString(raw)  # a Profile object is trusted to be decoded or built, so valid
         else:
             raw = unwrap(profile, self.max_size)
             profile = parse(raw)
-            columns = check_tables(profile, raw)  # the per-sample rules are checked while adding
+            # References and the per-sample rules are checked while adding: every id is looked up anyway.
+            columns = check_tables(profile, raw, references=False)
         st = profile.string_table
         if not st or st[0] != b"":
             raise ProfileError('invalid profile: string_table[0] must be ""')
@@ -134,9 +135,17 @@ class Merger:
         """Remap symbols onto the merged tables and add the samples, all or none."""
         fd = self._functions
         fset = fd.setdefault
-        fmap = {}
-        for f in profile.function:
-            fmap[f.id] = fset((smap[f.name], smap[f.system_name], smap[f.filename], f.start_line), len(fd) + 1)
+        fc = columns.function
+        nfunc = len(profile.function)
+        if nfunc == len(fc.id) == len(fc.name) == len(fc.system_name) == len(fc.filename) == len(fc.start_line):
+            # No zero fields, so the columns line up: remap names and files a column at a time.
+            get = smap.__getitem__
+            keys = zip(map(get, fc.name[:]), map(get, fc.system_name[:]), map(get, fc.filename[:]), fc.start_line[:])
+            fmap = dict(zip(fc.id[:], [fset(key, len(fd) + 1) for key in keys]))
+        else:
+            fmap = {}
+            for f in profile.function:
+                fmap[f.id] = fset((smap[f.name], smap[f.system_name], smap[f.filename], f.start_line), len(fd) + 1)
 
         mmap = {}
         if profile.mapping:

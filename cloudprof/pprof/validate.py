@@ -29,7 +29,10 @@ def _ids(ids: list[int], what: str) -> set[int]:
 
 
 def _in_range(values, nstr: int) -> bool:
-    return not values or (min(values) >= 0 and max(values) < nstr)
+    if not values:
+        return True
+    values = values[:]
+    return min(values) >= 0 and max(values) < nstr
 
 
 def validate(profile: Profile, raw: bytes | None = None) -> None:
@@ -46,11 +49,13 @@ def validate(profile: Profile, raw: bytes | None = None) -> None:
             raise ProfileError(f"invalid profile: a sample has {len(s.value)} values for {ntypes} sample types")
 
 
-def check_tables(profile: Profile, raw: bytes | None = None):
+def check_tables(profile: Profile, raw: bytes | None = None, *, references: bool = True):
     """Every rule except one value per sample type in each sample (which needs a pass over samples).
 
     `raw` is the profile's own protobuf bytes when the caller has them. Returns the
     profile's column view (views.Columns), which callers may reuse.
+    `references=False` leaves out whether line function ids and sample location ids
+    resolve, for a caller that resolves every one of them anyway (Merger).
     """
     table = profile.string_table
     nstr = len(table)
@@ -81,16 +86,25 @@ def check_tables(profile: Profile, raw: bytes | None = None):
     for m in profile.mapping:
         if not (0 <= m.filename < nstr and 0 <= m.build_id < nstr):
             raise bad(f"mapping {m.id}")
-    functions = profile.function
-    function_ids = _ids([f.id for f in functions], "function")
-    for f in functions:
-        if not (0 <= f.name < nstr and 0 <= f.system_name < nstr and 0 <= f.filename < nstr):
-            raise bad(f"function {f.id}")
+    # Range checks work on columns even though proto3 leaves zeros out of them; id 0 shows as a short column.
+    functions = columns.function
+    if len(functions.id) != len(profile.function):
+        raise ProfileError("invalid profile: found function with reserved id 0")
+    function_ids = _ids(functions.id[:], "function")
+    if not (_in_range(functions.name, nstr) and _in_range(functions.system_name, nstr)
+            and _in_range(functions.filename, nstr)):
+        raise bad("function")
 
     locations = columns.location
     if len(locations.id) != len(profile.location):
         raise ProfileError("invalid profile: found location with reserved id 0")
-    location_ids = _ids(list(locations.id), "location")
+    location_ids = _ids(locations.id[:], "location")
+    samples = columns.sample
+    labels = samples.label
+    if not (_in_range(labels.key, nstr) and _in_range(labels.str, nstr) and _in_range(labels.num_unit, nstr)):
+        raise bad("label")
+    if not references:
+        return columns
     line_functions = set(locations.line.function_id)
     if len(locations.line.function_id) != len(LineCount.FromString(raw).location.line):
         raise ProfileError("invalid profile: a location's line refers to function id 0, which does not exist")
@@ -98,12 +112,8 @@ def check_tables(profile: Profile, raw: bytes | None = None):
         missing = min(line_functions - function_ids)
         raise ProfileError(f"invalid profile: a location's line refers to function id {missing}, which does not exist")
 
-    samples = columns.sample
-    used = set(samples.location_id)
+    used = set(samples.location_id[:])
     if not used <= location_ids:
         missing = min(used - location_ids)
         raise ProfileError(f"invalid profile: a sample refers to location id {missing}, which does not exist")
-    labels = samples.label
-    if not (_in_range(labels.key, nstr) and _in_range(labels.str, nstr) and _in_range(labels.num_unit, nstr)):
-        raise bad("label")
     return columns

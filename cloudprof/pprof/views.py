@@ -38,7 +38,10 @@ def _build():
             ("num_unit", 4, i64, rep, ""))
     message("SampleColumns", ("location_id", 1, u64, rep, ""), ("value", 2, i64, rep, ""),
             ("label", 3, msg_, one, "LabelColumns"))
-    message("Columns", ("sample", 2, msg_, one, "SampleColumns"), ("location", 4, msg_, one, "LocationColumns"))
+    message("FunctionColumns", ("id", 1, u64, rep, ""), ("name", 2, i64, rep, ""), ("system_name", 3, i64, rep, ""),
+            ("filename", 4, i64, rep, ""), ("start_line", 5, i64, rep, ""))
+    message("Columns", ("sample", 2, msg_, one, "SampleColumns"), ("location", 4, msg_, one, "LocationColumns"),
+            ("function", 5, msg_, one, "FunctionColumns"))
     # One row per sample, labels left as raw bytes so equal label sets can be remapped once per profile.
     message("SampleRow", ("location_id", 1, u64, rep, ""), ("value", 2, i64, rep, ""), ("label", 3, bytes_, rep, ""))
     message("Rows", ("sample", 2, msg_, rep, "SampleRow"))
