@@ -46,7 +46,7 @@ class UploadSpool:
         self.max_bytes = int(max_bytes)
         self._lock = threading.Lock()
         base = Path(directory)
-        base.mkdir(parents=True, exist_ok=True)
+        base.mkdir(mode=0o700, parents=True, exist_ok=True)  # profiles name your code: keep them private
         # One process per folder: two replaying the same entries would upload them twice.
         self.directory, self._lock_fd = self._claim(base)
         self._index: list[tuple[int, str, int]] = []  # (seq, file name, size), sorted
@@ -90,7 +90,7 @@ class UploadSpool:
     @staticmethod
     def _claim(base: Path) -> tuple[Path, int]:
         for folder in (base, base / f"pid-{os.getpid()}"):
-            folder.mkdir(parents=True, exist_ok=True)
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
             fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -181,6 +181,7 @@ class S3Store:
             args["IfMatch"] = f'"{if_match.strip(chr(34))}"'
         with self._errors("put", key, if_match=if_match is not None):
             response = self.client.put_object(**args)
+        # PutObject does not return Last-Modified; the time of the call is within a round trip of it.
         return ObjectInfo(key, len(data), _etag(response.get("ETag")), utc_now(), meta)
 
     def get(self, key: str) -> bytes:
