@@ -24,13 +24,16 @@ __all__ = [
     "AREAS",
     "MANIFEST_NAME",
     "Partition",
+    "QuarantinedKey",
     "RawKey",
     "floor_hour",
     "hours_in",
     "manifest_key",
     "merged_key",
+    "parse_manifest_key",
     "parse_merged_key",
     "parse_partition",
+    "parse_quarantine_key",
     "partition_prefix",
     "quarantine_key",
     "quarantine_reason_key",
@@ -244,6 +247,14 @@ def manifest_key(service: str, hour: _dt.datetime) -> str:
     return partition_prefix(service, hour, area="merged") + MANIFEST_NAME
 
 
+def parse_manifest_key(key: str) -> tuple[str, _dt.datetime]:
+    """(service, hour) of a manifest key, or StorageError."""
+    part = parse_partition(key)
+    if part.area != "merged" or part.rest != MANIFEST_NAME:
+        raise StorageError(f"not a manifest key: {key!r}")
+    return part.service, part.hour
+
+
 def quarantine_key(raw_key: "str | RawKey") -> str:
     """Where a bad raw object goes: same partition and kind under quarantine/, same file name.
 
@@ -260,6 +271,31 @@ def quarantine_key(raw_key: "str | RawKey") -> str:
 
 def quarantine_reason_key(raw_key: "str | RawKey") -> str:
     return quarantine_key(raw_key) + REASON_SUFFIX
+
+
+class QuarantinedKey(NamedTuple):
+    service: str
+    hour: _dt.datetime
+    kind: str
+    name: str  # the original raw file name
+    is_reason: bool  # the .reason.json beside it
+
+    @property
+    def raw_key(self) -> str:
+        """Where the object came from (under raw/)."""
+        return partition_prefix(self.service, self.hour, kind=self.kind) + self.name
+
+
+def parse_quarantine_key(key: str) -> QuarantinedKey:
+    """The parts of a quarantined object's (or its reason's) key, or StorageError."""
+    part = parse_partition(key)
+    kind, _, name = part.rest.partition("/")
+    is_reason = name.endswith(REASON_SUFFIX)
+    if is_reason:
+        name = name[: -len(REASON_SUFFIX)]
+    if part.area != "quarantine" or not _KIND.fullmatch(kind) or not _SAFE_NAME.fullmatch(name) or ".." in name:
+        raise StorageError(f"not a quarantine key: {key!r}")
+    return QuarantinedKey(part.service, part.hour, kind, name, is_reason)
 
 
 def reports_prefix(service: str) -> str:

@@ -56,6 +56,17 @@ def test_merged_manifest_quarantine_reports():
     junk = "raw/service=checkout/date=2026-11-25/hour=14/cpu/notes.txt"
     assert keys.quarantine_key(junk) == "quarantine/service=checkout/date=2026-11-25/hour=14/cpu/notes.txt"
     assert keys.reports_prefix("checkout") == "reports/service=checkout/"
+    assert keys.parse_manifest_key(keys.manifest_key("checkout", HOUR)) == ("checkout", HOUR)
+    q = keys.parse_quarantine_key(keys.quarantine_key(raw))
+    assert (q.service, q.hour, q.kind, q.name, q.is_reason) == ("checkout", HOUR, "cpu", raw.name, False)
+    assert q.raw_key == raw.build()
+    assert keys.parse_quarantine_key(keys.quarantine_reason_key(raw)).is_reason
+    assert keys.parse_quarantine_key(keys.quarantine_reason_key(raw)).raw_key == raw.build()
+    for wrong in (raw.build(), keys.merged_key("checkout", HOUR, "cpu"), "quarantine/service=checkout/x"):
+        with pytest.raises(StorageError):
+            keys.parse_quarantine_key(wrong)
+    with pytest.raises(StorageError):
+        keys.parse_manifest_key(keys.merged_key("checkout", HOUR, "cpu"))
 
 
 def test_partition_prefixes():
