@@ -59,7 +59,7 @@ def label_filter(profile: Profile, table: list[str], wanted: Mapping[str, str] |
 
 
 class TreeBuilder:
-    """Fold profiles into one call tree; `build()` gives an immutable FlameTree.
+    """Fold profiles into one call tree; `build()` gives it as a pre-order FlameTree.
 
     `sets` is 1 for a plain flame graph and 2 for a diff (set 0 = base, set 1 = target).
     Sample types are matched by name, so profiles with the same types in another order fold correctly.
