@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import os
+import random
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -26,7 +27,7 @@ from cloudprof.aggregator.inputs import Limits, check_key, load_input
 from cloudprof.aggregator.manifest import InputEntry, KindEntry, Manifest, OutputEntry, read_manifest, write_manifest
 from cloudprof.aggregator.partition import DEFAULT_GRACE, Partition, hour_is_open
 from cloudprof.aggregator.quarantine import Reason, Rejected, quarantine
-from cloudprof.errors import NotFound, PreconditionFailed, ProfileError
+from cloudprof.errors import NotFound, PreconditionFailed, ProfileError, StorageError
 from cloudprof.pprof import Merger, decode, encode
 
 __all__ = ["MergeOptions", "MergeResult", "merge_partition"]
@@ -99,7 +100,7 @@ def merge_partition(
         except Conflict as exc:
             log.info("%s: %s; merging again from the new manifest", part.label(), exc)
             result.merged = result.quarantined = result.shards = 0
-            time.sleep(min(0.05 * attempt, 0.5))
+            time.sleep(random.uniform(0, min(0.05 * attempt, 0.5)))  # jitter: racing runs should not retry in lockstep
     raise PreconditionFailed(f"{part.label()}: gave up after {options.max_attempts} conflicting writes to {part.manifest_key}")
 
 
@@ -169,7 +170,7 @@ def _seed(store, merger, base: Base) -> bool:
     except NotFound:
         raise Conflict(f"committed generation {base.entry.output.object} is gone (a newer run replaced it)") from None
     if hashlib.sha256(data).hexdigest() != base.entry.output.sha256:
-        raise RuntimeError(f"{base.entry.output.object}: checksum does not match the manifest; refusing to build on it")
+        raise StorageError(f"{base.entry.output.object}: checksum does not match the manifest; refusing to build on it")
     merger.add(decode(data))
     return True
 
@@ -223,8 +224,13 @@ def _stray_quarantined(store, part: Partition, known: set[str]) -> list[InputEnt
 def finish(store, part: Partition, base: Base, merger, entries: list[InputEntry], is_open: bool, result: MergeResult,
            orphan_age: timedelta = ORPHAN_AGE) -> MergeResult:
     """Write the new generation, commit the manifest, publish, tidy. `merger` None: nothing merged ever."""
-    kind_entry = base.entry.model_copy(deep=True)
     fresh = [e for e in entries if e.key not in base.known]
+    if not fresh and base.manifest is not None and base.manifest.open == is_open:
+        # Everything we saw was handled by another run meanwhile: nothing to commit.
+        result.totals = dict(base.entry.totals)
+        result.output = base.entry.output.key if base.entry.output else None
+        return result
+    kind_entry = base.entry.model_copy(deep=True)
     kind_entry.inputs = sorted([*kind_entry.inputs, *fresh], key=lambda e: e.key)
     kind_entry.merged = sum(1 for e in kind_entry.inputs if e.status == "merged")
     kind_entry.quarantined = len(kind_entry.inputs) - kind_entry.merged

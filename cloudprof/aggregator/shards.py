@@ -175,7 +175,7 @@ def reduce_shards(store, plan_key: str, *, options: MergeOptions = MergeOptions(
                 if shard.object is not None and any(e.status == "merged" for e in fresh):
                     data = store.get(shard.object)
                     if hashlib.sha256(data).hexdigest() != shard.sha256:
-                        raise RuntimeError(f"{shard.object}: checksum does not match its shard result")
+                        raise StorageError(f"{shard.object}: checksum does not match its shard result")
                     merger.add(decode(data))
                     have_output = True
                 for e in fresh:
