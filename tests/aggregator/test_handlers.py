@@ -237,3 +237,15 @@ def test_gcs_failure_raises_for_a_retry(gcs_bucket):
     store.put(CHECKOUT.manifest_key, b"{}")
     with pytest.raises(CloudprofError, match="merge failed"):
         gcp.handler(evt)
+
+
+def test_fan_out_steps_as_separate_lambda_invocations(s3_bucket):
+    from cloudprof.aggregator import plan_shards
+
+    uploads = rawgen.put_many(s3_bucket, 9)
+    plan_key = plan_shards(s3_bucket, CHECKOUT, list(s3_bucket.list(CHECKOUT.raw_prefix)), shard_size=4)
+    for index in range(3):  # what a Step Functions Map state would fan out
+        assert aws_lambda.handler({"cloudprof": "shard", "plan": plan_key, "index": index}, None)["shard"] == index
+    result = aws_lambda.handler({"cloudprof": "reduce", "plan": plan_key}, None)
+    assert (result["merged"], result["shards"]) == (9, 3)
+    assert_exact(s3_bucket, CHECKOUT, uploads)
