@@ -19,6 +19,11 @@ CPU_SAMPLE_TYPES = (("samples", "count"), ("cpu", "nanoseconds"), ("wall", "nano
 LabelPairs = tuple[tuple[str, "str | int"], ...]
 
 
+def _label_order(pair: tuple[str, "str | int"]) -> tuple[str, bool, "str | int"]:
+    key, value = pair
+    return (key, isinstance(value, int), value)
+
+
 class ProfileBuilder:
     """Build a Profile from frames and stacks; see the module doc."""
 
@@ -85,7 +90,7 @@ class ProfileBuilder:
         if len(values) != self._nvalues:
             raise ProfileError(f"sample has {len(values)} values for {self._nvalues} sample types")
         if labels and len(labels) > 1:
-            labels = tuple(sorted(labels))
+            labels = tuple(sorted(labels, key=_label_order))  # order-insensitive, as in pprof
         key = (tuple(location_ids), tuple(labels))
         acc = self._samples.get(key)
         if acc is None:
