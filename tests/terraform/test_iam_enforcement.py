@@ -117,8 +117,13 @@ def moto_iam(tmp_path_factory):
 
 
 @pytest.fixture
-def deployment(moto_iam):
-    """A bucket, queues and the module's three identities, set up before IAM checks switch on."""
+def deployment(moto_iam, request):
+    """A bucket, queues and the module's three identities, set up before IAM checks switch on.
+
+    Parametrised indirectly with the module's key_prefix ("" by default).
+    """
+    key_prefix = getattr(request, "param", "")
+    prefix = f"{key_prefix}/" if key_prefix else ""
     moto_iam.enforce(False)
     suffix = uuid.uuid4().hex[:8]
     bucket = f"cloudprof-{suffix}"
@@ -131,14 +136,15 @@ def deployment(moto_iam):
     arns["log_group_arn"] = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/lambda/cloudprof-aggregator-{suffix}"
     bucket_arn = f"arn:aws:s3:::{bucket}"
     policies = {
-        "agent": tf.aws_policy("agent", bucket_arn=bucket_arn, service="checkout"),
-        "reader": tf.aws_policy("reader", bucket_arn=bucket_arn),
-        "aggregator": tf.aws_policy("aggregator", bucket_arn=bucket_arn, **arns),
+        "agent": tf.aws_policy("agent", bucket_arn=bucket_arn, prefix=prefix, service="checkout"),
+        "reader": tf.aws_policy("reader", bucket_arn=bucket_arn, prefix=prefix),
+        "aggregator": tf.aws_policy("aggregator", bucket_arn=bucket_arn, prefix=prefix, **arns),
     }
     keys = {name: moto_iam.user_with_policy(f"{name}-{suffix}", policy) for name, policy in policies.items()}
     moto_iam.enforce(True)
     try:
-        yield {"bucket": bucket, "url": f"s3://{bucket}", "keys": keys, "policies": policies, "server": moto_iam}
+        url = f"s3://{bucket}/{key_prefix}" if key_prefix else f"s3://{bucket}"
+        yield {"bucket": bucket, "url": url, "prefix": prefix, "keys": keys, "policies": policies, "server": moto_iam}
     finally:
         moto_iam.enforce(False)
 
@@ -155,6 +161,7 @@ def _denied(call) -> None:
     assert caught.value.response["Error"]["Code"] in ("AccessDenied", "403"), caught.value.response["Error"]
 
 
+@pytest.mark.parametrize("deployment", ["", "team/profiles"], indirect=True, ids=["bucket-root", "key-prefix"])
 def test_the_agent_uploads_its_own_raw_profiles_and_nothing_else(deployment):
     from cloudprof.errors import AccessDenied
     from tests.aggregator import rawgen
@@ -162,7 +169,9 @@ def test_the_agent_uploads_its_own_raw_profiles_and_nothing_else(deployment):
     store = _store(deployment, "agent")
     uploads = rawgen.put_many(store, 3, stacks=5)  # agent-shaped: identity metadata, raw/service=checkout/...
     s3 = deployment["server"].client("s3", deployment["keys"]["agent"])
-    bucket, own = deployment["bucket"], uploads[0].key
+    bucket, own = deployment["bucket"], deployment["prefix"] + uploads[0].key
+    if deployment["prefix"]:  # the right service path outside key_prefix is someone else's
+        _denied(lambda: s3.put_object(Bucket=bucket, Key=uploads[0].key.replace(".0.pb.gz", ".78.pb.gz"), Body=b"x"))
     s3.put_object(Bucket=bucket, Key=own.replace(".0.pb.gz", ".77.pb.gz"), Body=b"x", IfNoneMatch="*")
 
     _denied(lambda: s3.get_object(Bucket=bucket, Key=own))
@@ -170,14 +179,14 @@ def test_the_agent_uploads_its_own_raw_profiles_and_nothing_else(deployment):
     _denied(lambda: s3.list_objects_v2(Bucket=bucket, Prefix="raw/"))
     _denied(lambda: s3.put_object(Bucket=bucket, Key=own.replace("service=checkout", "service=search"), Body=b"x"))
     _denied(lambda: s3.put_object(Bucket=bucket, Key=own.replace("service=checkout/", "service=checkout-evil/"), Body=b"x"))
-    _denied(lambda: s3.put_object(Bucket=bucket, Key="merged/service=checkout/date=2026-11-25/hour=14/cpu.pb.gz", Body=b"x"))
-    _denied(lambda: s3.put_object(Bucket=bucket, Key="reports/service=checkout/report.json", Body=b"{}"))
+    _denied(lambda: s3.put_object(Bucket=bucket, Key=deployment["prefix"] + "merged/service=checkout/date=2026-11-25/hour=14/cpu.pb.gz", Body=b"x"))
+    _denied(lambda: s3.put_object(Bucket=bucket, Key=deployment["prefix"] + "reports/service=checkout/report.json", Body=b"{}"))
     with pytest.raises(AccessDenied):
-        store.get(own)
+        store.get(uploads[0].key)
 
     reader = _store(deployment, "reader")
     assert {info.key for info in reader.list("raw/service=checkout/")} >= {u.key for u in uploads}
-    assert reader.get(own) == uploads[0].data
+    assert reader.get(uploads[0].key) == uploads[0].data
 
 
 def test_the_reader_reads_and_cannot_write(deployment):
