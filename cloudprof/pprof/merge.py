@@ -375,15 +375,16 @@ def merge_files(paths: Sequence[str | os.PathLike], *, workers: int | None = Non
     chunks = [names[i:i + size] for i in range(0, len(names), size)]
     # fork is cheapest, but only safe while this process runs a single thread.
     method = "fork" if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    with ProcessPoolExecutor(len(chunks), mp_context=multiprocessing.get_context(method)) as pool:
-        futures = [pool.submit(_merge_chunk_to_bytes, chunk, max_size) for chunk in chunks]
+    with ProcessPoolExecutor(len(chunks) - 1, mp_context=multiprocessing.get_context(method)) as pool:
+        futures = [pool.submit(_merge_chunk_to_bytes, chunk, max_size) for chunk in chunks[1:]]
         try:
-            parts = [f.result() for f in futures]
+            # This process merges the first chunk itself, then folds in the others in order.
+            merger = _merge_chunk(chunks[0], max_size)
+            merger.max_size = max(max_size, 1 << 40)  # chunk results are our own output, not untrusted input
+            for future in futures:
+                merger.add(future.result())
         except BaseException:
-            for f in futures:
-                f.cancel()
+            for future in futures:
+                future.cancel()
             raise
-    merger = Merger(max_size=max(max_size, *map(len, parts)))
-    for part in parts:
-        merger.add(part)
     return merger.result()
