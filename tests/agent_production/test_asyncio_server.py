@@ -20,8 +20,8 @@ from tests.agent_production import helpers
 
 pytestmark = pytest.mark.slow
 
-PER_ENDPOINT = 24
-BURN_MS = 30
+PER_ENDPOINT = 40
+BURN_MS = 40
 
 APP = textwrap.dedent('''
     import asyncio, time
@@ -133,14 +133,20 @@ def test_uvicorn_task_names_and_endpoint_labels_survive_aggregation(tmp_path):
         data = read_merged(store, part.manifest_key, part.kind)
         merged.append(decode(data))
     assert merged
+    # Exact: no sample of one endpoint's work carries the other's label, none is unlabelled. Statistical:
+    # a sample carries the CPU since the previous one to where it lands, and a server idle before the load
+    # runs at the governor's low rate, so per-endpoint CPU is checked loosely and the sum more tightly.
     expected_ns = PER_ENDPOINT * BURN_MS * 1e6
+    both = 0
     for endpoint, mine, other in (("/checkout", "checkout_work", "search_work"),
                                   ("/search", "search_work", "checkout_work")):
         split = [filter_samples(profile, labels={"endpoint": endpoint}) for profile in merged]
         cpu_mine = sum(helpers.total(p, 1, function=mine) for p in split)
         cpu_other = sum(helpers.total(p, 1, function=other) for p in split)
         assert cpu_other == 0, (endpoint, cpu_other)
-        assert 0.75 * expected_ns <= cpu_mine <= 1.25 * expected_ns, (endpoint, cpu_mine / 1e6)
+        assert 0.5 * expected_ns <= cpu_mine <= 1.5 * expected_ns, (endpoint, cpu_mine / 1e6)
+        both += sum(helpers.total(p, 1) for p in split)
         # every sample of the endpoint's work carries the label after the merge
         unlabelled = sum(helpers.total(p, 1, function=mine) for p in merged) - cpu_mine
         assert unlabelled == 0, (endpoint, unlabelled)
+    assert 0.7 * 2 * expected_ns <= both <= 1.3 * 2 * expected_ns, both / 1e6

@@ -99,6 +99,9 @@ def test_lambda_life_cycle_with_freezes(tmp_path):
         if proc.poll() is None:
             proc.kill()
 
+    if os.environ.get("KEEP_STORE"):
+        import shutil
+        shutil.copytree(store, os.environ["KEEP_STORE"], dirs_exist_ok=True)
     profiles = sorted(helpers.raw_profiles(store), key=lambda kp: kp[1].time_nanos)
     assert len(profiles) == len(invocations)  # one window per invocation, nothing while frozen or idle
     for (key, profile), (start, end, ms) in zip(profiles, invocations):
@@ -107,9 +110,12 @@ def test_lambda_life_cycle_with_freezes(tmp_path):
         assert notes["version"] == "7" and notes["environment"] == "aws-lambda"
         # The window is the invocation: it starts after the previous freeze and ends before the next one.
         assert start - 50e6 <= profile.time_nanos and profile.time_nanos + profile.duration_nanos <= end + 5e6
-        assert profile.duration_nanos < (end - start) + 50e6 < freeze_s * 1e9
+        assert profile.duration_nanos <= (end - start) + 50e6
         wall = helpers.total(profile, 2)
         assert wall <= profile.duration_nanos * 1.1 + 20e6, (wall, profile.duration_nanos)
-        cpu = helpers.total(profile, 1, function="burn") + helpers.total(profile, 1, leaf="<cpu after the last sample>")
-        assert 0.8 * ms * 1e6 <= cpu <= 1.25 * ms * 1e6, (ms, cpu / 1e6)
+        # All the invocation's CPU is in its profile; with 6-20 samples per invocation a sample's worth
+        # (10 ms) may land in the wrapper instead of burn(), so attribution is checked loosely.
+        main_cpu = helpers.total(profile, 1, label=("thread_name", "MainThread"))
+        assert 0.85 * ms * 1e6 <= main_cpu <= 1.5 * ms * 1e6, (ms, main_cpu / 1e6)
+        assert main_cpu >= 0.9 * int(notes["process_cpu_ns"]) - 15e6, (main_cpu, notes["process_cpu_ns"])
         assert helpers.total(profile, 1, function="burn") >= 0.5 * ms * 1e6
