@@ -119,3 +119,44 @@ def test_lambda_life_cycle_with_freezes(tmp_path):
         assert 0.85 * ms * 1e6 <= main_cpu <= 1.5 * ms * 1e6, (ms, main_cpu / 1e6)
         assert main_cpu >= 0.9 * int(notes["process_cpu_ns"]) - 15e6, (main_cpu, notes["process_cpu_ns"])
         assert helpers.total(profile, 1, function="burn") >= 0.5 * ms * 1e6
+
+
+def test_async_handler_flushes_each_invocation_and_toggle_off_is_inert(monkeypatch):
+    import asyncio
+    import uuid
+
+    import cloudprof
+    from cloudprof.agent import current
+    from cloudprof.storage import open_store
+
+    for key in [k for k in os.environ if k.startswith("CLOUDPROF_")]:
+        monkeypatch.delenv(key)
+    calls = []
+
+    @serverless.handler(environ={"HOME": "/"})
+    def plain(event, context):
+        calls.append(event)
+        return event
+
+    assert plain(1, None) == 1 and current() is None  # profiling off: no agent, handler untouched
+
+    url = f"memory://lambda-{uuid.uuid4().hex[:8]}"
+    env = {"AWS_LAMBDA_FUNCTION_NAME": "async-fn", "AWS_LAMBDA_FUNCTION_VERSION": "2"}
+
+    @serverless.handler(environ=env, enabled=True, storage=url, kill_switch_file="")
+    async def handler(event, context):
+        start = time.thread_time()
+        while time.thread_time() - start < 0.05:
+            sum(range(300))
+        await asyncio.sleep(0)
+        return event * 2
+
+    try:
+        for n in range(3):
+            assert asyncio.run(handler(n, None)) == 2 * n
+            keys = [info.key for info in open_store(url).list("raw/")]
+            assert len(keys) == n + 1  # uploaded before the handler returned
+            assert current().paused
+        assert "service=async-fn" in keys[0]
+    finally:
+        cloudprof.stop(flush=False)
