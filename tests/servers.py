@@ -332,16 +332,33 @@ class FaultProxy:
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _any
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
+        self._handler = Handler
+        self._listen(0)
         self.endpoint_url = "http://127.0.0.1:%d" % self._server.server_address[1]
+
+    def _listen(self, port: int) -> None:
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", port), self._handler)
+        self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True, name="fault-proxy")
         self._thread.start()
+        self.listening = True
+
+    def refuse(self) -> None:
+        """Stop listening: connections are refused, as when storage is down or unreachable."""
+        if self.listening:
+            self.close()
+
+    def accept(self) -> None:
+        """Listen again on the same port."""
+        if not self.listening:
+            self._listen(int(self.endpoint_url.rsplit(":", 1)[1]))
 
     def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
+        if self.listening:
+            self.listening = False
+            self._server.shutdown()
+            self._server.server_close()
+            self._thread.join()
 
     def __enter__(self) -> "FaultProxy":
         return self

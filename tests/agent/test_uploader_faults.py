@@ -247,3 +247,23 @@ def test_gcs_down_then_back(fake_gcs, tmp_path):
     assert [b.name for b in sorted(blobs, key=lambda b: b.generation)] == ["profiles/" + k for k, _ in profiles]
     for key, data in profiles:
         assert direct.blob("profiles/" + key).download_as_bytes() == data
+
+
+def test_nothing_listening_then_back(s3, tmp_path):
+    """Connections refused (no server at all), then the endpoint comes back on the same port."""
+    store, client, bucket, proxy = s3
+    order = _record_puts(proxy)
+    proxy.refuse()
+    up = _uploader(store, tmp_path)
+    profiles = _profiles(6)
+    for key, data in profiles[:3]:
+        assert up.submit(key, data)
+    assert up.flush(0.5) is False
+    assert up.counters()["spool_files"] == 3
+    proxy.accept()
+    for key, data in profiles[3:]:
+        assert up.submit(key, data)
+    assert up.flush(10.0)
+    assert order == [key for key, _ in profiles]
+    _assert_delivered_once_in_order(client, bucket, profiles, order)
+    up.close()
