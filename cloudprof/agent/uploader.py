@@ -195,7 +195,16 @@ class Uploader:
             return False
 
     def counters(self) -> dict[str, int]:
-        """uploaded, retried, spooled, dropped, failed_auth, ... plus the current queue and spool sizes."""
+        """Totals since start, and the current backlog.
+
+        submitted  submit() calls          uploaded   objects stored (replayed: of those, from the spool)
+        retried    failed attempts that will be tried again (failed_auth: denied or no bucket,
+                   failed_unavailable: network/throttling/5xx, failed_other: that object's own error)
+        spooled    profiles written to the spool     dropped  discarded: queue or spool full, closed
+        failed     given up: refused key, or an object that kept failing   errors  bugs caught in the worker
+        queued, queue_bytes, spool_files, spool_bytes: what is waiting now.
+        submitted == uploaded + dropped + failed + queued + spool_files, once the worker is idle.
+        """
         with self._lock:
             out = dict(self._counts)
             out["queue_bytes"] = self._queue_bytes
