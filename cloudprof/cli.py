@@ -197,8 +197,11 @@ def _selection(args: argparse.Namespace, start, end, version=None):
 
 
 def _cost(stats) -> str:
-    return (f"{stats.hours} hours ({stats.hours_merged} merged, {stats.hours_raw} from raw uploads), "
+    text = (f"{stats.hours} hours ({stats.hours_merged} merged, {stats.hours_raw} from raw uploads), "
             f"{stats.objects_read} objects read, {stats.bytes_read / 1e6:.1f} MB")
+    if stats.skipped:
+        text += f"; skipped {stats.skipped} unreadable raw uploads (the aggregator quarantines them)"
+    return text
 
 
 def _span(start, end) -> str:
