@@ -135,15 +135,17 @@ class UploadSpool:
         with self._lock:
             return self._index[-1][0] if self._index else 0
 
-    def add(self, seq: int, key: str, data: bytes, metadata: dict[str, str] | None) -> int:
-        """Write one entry; returns how many entries were dropped to stay under the cap (this one included)."""
+    def add(self, seq: int, key: str, data: bytes, metadata: dict[str, str] | None) -> tuple[bool, int]:
+        """Write one entry: (written, how many older entries were deleted to make room).
+
+        An entry larger than the whole cap is not written."""
         header = json.dumps(
             {"key": key, "metadata": dict(metadata or {}), "size": len(data), "crc32": zlib.crc32(data)},
             separators=(",", ":"),
         ).encode()
         blob_size = len(MAGIC) + len(header) + 1 + len(data)
         if blob_size > self.max_bytes:
-            return 1
+            return False, 0
         name = f"{seq:020d}-{uuid.uuid4().hex[:8]}{SUFFIX}"
         tmp = self.directory / f"{_TMP}{name}"
         with open(tmp, "wb") as fh:
@@ -159,7 +161,7 @@ class UploadSpool:
             os.replace(tmp, self.directory / name)
             bisect.insort(self._index, (seq, name, blob_size))
             self._bytes += blob_size
-        return dropped
+        return True, dropped
 
     def _remove_at(self, position: int) -> None:
         seq, name, size = self._index.pop(position)

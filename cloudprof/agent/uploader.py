@@ -380,13 +380,15 @@ class Uploader:
                     self._counts["dropped"] += 1
             return
         try:
-            dropped = self.spool.add(item.seq, item.key, item.data, item.metadata)
+            written, dropped = self.spool.add(item.seq, item.key, item.data, item.metadata)
         except OSError as exc:
             self._log_once("spool-io", logging.WARNING, "cloudprof: cannot write the upload spool (%s)", exc)
-            dropped = 1
-        else:
-            with self._lock:
+            written, dropped = False, 0
+        with self._lock:
+            if written:
                 self._counts["spooled"] += 1
+            else:
+                dropped += 1  # this profile itself
         if dropped:
             with self._lock:
                 self._counts["dropped"] += dropped
