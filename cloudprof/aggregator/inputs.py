@@ -9,6 +9,7 @@ import re
 import zlib
 from operator import add as _add
 from dataclasses import dataclass
+from typing import Callable
 from datetime import timedelta
 
 from cloudprof.aggregator.partition import KIND_SAMPLE_TYPES, Partition
@@ -114,8 +115,14 @@ def _comments(profile: Profile, table: _Table) -> dict[str, str]:
     return found
 
 
-def load_input(data: bytes, part: Partition, *, limits: Limits = Limits(), metadata: dict[str, str] | None = None) -> LoadedInput:
-    """Decode, validate and fit-check one raw upload; tag its samples with `version`."""
+def load_input(data: bytes, part: Partition, *, limits: Limits = Limits(),
+               metadata: "dict[str, str] | Callable[[], dict[str, str]] | None" = None) -> LoadedInput:
+    """Decode, validate and fit-check one raw upload; tag its samples with `version`.
+
+    The version comes from the profile's `version=` comment, else from the object
+    metadata: a dict, or a callable that fetches it (listings carry no metadata, so
+    the aggregator pays for a HEAD only when the comment is missing).
+    """
     if not data:
         raise Rejected(Reason.EMPTY, "zero bytes")
     if len(data) > limits.max_object_bytes:
@@ -150,7 +157,9 @@ def load_input(data: bytes, part: Partition, *, limits: Limits = Limits(), metad
         start = int(part.hour.timestamp()) * 1_000_000_000
         if not start <= profile.time_nanos < start + 3_600_000_000_000:
             raise Rejected(Reason.WRONG_PARTITION, f"profile time_nanos {profile.time_nanos} is outside hour {part.hour:%Y-%m-%dT%H}")
-    version = comments.get("version") or (metadata or {}).get("version", "")
+    version = comments.get("version", "")
+    if not version and metadata is not None:
+        version = (metadata() if callable(metadata) else metadata).get("version", "")
     totals = _tag_and_total(profile, table, version, [f"{t}/{u}" for t, u in found_types])
     # Per-upload comments (host, pid, agent counters) would pile up by the thousand in an hour's
     # merge; the manifest keeps who sent what, and finish() stamps the merged profile's own comments.

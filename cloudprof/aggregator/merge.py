@@ -183,7 +183,7 @@ def fold_input(store, part: Partition, info, merger, limits: Limits) -> InputEnt
             data = store.get(info.key)
         except NotFound:
             return None
-        loaded = load_input(data, part, limits=limits, metadata=info.metadata)
+        loaded = load_input(data, part, limits=limits, metadata=info.metadata or (lambda: _metadata(store, info.key)))
         try:
             merger.add(loaded.profile)  # raises before changing anything, so a reject leaves the merge intact
         except ProfileError as exc:
@@ -196,6 +196,13 @@ def fold_input(store, part: Partition, info, merger, limits: Limits) -> InputEnt
         return InputEntry(key=info.key, size=info.size, etag=info.etag, status="quarantined",
                           reason=rejected.reason.value, detail=rejected.detail, quarantine_key=qkey)
     return InputEntry(key=info.key, size=info.size, etag=info.etag, status="merged", totals=loaded.totals, version=loaded.version)
+
+
+def _metadata(store, key: str) -> dict[str, str]:
+    try:
+        return store.head(key).metadata
+    except NotFound:
+        return {}
 
 
 def _stray_quarantined(store, part: Partition, known: set[str]) -> list[InputEntry]:

@@ -128,3 +128,17 @@ def test_abandoned_generations_are_removed_only_when_old(local_store, tmp_path):
     left = {i.key for i in local_store.list(PART.objects_prefix)}
     assert old_orphan not in left and young_orphan in left
     assert_exact(local_store, PART, uploads)
+
+
+def test_version_from_object_metadata_when_the_profile_has_no_comment(memory_store):
+    from cloudprof.pprof import decode, encode
+
+    upload = rawgen.put_raw(memory_store, index=0, version="ignored")
+    profile = decode(upload.data)
+    table = [s.decode() for s in profile.string_table]
+    profile.comment[:] = [i for i in profile.comment if not table[i].startswith("version=")]
+    memory_store.put(upload.key, encode(profile), metadata={"service": "checkout", "version": "from-metadata"})
+    merge_partition(memory_store, "checkout", rawgen.HOUR, "cpu", options=CLOSED)
+    found = assert_exact(memory_store, PART, [upload])
+    assert {dict(labels)["version"] for _stack, labels in canonical(found["profile"])} == {"from-metadata"}
+    assert found["manifest"].kind("cpu").inputs[0].version == "from-metadata"
