@@ -151,21 +151,34 @@ def cmd_aggregate(args: argparse.Namespace) -> int:
     else:  # every partition of those hours; a rerun folds in only what its manifest lacks
         partitions = sorted(list_partitions(store, service=args.service, hours=hours))
     workers = args.workers or min(4, os.cpu_count() or 1)
-    report = aggregate(store, partitions, workers=workers, progress=_progress_bar("aggregate") if sys.stderr.isatty() else None)
+    bar = _ProgressBar("aggregate") if sys.stderr.isatty() else None
+    report = aggregate(store, partitions, workers=workers, progress=bar, on_inputs=bar.inputs if bar else None)
     if sys.stderr.isatty():
         print(file=sys.stderr)
     print(report.summary())
     return 1 if report.failures else 0
 
 
-def _progress_bar(label: str):
-    """A one-line bar on stderr for long work (only on a TTY)."""
-    def show(done: int, total: int) -> None:
-        width = 30
-        filled = width * done // max(total, 1)
-        print(f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end="", file=sys.stderr, flush=True)
+class _ProgressBar:
+    """A one-line bar on stderr for long work (only on a TTY): partitions done of total, inputs read."""
 
-    return show
+    def __init__(self, label: str) -> None:
+        self.label, self.done, self.total, self.read = label, 0, 0, 0
+
+    def __call__(self, done: int, total: int) -> None:
+        self.done, self.total = done, total
+        self._show()
+
+    def inputs(self, count: int) -> None:
+        self.read += count
+        if count != 1 or self.read % 25 == 0:
+            self._show()
+
+    def _show(self) -> None:
+        width = 30
+        filled = width * self.done // max(self.total, 1)
+        print(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} partitions, "
+              f"{self.read} inputs", end="", file=sys.stderr, flush=True)
 
 
 def _emit(output: str | None, data: bytes, what: str) -> None:
