@@ -132,8 +132,13 @@ def _merge_in_worker(url: str, part_dict: dict, options: MergeOptions) -> dict:
 
 
 def aggregate(store, partitions: Iterable[Partition], *, workers: int = 1, options: MergeOptions = MergeOptions(),
-              progress: Callable[[int, int], None] | None = None) -> AggregateReport:
-    """Merge each partition; with workers > 1, partitions run in a process pool (one store per process)."""
+              progress: Callable[[int, int], None] | None = None,
+              on_inputs: Callable[[int], None] | None = None) -> AggregateReport:
+    """Merge each partition; with workers > 1, partitions run in a process pool (one store per process).
+
+    `progress(done, total)` after each partition; `on_inputs(n)` as inputs are read (per input
+    when partitions run here, per partition when they run in the pool).
+    """
     import time
 
     started = time.monotonic()
@@ -147,6 +152,8 @@ def aggregate(store, partitions: Iterable[Partition], *, workers: int = 1, optio
                 part = futures[future]
                 try:
                     report.results.append(_result_from_dict(future.result()))
+                    if on_inputs:
+                        on_inputs(report.results[-1].merged + report.results[-1].quarantined)
                 except CloudprofError as exc:
                     report.failures.append((part, str(exc)))
                 if progress:
@@ -154,7 +161,8 @@ def aggregate(store, partitions: Iterable[Partition], *, workers: int = 1, optio
     else:
         for part in parts:
             try:
-                report.results.append(merge_partition(store, part.service, part.hour, part.kind, options=options))
+                report.results.append(merge_partition(store, part.service, part.hour, part.kind, options=options,
+                                                      progress=on_inputs))
             except CloudprofError as exc:
                 log.error("%s: %s", part.label(), exc)
                 report.failures.append((part, str(exc)))

@@ -47,5 +47,5 @@ def test_progress_bar_on_a_tty(local_url, local_store):
     shown = os.read(leader, 65536).decode()
     os.close(leader)
     assert proc.returncode == 0
-    assert "aggregate [" in shown and "2/2" in shown
+    assert "aggregate [" in shown and "2/2 partitions, 6 inputs" in shown
     assert proc.stdout.decode().startswith("2 partitions, 6 inputs merged")
