@@ -256,7 +256,9 @@ def iter_profiles(store, sel: Selection, stats: QueryStats | None = None, *, wor
                 stats.merge(fetched.stats)
                 if fetched.merged is not None:
                     stats.hours_merged += 1
-                    yield decode(fetched.merged)
+                    # Its sha256 matched the manifest: these are the bytes the aggregator wrote after
+                    # validating every input, so the per-hour validation pass (~25% of a week's CPU) is skipped.
+                    yield decode(fetched.merged, check=False)
                 used_raw = False
                 for key, data in fetched.raw:
                     try:
