@@ -209,6 +209,10 @@ def test_other_cloud_events_and_buckets_are_ignored(gcs_bucket):
     elsewhere = copy.deepcopy(evt)
     elsewhere["data"]["bucket"] = "someone-else"
     assert gcp.handler(elsewhere) == {"partitions": []}
+    # GCS triggers cannot filter by prefix: the aggregator's own writes come back as events and are ignored.
+    own_write = copy.deepcopy(evt)
+    own_write["data"]["name"] = CHECKOUT.manifest_key
+    assert gcp.handler(own_write) == {"partitions": []}
     assert list(store.list("merged/")) == []
 
 
