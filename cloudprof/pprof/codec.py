@@ -14,7 +14,7 @@ from google.protobuf import message
 from cloudprof.errors import ProfileError
 from cloudprof.pprof.profile_pb2 import Profile
 from cloudprof.pprof.validate import validate
-from cloudprof.pprof.views import Header
+from cloudprof.pprof.views import Header, view
 
 __all__ = ["DEFAULT_MAX_SIZE", "decode", "encode", "gunzip", "parse", "unwrap"]
 
@@ -112,8 +112,7 @@ def parse(raw: bytes) -> Profile:
     except (ValueError, RuntimeError, OverflowError) as exc:
         raise ProfileError(f"not a pprof profile: {exc}") from None
     if profile.time_nanos:
-        header = Header()
-        header.ParseFromString(raw)
+        header = view(Header, raw)
         if any(header.time_nanos[:-1]):
             # go tool pprof's rule: a second time_nanos after a non-zero one means two profiles back to back.
             raise ProfileError("two profiles concatenated in one message (time_nanos appears twice)")

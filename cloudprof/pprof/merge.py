@@ -33,7 +33,7 @@ from cloudprof.errors import IncompatibleProfiles, ProfileError
 from cloudprof.pprof.codec import DEFAULT_MAX_SIZE, parse, unwrap
 from cloudprof.pprof.profile_pb2 import Label, Profile
 from cloudprof.pprof.validate import check_tables
-from cloudprof.pprof.views import Columns, Rows
+from cloudprof.pprof.views import Columns, Rows, view
 
 __all__ = ["Merger", "merge", "merge_files", "sample_totals"]
 
@@ -83,7 +83,7 @@ class Merger:
         """
         if isinstance(profile, Profile):
             raw = profile.SerializeToString()
-            columns = Columns.FromString(raw)  # a Profile object is trusted to be decoded or built, so valid
+            columns = view(Columns, raw)  # a Profile object is trusted to be decoded or built, so valid
         else:
             raw = unwrap(profile, self.max_size)
             profile = parse(raw)
@@ -201,7 +201,7 @@ class Merger:
         created: list[tuple] = []
         updated: list[tuple[list[int], list[int]]] = []
         try:
-            for s in Rows.FromString(raw).sample:
+            for s in view(Rows, raw).sample:
                 vals = s.value[:]  # a list: much cheaper to add from than the protobuf container
                 if len(vals) != ntypes:
                     raise ProfileError(f"invalid profile: a sample has {len(vals)} values for {ntypes} sample types")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from cloudprof.errors import ProfileError
 from cloudprof.pprof.profile_pb2 import Profile
-from cloudprof.pprof.views import Columns, LineCount, Rows
+from cloudprof.pprof.views import Columns, LineCount, Rows, view
 
 __all__ = ["check_tables", "validate"]
 
@@ -44,7 +44,7 @@ def validate(profile: Profile, raw: bytes | None = None) -> None:
         raw = profile.SerializeToString()
     check_tables(profile, raw)
     ntypes = len(profile.sample_type)
-    for s in Rows.FromString(raw).sample:
+    for s in view(Rows, raw).sample:
         if len(s.value) != ntypes:
             raise ProfileError(f"invalid profile: a sample has {len(s.value)} values for {ntypes} sample types")
 
@@ -65,7 +65,7 @@ def check_tables(profile: Profile, raw: bytes | None = None, *, references: bool
         raise ProfileError("invalid profile: samples but no sample_type")
     if raw is None:
         raw = profile.SerializeToString()
-    columns = Columns.FromString(raw)
+    columns = view(Columns, raw)
 
     def bad(where: str) -> ProfileError:
         return ProfileError(f"invalid profile: {where} string index out of range (string_table has {nstr} entries)")
@@ -106,7 +106,7 @@ def check_tables(profile: Profile, raw: bytes | None = None, *, references: bool
     if not references:
         return columns
     line_functions = set(locations.line.function_id)
-    if len(locations.line.function_id) != len(LineCount.FromString(raw).location.line):
+    if len(locations.line.function_id) != len(view(LineCount, raw).location.line):
         raise ProfileError("invalid profile: a location's line refers to function id 0, which does not exist")
     if not line_functions <= function_ids:
         missing = min(line_functions - function_ids)

@@ -11,9 +11,11 @@ their zeros, so they are always complete.
 
 from __future__ import annotations
 
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf import descriptor_pb2, descriptor_pool, message, message_factory
 
-__all__ = ["Columns", "Header", "LineCount", "Rows"]
+from cloudprof.errors import ProfileError
+
+__all__ = ["Columns", "Header", "LineCount", "Rows", "view"]
 
 _F = descriptor_pb2.FieldDescriptorProto
 _PACKAGE = "cloudprof.pprof.views"
@@ -57,3 +59,11 @@ def _build():
 
 
 Columns, Rows, Header, LineCount = _build()
+
+
+def view(cls, raw: bytes):
+    """Parse `raw` as one of the views; bytes that parsed as a Profile parse here too, but never crash."""
+    try:
+        return cls.FromString(raw)
+    except message.DecodeError as exc:
+        raise ProfileError(f"not a pprof profile: the protobuf wire format is corrupt ({exc})") from None
