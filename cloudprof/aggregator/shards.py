@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field
 from cloudprof.aggregator.inputs import Limits
 from cloudprof.aggregator.manifest import InputEntry
 from cloudprof.aggregator.merge import (
-    Conflict, MergeOptions, MergeResult, Partition, _seed, finish, fold_input, read_base, log,
+    Conflict, MergeOptions, MergeResult, Partition, _seed, _stray_quarantined, finish, fold_input, read_base, log,
 )
 from cloudprof.errors import NotFound, PreconditionFailed, StorageError
 from cloudprof.pprof import Merger, decode, encode
@@ -180,6 +180,8 @@ def reduce_shards(store, plan_key: str, *, options: MergeOptions = MergeOptions(
                     have_output = True
                 for e in fresh:
                     entries[e.key] = e
+            for stray in _stray_quarantined(store, part, base.known):  # a shard that crashed after quarantining
+                entries.setdefault(stray.key, stray)
             final = finish(store, part, base, merger if have_output else None, list(entries.values()), is_open, result,
                            options.orphan_age)
         except Conflict as exc:

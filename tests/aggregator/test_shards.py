@@ -77,3 +77,21 @@ def test_reduce_reuses_shards_that_do_not_overlap(memory_store):
     found = assert_exact(memory_store, PART, first + more)
     assert decode(read_merged(memory_store, PART.manifest_key, "cpu")).duration_nanos == 50 * 60 * 10**9
     assert found["manifest"].kind("cpu").merged == 50
+
+
+def test_a_shard_killed_after_quarantining_still_records_the_input(local_url, local_store):
+    from cloudprof.aggregator.merge import CRASH_ENV
+    from tests.aggregator.checks import run_python
+
+    uploads = rawgen.put_many(local_store, 6)
+    bad = PART.raw_prefix + "web-1.1.1795615201000.99.pb.gz"
+    local_store.put(bad, b"")
+    plan_key = plan_shards(local_store, PART, list(local_store.list(PART.raw_prefix)), shard_size=100)
+    crashed = run_python(f"from cloudprof.storage import open_store\nfrom cloudprof.aggregator import run_shard\n"
+                         f"run_shard(open_store({local_url!r}), {plan_key!r}, 0)", env={CRASH_ENV: "after_quarantine"})
+    assert crashed.returncode == 77, crashed.stderr
+    run_shard(local_store, plan_key, 0)  # the retried invocation no longer finds the bad input in raw/
+    reduce_shards(local_store, plan_key, options=MergeOptions(now=NOW))
+    assert_exact(local_store, PART, uploads, bad_keys=[bad])
+    entries = {e.key: e for e in read_manifest(local_store, PART.manifest_key)[0].kind("cpu").inputs}
+    assert entries[bad].status == "quarantined" and entries[bad].reason == "empty"
