@@ -15,6 +15,8 @@ from urllib.parse import unquote_plus
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from cloudprof.errors import CloudprofError
+
 __all__ = [
     "EventError",
     "ObjectEvent",
@@ -31,7 +33,7 @@ __all__ = [
 GCS_FINALIZED = "google.cloud.storage.object.v1.finalized"
 
 
-class EventError(ValueError):
+class EventError(CloudprofError, ValueError):
     """An event this aggregator cannot read; retrying it would not help."""
 
 

@@ -253,3 +253,14 @@ def test_fan_out_steps_as_separate_lambda_invocations(s3_bucket):
     result = aws_lambda.handler({"cloudprof": "reduce", "plan": plan_key}, None)
     assert (result["merged"], result["shards"]) == (9, 3)
     assert_exact(s3_bucket, CHECKOUT, uploads)
+
+
+def test_manual_invocations(s3_bucket):
+    uploads = rawgen.put_many(s3_bucket, 3)
+    out = aws_lambda.handler({"cloudprof": "partition", "service": "checkout", "hour": "2026-11-25T14", "kind": "cpu"}, None)
+    assert out["merged"] == 3
+    assert_exact(s3_bucket, CHECKOUT, uploads)
+    out = aws_lambda.handler({"cloudprof": "pending", "lookback_hours": 1}, None)
+    assert out["summary"].startswith("0 partitions")
+    with pytest.raises(ValueError, match="unrecognised event"):
+        aws_lambda.handler({"hello": "world"}, None)

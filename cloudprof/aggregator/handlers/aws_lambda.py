@@ -10,6 +10,8 @@ Events:
   (CLOUDPROF_AGGREGATE_LOOKBACK_HOURS, default 3, or detail.lookback_hours); raises on failure.
 - Fan-out steps `{"cloudprof": "shard", "plan": KEY, "index": I}` and
   `{"cloudprof": "reduce", "plan": KEY}`, for a Step Functions map over shards.
+- Manual runs: `{"cloudprof": "partition", "service": S, "hour": "2026-11-25T14", "kind": "cpu"}`
+  and `{"cloudprof": "pending", "lookback_hours": N}` (e.g. `aws lambda invoke`).
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ from cloudprof.aggregator.events import (
 from cloudprof.aggregator.handlers.common import (
     get_store, lookback_hours, merge_partitions, partitions_for_objects, run_pending, storage_url,
 )
-from cloudprof.aggregator.merge import MergeOptions
+from cloudprof.aggregator.merge import MergeOptions, merge_partition
 from cloudprof.aggregator.shards import reduce_shards, run_shard
 from cloudprof.errors import CloudprofError
+from cloudprof.times import parse_time
 
 __all__ = ["handler"]
 
@@ -49,6 +52,11 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
         return {"shard": result.index, "inputs": len(result.entries)}
     if event.get("cloudprof") == "reduce":
         return reduce_shards(get_store(), event["plan"]).to_dict()
+    if event.get("cloudprof") == "partition":
+        hour = parse_time(str(event["hour"]))
+        return merge_partition(get_store(), event["service"], hour, event.get("kind", "cpu")).to_dict()
+    if event.get("cloudprof") == "pending":
+        return _scheduled({"source": "aws.events", "detail": {"lookback_hours": event.get("lookback_hours")}})
     raise EventError(f"unrecognised event (keys: {sorted(event)[:8]})")
 
 
