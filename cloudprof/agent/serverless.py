@@ -107,6 +107,7 @@ def begin_invocation(agent) -> None:
         sampler.start()
     sampler.drain()  # whatever the sampler saw between invocations is dropped
     agent.schedule = WindowSchedule(agent.clock, agent.settings.upload_interval_s)
+    sampler._last_tick = sampler.clock.monotonic_ns()  # wall is counted from the window's start, not start()'s
     agent.paused = False
 
 

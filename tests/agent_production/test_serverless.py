@@ -114,9 +114,10 @@ def test_lambda_life_cycle_with_freezes(tmp_path):
         wall = helpers.total(profile, 2)
         assert wall <= profile.duration_nanos * 1.1 + 20e6, (wall, profile.duration_nanos)
         # All the invocation's CPU is in its profile; with 6-20 samples per invocation a sample's worth
-        # (10 ms) may land in the wrapper instead of burn(), so attribution is checked loosely.
+        # (10 ms) may land in the wrapper instead of burn(), so attribution is checked loosely. burn()'s
+        # own clock also counts the signal handler (the agent's CPU, which profiles leave out).
         main_cpu = helpers.total(profile, 1, label=("thread_name", "MainThread"))
-        assert 0.85 * ms * 1e6 <= main_cpu <= 1.5 * ms * 1e6, (ms, main_cpu / 1e6)
+        assert 0.75 * ms * 1e6 <= main_cpu <= 1.5 * ms * 1e6, (ms, main_cpu / 1e6)
         assert main_cpu >= 0.9 * int(notes["process_cpu_ns"]) - 15e6, (main_cpu, notes["process_cpu_ns"])
         assert helpers.total(profile, 1, function="burn") >= 0.5 * ms * 1e6
 
