@@ -118,3 +118,27 @@ def test_top_matches_go_top(go_bin, tmp_path, source, request):
                 old = ours.get(stat.name, (0, 0))
                 ours[stat.name] = (old[0] + stat.self, max(old[1], stat.total))
         assert ours == theirs, sample_type
+
+
+def _native_profile(start: int, build_id: str, counts: list[int]) -> Profile:
+    """An unsymbolized profile: one mapping, address-only locations, like a native profiler writes."""
+    p = Profile()
+    p.string_table.extend([b"", b"samples", b"count", b"/usr/bin/server", build_id.encode()])
+    p.sample_type.add(type=1, unit=2)
+    p.period_type.type, p.period_type.unit, p.period = 1, 2, 1
+    p.mapping.add(id=1, memory_start=start, memory_limit=start + 0x100000, filename=3, build_id=4)
+    for i in range(3):
+        p.location.add(id=i + 1, mapping_id=1, address=start + 0x100 * (i + 1))
+    for i, count in enumerate(counts):
+        p.sample.add(location_id=[i % 3 + 1, 3], value=[count])
+    return p
+
+
+def test_merge_across_address_space_randomisation_matches_go(go_bin, tmp_path):
+    """The same binary loaded at two addresses is one mapping; its locations line up by offset."""
+    paths = [_write(tmp_path / "a.pb.gz", _native_profile(0x400000, "abc", [1, 2, 3])),
+             _write(tmp_path / "b.pb.gz", _native_profile(0x7f0000, "abc", [10, 20, 30])),
+             _write(tmp_path / "c.pb.gz", _native_profile(0x400000, "other-build", [100, 200, 300]))]
+    ours = _assert_merge_matches_go(go_bin, paths, tmp_path)
+    assert len(ours.mapping) == 2 and len(ours.location) == 6
+    assert sorted(loc.address for loc in ours.location)[:3] == [0x400100, 0x400100, 0x400200]
