@@ -128,6 +128,7 @@ class Sampler:
         self._wake_r: int | None = None
         self._wake_w: int | None = None
         self._proc_mark = 0
+        self._app_threads = 1  # threads sampled at the last tick (not the agent's)
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._active = False
@@ -425,6 +426,10 @@ class Sampler:
         if len(threads) > len(frames) + 16:
             for ident in [i for i in threads if i not in frames]:
                 del threads[ident]
+        app_threads = sum(1 for ident in frames if threads.get(ident) is not None)
+        if app_threads > 1 and self._app_threads <= 1:
+            self._proc_mark = process_cpu_ns()
+        self._app_threads = app_threads
         # The dict holds this very frame (the sampler's own thread): a reference cycle per tick, i.e. garbage
         # that makes the app's collector run more often. Break it now.
         frames.clear()
@@ -439,9 +444,12 @@ class Sampler:
             cpu = t0 - self._main_cpu_mark
             expiries = self._expiries()
             if expiries:
-                proc = process_cpu_ns()
-                span, self._proc_mark = proc - self._proc_mark, proc
-                share = cpu / span if span > cpu else 1.0
+                if self._app_threads > 1:  # other threads' CPU also makes the timer expire
+                    proc = process_cpu_ns()
+                    span, self._proc_mark = proc - self._proc_mark, proc
+                    share = cpu / span if span > cpu else 1.0
+                else:
+                    share = 1.0
                 cpu = int(expiries * self._period_ns * share)
             if frame is not None:
                 frame = where_cpu_went(frame)
@@ -515,7 +523,11 @@ class Sampler:
                 if not self._govern:
                     hz = self.governor.target_hz
                 if self.mode == "signal":
-                    fill = (self.handler_ticks - gov_mark[3]) * 1e9 / span < 0.9 * self.hz
+                    # A main thread that gets less CPU than it wants (a loaded box, other busy threads) makes
+                    # the handler tick less often; its ticks still carry the exact wall time since the last
+                    # one, so the thread, whose wake-ups cost more than the handler, fills in only when the
+                    # handler is mostly absent (main thread blocked or idle).
+                    fill = (self.handler_ticks - gov_mark[3]) * 1e9 / span < 0.5 * self.hz
                 self._set_rate(hz, now)
                 gov_mark = (now, own, proc, self.handler_ticks)
                 next_govern = now + _GOVERN_NS

@@ -64,11 +64,11 @@ def test_cpu_goes_to_the_burner_and_wall_to_everyone(use_signal):
     cpu_total = sum(v[1] for v in per_thread.values())
     burner = per_thread["burner"]
     sleeper = per_thread["sleeper"]
-    assert burner[1] >= 0.9 * cpu_total, per_thread
+    assert burner[1] >= 0.9 * cpu_total, (per_thread, batch._replace(tables=None))
     assert burner[1] == pytest.approx(burner_cpu_s * 1e9, rel=0.10), (burner[1] / 1e9, burner_cpu_s)
     assert sleeper[1] < 0.01 * burner[1]
-    assert sleeper[2] == pytest.approx(1e9, rel=0.25)  # slept 1 s, sampled as wall time
-    assert per_thread["MainThread"][2] >= 0.8 * elapsed * 1e9
+    assert sleeper[2] == pytest.approx(1e9, rel=0.25), per_thread  # slept 1 s, sampled as wall time
+    assert per_thread["MainThread"][2] >= 0.8 * elapsed * 1e9, (per_thread, elapsed)
     assert leaves["Burner.spin"] >= 0.9 * burner[1]  # qualified names
     assert "cloudprof-sampler" not in per_thread  # the agent does not sample itself
 
@@ -88,8 +88,8 @@ def test_main_thread_cpu_comes_from_the_signal_handler():
         sampler.stop()
     per_thread, leaves = totals(batch)
     main = per_thread["MainThread"]
-    assert main[1] == pytest.approx(spent[0] * 1e9, rel=0.10)
-    assert main[1] >= 0.9 * sum(v[1] for v in per_thread.values())
+    assert main[1] == pytest.approx(spent[0] * 1e9, rel=0.10), (main, spent, batch._replace(tables=None))
+    assert main[1] >= 0.9 * sum(v[1] for v in per_thread.values()), per_thread
     assert per_thread["sleeper"][1] < 0.01 * main[1]
     assert batch.signal_samples >= 0.8 * spent[0] * 100
     assert leaves["Burner.spin"] >= 0.9 * main[1]

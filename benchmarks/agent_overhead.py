@@ -1,0 +1,307 @@
+"""What the agent costs: whole-process CPU and wall overhead, achieved rate, per-sample cost, start-up, memory.
+
+    .venv/bin/python benchmarks/agent_overhead.py [--pairs 13] [--units N] [--segments 6]
+                                                 [--long-seconds 600] [--skip-long]
+
+1. Process pairs: the same fixed CPU-bound service-like workload (JSON, regex,
+   recursion, sorting, string work) run as a bare process and as a profiled
+   process, interleaved (bare/profiled, then profiled/bare, ...), >= 13 pairs for
+   each configuration: 1 thread at 100 Hz, 4 threads at 100 Hz, 1 thread with
+   the governor at 0.25%. CPU is the whole process's (every thread: the app's,
+   the sampler's, the signal handler's, the uploader's) over the workload with
+   the agent running; `cloudprof.start()` (which imports pydantic and protobuf)
+   and the final `stop(flush=True)` are reported apart ("start+stop"), since in
+   a service they happen once, not per request.
+2. In-process ABBA: one process alternates agent-off and agent-on segments of the
+   same work, so drift of the machine cancels out.
+3. Per-sample cost at stack depth 10, 50, 100: one signal-handler sample (it also
+   takes the all-thread tick) and the stack fold alone.
+4. Start-up: `import cloudprof` and `cloudprof.start()`.
+5. Memory: a high-cardinality run (thousands of distinct stacks) for --long-seconds,
+   then the agent's traced allocations (tracemalloc, cloudprof's files only).
+Medians with quartiles; the box is shared and noisy, so trust medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+WORD = re.compile(r"[a-z]+\d*")
+
+
+def fib(n):
+    return n if n < 2 else fib(n - 1) + fib(n - 2)
+
+
+class Order:
+    __slots__ = ("id", "lines", "note")
+
+    def __init__(self, i):
+        self.id = i
+        self.lines = [{"sku": f"sku{(i * 7 + j) % 97}", "qty": j % 5 + 1, "price": (i + j) * 0.25} for j in range(30)]
+        self.note = " ".join(f"word{(i + j) % 13}" for j in range(40))
+
+    def total(self):
+        return sum(line["qty"] * line["price"] for line in self.lines)
+
+
+def unit(i):
+    """One request's worth of work: build, serialise, parse, match, sort, recurse, format."""
+    order = Order(i)
+    text = json.dumps({"id": order.id, "lines": order.lines, "note": order.note})
+    doc = json.loads(text)
+    words = WORD.findall(doc["note"])
+    ranked = sorted(doc["lines"], key=lambda line: (line["sku"], -line["qty"]))
+    fib(14)
+    out = ""
+    for w in words[:20]:
+        out += w.upper() + ","
+    return order.total() + len(ranked) + len(out)
+
+
+def workload(units, threads):
+    if threads <= 1:
+        for i in range(units):
+            unit(i)
+        return
+    per = units // threads
+    ts = [threading.Thread(target=lambda k=k: [unit(k * per + i) for i in range(per)], name=f"worker-{k}")
+          for k in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+
+
+# --- child process -----------------------------------------------------------------
+
+
+def child(args) -> None:
+    import cloudprof
+    from cloudprof.agent import lifecycle
+
+    store = tempfile.mkdtemp(prefix="cloudprof-bench-")
+    stats = {}
+    if args.profile:
+        c = time.process_time()
+        cloudprof.start(enabled=True, service="bench", storage=f"file://{store}", sample_hz=args.hz,
+                        max_overhead_pct=args.budget, upload_interval_s=60, strict=True)
+        stats["start_cpu"] = time.process_time() - c
+        s = lifecycle.current().sampler
+        s0 = (s.ticks, s.signal_samples, time.monotonic(), s.agent_cpu_ns())
+    # steady state: from a running agent to just before stop (start-up and the final flush are reported apart)
+    c0, w0 = time.process_time(), time.perf_counter()
+    workload(args.units, args.threads)
+    cpu, wall = time.process_time() - c0, time.perf_counter() - w0
+    if args.profile:
+        s1 = (s.ticks, s.signal_samples, time.monotonic(), s.agent_cpu_ns())
+        span = s1[2] - s0[2]
+        stats.update({"ticks_per_s": (s1[0] - s0[0]) / span, "signals_per_s": (s1[1] - s0[1]) / span,
+                      "hz": s.hz, "agent_cpu_s": (s1[3] - s0[3]) / 1e9, "mode": s.mode})
+        c = time.process_time()
+        cloudprof.stop(flush=True, timeout=10)
+        stats["stop_cpu"] = time.process_time() - c
+    print(json.dumps({"cpu": cpu, "wall": wall, **stats}))
+
+
+def run_child(profile, units, threads, hz=100.0, budget=1.0):
+    cmd = [sys.executable, __file__, "--child", "--units", str(units), "--threads", str(threads), "--hz", str(hz),
+           "--budget", str(budget)] + (["--profile"] if profile else [])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDPROF_")}
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def quartiles(values):
+    q = statistics.quantiles(values, n=4) if len(values) > 1 else [values[0]] * 3
+    return q[0], statistics.median(values), q[2]
+
+
+def pairs(name, n, units, threads, hz=100.0, budget=1.0):
+    cpu, wall, rates, sig, own, hzs, edges = [], [], [], [], [], [], []
+    for i in range(n):
+        order = (False, True) if i % 2 == 0 else (True, False)
+        res = {p: run_child(p, units, threads, hz, budget) for p in order}
+        bare, prof = res[False], res[True]
+        cpu.append(100 * (prof["cpu"] / bare["cpu"] - 1))
+        wall.append(100 * (prof["wall"] / bare["wall"] - 1))
+        rates.append(prof["ticks_per_s"])
+        sig.append(prof["signals_per_s"])
+        own.append(100 * prof["agent_cpu_s"] / max(1e-9, prof["cpu"] - prof["agent_cpu_s"]))
+        hzs.append(prof["hz"])
+        edges.append((prof["start_cpu"] + prof["stop_cpu"]) * 1000)
+    qc, qw = quartiles(cpu), quartiles(wall)
+    print(f"{name:<34} CPU {qc[1]:+6.2f}% [{qc[0]:+.2f}, {qc[2]:+.2f}]  wall {qw[1]:+6.2f}% [{qw[0]:+.2f}, {qw[2]:+.2f}]"
+          f"  ticks/s {statistics.median(rates):6.1f}  signals/s {statistics.median(sig):6.1f}"
+          f"  self-timed {statistics.median(own):.2f}%  governor at {statistics.median(hzs):.0f} Hz"
+          f"  start+stop {statistics.median(edges):.0f} ms CPU  (n={n}, bare CPU {bare['cpu']:.2f}s)", flush=True)
+
+
+# --- in-process --------------------------------------------------------------------
+
+
+def abba(units, segments, threads=1):
+    import cloudprof
+
+    store = tempfile.mkdtemp(prefix="cloudprof-abba-")
+
+    def segment(on):
+        if on:
+            cloudprof.start(enabled=True, service="bench", storage=f"file://{store}", strict=True)
+        c0 = time.process_time()
+        workload(units, threads)
+        c = time.process_time() - c0
+        if on:
+            cloudprof.stop(flush=False, timeout=5)
+        return c
+
+    workload(units // 4, threads)  # warm up
+    ratios = []
+    for _ in range(segments):
+        a1, b1, b2, a2 = segment(False), segment(True), segment(True), segment(False)
+        ratios.append(100 * ((b1 + b2) / (a1 + a2) - 1))
+    q = quartiles(ratios)
+    print(f"in-process ABBA, {threads} thread(s)         CPU {q[1]:+6.2f}% [{q[0]:+.2f}, {q[2]:+.2f}]  "
+          f"(n={segments} ABBA groups)", flush=True)
+
+
+def deep(n, fn):
+    if n <= 1:
+        return fn()
+    return deep(n - 1, fn)
+
+
+def per_sample_cost():
+    import signal as sig
+
+    from cloudprof.agent.sampler import Sampler
+    from cloudprof.agent.stacks import StackTable, record
+
+    for depth in (10, 50, 100):
+        def measure():
+            frame = sys._getframe()
+            table, labels, n = StackTable(), (("thread_name", "MainThread"),), 20000
+            t0 = time.thread_time_ns()
+            for _ in range(n):
+                record(table, labels, frame, 128, 1, 1, 1)
+            fold = (time.thread_time_ns() - t0) / n / 1000
+            s = Sampler(sample_hz=1, max_overhead_pct=100)  # 1 Hz: the timer stays out of the measurement
+            s.start()
+            try:
+                t0 = time.thread_time_ns()
+                handler_start = s.handler_ns
+                for _ in range(n // 10):
+                    s._last_tick = 0  # make every call take the all-thread tick too
+                    s._on_signal(sig.SIGPROF, frame)
+                handler = (s.handler_ns - handler_start) / (n // 10) / 1000
+            finally:
+                s.stop()
+            return fold, handler
+        fold, handler = deep(depth, measure)
+        print(f"per-sample cost at depth {depth:>3}: signal handler + tick {handler:6.1f} us, stack fold alone {fold:5.1f} us",
+              flush=True)
+
+
+def startup_cost():
+    code = ("import time; t0 = time.perf_counter(); c0 = time.process_time(); import cloudprof; "
+            "t1 = time.perf_counter(); c1 = time.process_time(); import tempfile; d = tempfile.mkdtemp(); "
+            "cloudprof.start(enabled=True, service='bench', storage='file://' + d, strict=True); "
+            "t2 = time.perf_counter(); c2 = time.process_time(); cloudprof.stop(flush=False); "
+            "print(t1 - t0, c1 - c0, t2 - t1, c2 - c1)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDPROF_")}
+    rows = [list(map(float, subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                           check=True, env=env).stdout.split())) for _ in range(5)]
+    med = [statistics.median(r[i] for r in rows) for i in range(4)]
+    print(f"start-up: import cloudprof {med[0] * 1000:.1f} ms wall / {med[1] * 1000:.1f} ms CPU; "
+          f"cloudprof.start() {med[2] * 1000:.1f} ms wall / {med[3] * 1000:.1f} ms CPU (median of 5)", flush=True)
+
+
+# --- memory ------------------------------------------------------------------------
+
+
+def memory(seconds):
+    code = f"""
+import random, sys, tempfile, time, tracemalloc
+sys.setrecursionlimit(10000)
+tracemalloc.start(1)
+import cloudprof
+from cloudprof.agent import lifecycle
+names = [f"f{{i}}" for i in range(300)]
+ns = {{}}
+for i, name in enumerate(names):
+    exec(f"def {{name}}(path, k):\\n    if k == len(path):\\n        return sum(j * j for j in range(200))\\n    return globals()[path[k]](path, k + 1)\\n", ns)
+rnd = random.Random(7)
+d = tempfile.mkdtemp()
+cloudprof.start(enabled=True, service="bench", storage="file://" + d, upload_interval_s=60, strict=True)
+end = time.monotonic() + {seconds}
+peak_stacks = 0
+while time.monotonic() < end:
+    path = [rnd.choice(names) for _ in range(rnd.randint(3, 40))]
+    ns[path[0]](path, 1)
+    s = lifecycle.current().sampler
+    peak_stacks = max(peak_stacks, len(s._htable) + len(s._ttable))
+snap = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(True, "*cloudprof*")])
+agent = sum(st.size for st in snap.statistics("filename"))
+print(agent, peak_stacks)
+cloudprof.stop(flush=False)
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDPROF_")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    agent, peak = map(int, out.stdout.split())
+    print(f"memory after a {seconds:.0f} s high-cardinality run: agent allocations {agent / 2**20:.2f} MiB "
+          f"(tracemalloc, cloudprof files), up to {peak} unique stacks in a window", flush=True)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--profile", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
+    ap.add_argument("--hz", type=float, default=100.0, help=argparse.SUPPRESS)
+    ap.add_argument("--budget", type=float, default=1.0, help=argparse.SUPPRESS)
+    ap.add_argument("--units", type=int, default=20000, help="work units per run (about 0.1 ms of CPU each)")
+    ap.add_argument("--pairs", type=int, default=13)
+    ap.add_argument("--segments", type=int, default=6, help="ABBA groups in process")
+    ap.add_argument("--long-seconds", type=float, default=600.0, help="length of the memory run (issue: 600)")
+    ap.add_argument("--skip-long", action="store_true")
+    ap.add_argument("--only", choices=["pairs", "abba", "cost", "startup", "memory"], action="append")
+    args = ap.parse_args(argv)
+    if args.child:
+        child(args)
+        return 0
+    only = set(args.only or ["pairs", "abba", "cost", "startup", "memory"])
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}, "
+          f"units={args.units}", flush=True)
+    if "pairs" in only:
+        pairs("1 thread, 100 Hz, budget 1%", args.pairs, args.units, 1)
+        pairs("4 threads, 100 Hz, budget 1%", args.pairs, args.units, 4)
+        pairs("1 thread, governor at 0.25%", args.pairs, args.units, 1, budget=0.25)
+    if "abba" in only:
+        abba(args.units // 2, args.segments, 1)
+        abba(args.units // 2, args.segments, 4)
+    if "cost" in only:
+        per_sample_cost()
+    if "startup" in only:
+        startup_cost()
+    if "memory" in only and not args.skip_long:
+        memory(args.long_seconds)
+    print(f"load at the end {os.getloadavg()[0]:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
