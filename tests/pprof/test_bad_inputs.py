@@ -180,3 +180,13 @@ def test_foreign_formats_are_named(data, match):
 def test_decode_refuses_non_bytes():
     with pytest.raises(TypeError):
         decode("text")  # type: ignore[arg-type]
+
+
+def test_gzip_members_and_trailing_bytes():
+    raw = encode(good(), compress=False)
+    half = len(raw) // 2
+    two_members = gzip.compress(raw[:half]) + gzip.compress(raw[half:])
+    assert decode(two_members) == decode(raw), "concatenated gzip members read as one stream, as in Go"
+    assert decode(gzip.compress(raw) + b"\0" * 16) == decode(raw), "zero padding after the stream is ignored"
+    with pytest.raises(ProfileError, match="trailing bytes"):
+        decode(gzip.compress(raw) + b"garbage")
