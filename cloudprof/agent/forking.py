@@ -13,6 +13,11 @@ Interval timers survive `execve`, and a child that forks only to exec
 handle. The child's ITIMER_PROF is therefore armed only after ARM_DELAY_S, by
 which time such a child has long exec'd; until then the sampler thread takes the
 ticks (it fills in whenever the handler does not).
+
+multiprocessing's fork-pool workers leave through os._exit (no atexit), after
+running multiprocessing's own finalizers: the child's last window is flushed
+from one of those. (Celery's billiard has its own copy of that machinery, not
+hooked: its workers rely on the upload interval and SIGTERM.)
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 
@@ -48,6 +54,7 @@ def _before() -> None:
     # Fork with the life-cycle lock held, so the child never sees a start() or stop() half done.
     from cloudprof.agent import lifecycle
 
+    _hook_multiprocessing()
     _state["held"] = lifecycle._lock.acquire(timeout=1.0)
 
 
@@ -104,6 +111,36 @@ def _restart(parent) -> None:
     if agent.sampler.mode == "signal":
         signal.setitimer(signal.ITIMER_PROF, 0, 0)
         threading.Thread(target=_arm_later, args=(agent,), name="cloudprof-fork-arm", daemon=True).start()
+
+
+class _Anchor:
+    """multiprocessing keeps after-fork callbacks in a weak-value dict: this object keeps ours alive."""
+
+
+_ANCHOR = _Anchor()
+
+
+def _hook_multiprocessing() -> None:
+    """multiprocessing children (fork pools) end with os._exit, skipping atexit, after running multiprocessing's
+    finalizers; their registry is cleared in the child just after the fork, then the after-fork callbacks run:
+    register one that adds our flush as a finalizer. Only when the app already imported multiprocessing."""
+    util = sys.modules.get("multiprocessing.util")
+    if util is None or _state.get("mp_hooked"):
+        return
+    try:
+        util.register_after_fork(_ANCHOR, _finalizer_in_child)
+        _state["mp_hooked"] = True
+    except Exception:  # noqa: BLE001
+        log.debug("cloudprof: no multiprocessing after-fork hook", exc_info=True)
+
+
+def _finalizer_in_child(_anchor) -> None:
+    from cloudprof.agent import lifecycle
+
+    if lifecycle._agent is None:
+        return
+    util = sys.modules["multiprocessing.util"]
+    util.Finalize(None, lifecycle.stop, kwargs={"flush": True, "timeout": 5.0}, exitpriority=-100)
 
 
 def _arm_later(agent) -> None:

@@ -82,3 +82,43 @@ def test_forked_children_profile_themselves_and_exec_is_safe(tmp_path):
         assert 0.2e9 <= cpu <= 0.4e9, cpu
         assert all(helpers.comments(p)["pid"] == str(pid) for p in profiles)
     assert sum(helpers.total(p, 0, function="child_work") for p in by_pid[parent]) == 0
+
+
+POOL_SCRIPT = textwrap.dedent('''
+    import multiprocessing, os, time
+    import cloudprof
+
+    cloudprof.start(strict=True)
+
+    def task(n):
+        start = time.thread_time()
+        while time.thread_time() - start < 0.1:
+            sum(range(300))
+        return os.getpid()
+
+    if __name__ == "__main__":
+        with multiprocessing.get_context("fork").Pool(2) as pool:
+            pids = set(pool.map(task, range(8), chunksize=1))
+            pool.close()
+            pool.join()
+        print("workers", " ".join(map(str, sorted(pids))), flush=True)
+        cloudprof.stop()
+''')
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_multiprocessing_fork_pool_workers_flush_before_os_exit(tmp_path):
+    """Pool workers leave through os._exit (no atexit): their last window is flushed by a multiprocessing finalizer."""
+    store = tmp_path / "store"
+    (tmp_path / "pool.py").write_text(POOL_SCRIPT)
+    env = dict(os.environ, CLOUDPROF_ENABLED="1", CLOUDPROF_SERVICE="pool", CLOUDPROF_STORAGE=f"file://{store}",
+               CLOUDPROF_KILL_SWITCH_FILE=str(tmp_path / "kill"))
+    proc = subprocess.run([sys.executable, str(tmp_path / "pool.py")], env=env, capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    workers = {int(w) for w in next(l for l in proc.stdout.splitlines() if l.startswith("workers")).split()[1:]}
+    by_pid: dict[int, int] = {}
+    for key, profile in helpers.raw_profiles(store):
+        by_pid[key.pid] = by_pid.get(key.pid, 0) + helpers.total(profile, 1, function="task")
+    assert workers <= set(by_pid), (workers, by_pid)
+    assert 0.6e9 <= sum(by_pid[pid] for pid in workers) <= 1.2e9, by_pid
