@@ -142,3 +142,42 @@ def test_merge_across_address_space_randomisation_matches_go(go_bin, tmp_path):
     ours = _assert_merge_matches_go(go_bin, paths, tmp_path)
     assert len(ours.mapping) == 2 and len(ours.location) == 6
     assert sorted(loc.address for loc in ours.location)[:3] == [0x400100, 0x400100, 0x400200]
+
+
+def _readable(testdata: Path) -> list[Path]:
+    from cloudprof.errors import ProfileError
+
+    out = []
+    for path in sorted((testdata / "pprof").iterdir()):
+        try:
+            decode(path.read_bytes())
+        except ProfileError:
+            continue
+        out.append(path)
+    return out
+
+
+@pytest.mark.slow
+def test_every_corpus_file_merged_alone_matches_go(testdata, go_bin, tmp_path):
+    """Real-world shapes (inlining, mappings, address-only frames, labels, odd units) through both merges."""
+    for path in _readable(testdata):
+        if "large" in path.name:
+            continue  # covered by test_merge_with_the_large_cpu_profile_matches_go
+        _assert_merge_matches_go(go_bin, [path], tmp_path)
+
+
+def test_corpus_files_of_the_same_kind_merge_like_go(testdata, go_bin, tmp_path):
+    groups: dict[tuple, list[Path]] = {}
+    for path in _readable(testdata):
+        if "large" in path.name:
+            continue
+        p = decode(path.read_bytes())
+        table = p.string_table
+        key = (tuple(sample_type_names(p)), table[p.period_type.type], table[p.period_type.unit])
+        groups.setdefault(key, []).append(path)
+    merged_groups = 0
+    for paths in groups.values():
+        if len(paths) > 1:
+            _assert_merge_matches_go(go_bin, paths, tmp_path)
+            merged_groups += 1
+    assert merged_groups >= 3, groups
