@@ -69,7 +69,7 @@ class Uploader:
         poll_interval: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Any] | None = None,
-        random: Callable[[], float] = _random.random,
+        random: Callable[[], float] | None = None,
         name: str = "cloudprof-uploader",
     ) -> None:
         self.store = store
@@ -80,7 +80,8 @@ class Uploader:
         self.backoff_max = float(backoff_max)
         self.poll_interval = float(poll_interval)
         self._clock = clock
-        self._random = random
+        # Our own generator: drawing from the module-level one would shift an app's seeded random sequence.
+        self._random = random or _random.Random().random
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._sleep = sleep or self._interruptible_sleep

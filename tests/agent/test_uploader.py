@@ -373,3 +373,18 @@ def test_many_app_threads_submitting_at_once(tmp_path):
     counters = up.counters()
     assert counters["uploaded"] == 200 and accounted(counters) == counters["submitted"] == 200
     up.close()
+
+
+def test_jitter_leaves_the_apps_random_sequence_alone(tmp_path):
+    import random
+
+    store = Flaky()
+    store.failures = 3
+    random.seed(1234)
+    expected = [random.random() for _ in range(5)]
+    random.seed(1234)
+    up = Uploader(store, spool_dir=str(tmp_path / "spool"), backoff_base=0.001, backoff_max=0.002).start()
+    up.submit("raw/a", b"a")
+    assert up.flush(5.0)
+    up.close()
+    assert [random.random() for _ in range(5)] == expected
