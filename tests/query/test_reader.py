@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 
 from cloudprof.aggregator import MergeOptions, merge_partition
-from cloudprof.errors import ConfigError
+from cloudprof.errors import ConfigError, StorageError
 from cloudprof.pprof import sample_totals
 from cloudprof.query import NoData, QueryStats, Selection, iter_profiles, query_profile, query_tree
 from tests.query import data
@@ -165,3 +165,12 @@ def test_many_raw_uploads_of_an_unmerged_hour_are_fetched_concurrently_and_count
     # Profiles come in hour order whatever thread fetched them.
     hours = [p.time_nanos // 3_600_000_000_000 for p in profiles]
     assert hours == sorted(hours)
+
+
+def test_a_corrupt_manifest_is_a_clear_storage_error(local_store):
+    data.put_hour(local_store, HOUR, windows=2)
+    merge(local_store, HOUR)
+    key = f"merged/service={SERVICE}/date=2026-11-25/hour=14/_manifest.json"
+    local_store.put(key, b"{not json")
+    with pytest.raises(StorageError, match=r"hour=14/_manifest.json: unreadable manifest"):
+        run(local_store, HOUR, HOUR + H)
