@@ -95,9 +95,9 @@ _CONCAT_TYPES = {str: "str", bytes: "bytes", tuple: "tuple", bytearray: "bytearr
 _MISSING = object()
 _NOT_A_SITE = None
 
-# (code, lasti) -> site tuple or None; bounded so pathological code churn cannot grow it forever.
+# id(code) -> (code, {lasti: site tuple or None}); bounded so pathological code churn cannot grow it forever.
 _SITES: dict = {}
-_SITES_MAX = 50_000
+_SITES_MAX = 20_000
 _NAMES: dict = {}  # resolved callable -> name, for hashable long-lived callables
 _NAMES_MAX = 10_000
 
@@ -118,15 +118,19 @@ def native_site(frame: types.FrameType, *, resolve: bool = True) -> tuple[str, i
     """
     if not SUPPORTED:
         return None
+    # Keyed by id(code) and checked by identity: a 3.11 code object's hash is recomputed from its bytecode,
+    # constants and names at every lookup, which would dominate this (per-sample) path.
     code = frame.f_code
-    lasti = frame.f_lasti
-    key = (code, lasti)
-    site = _SITES.get(key, _MISSING)
-    if site is _MISSING:
-        site = _analyse(code, lasti)
+    entry = _SITES.get(id(code))
+    if entry is None or entry[0] is not code:
         if len(_SITES) >= _SITES_MAX:
             _SITES.clear()
-        _SITES[key] = site
+        entry = _SITES[id(code)] = (code, {})
+    sites = entry[1]
+    lasti = frame.f_lasti
+    site = sites.get(lasti, _MISSING)
+    if site is _MISSING:
+        site = sites[lasti] = _analyse(code, lasti)
     if site is None:
         return None
     kind = site[0]
@@ -142,7 +146,7 @@ def native_site(frame: types.FrameType, *, resolve: bool = True) -> tuple[str, i
                 named = (NATIVE_PREFIX + static, at) if static else None
             # Sticky: the receiver's type at a call site does not change in practice, and reading a
             # frame's locals once per site (not per sample) keeps both the cost and the snapshot small.
-            _SITES[key] = ("named", named) if named is not None else None
+            sites[lasti] = ("named", named) if named is not None else None
             return named
         return (NATIVE_PREFIX + static, at) if static else None
     # kind == "concat": (kind, (store kind, variable name), symbol, offset, [countdown, last answer])
@@ -313,7 +317,7 @@ def _analyse(code: types.CodeType, lasti: int):
             info = _CodeInfo(code)
         except Exception:  # noqa: BLE001 - never let naming break sampling
             info = False
-        if len(_INFOS) >= _SITES_MAX // 10:
+        if len(_INFOS) >= _SITES_MAX // 4:
             _INFOS.clear()
         _INFOS[code] = info
     if not info:
