@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/query.py                  # 24 h and 7 d, 5,000 unique stacks per hour, 3 runs
     .venv/bin/python benchmarks/query.py --runs 5 --browser
+    .venv/bin/python benchmarks/query.py --days 0 --s3-latency-ms 30   # S3 latency: 1 vs 8 fetch threads
 
 Setup (not timed): a fresh file:// store; for each of 168 hours, `--uploads`
 agent-shaped raw uploads whose stacks together make `--stacks` unique stacks
@@ -87,6 +88,49 @@ def browser_draw_ms(path: Path) -> tuple[float, float]:
     return load, statistics.median(draws)
 
 
+def s3_latency(hours: int, stacks: int, uploads: int, latency_ms: float, runs: int) -> None:
+    """The same query on S3 (moto's HTTP server) behind a proxy adding `latency_ms` to every request:
+    one fetch at a time vs the default worker threads."""
+    import os as _os
+
+    for name, value in {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1",
+                        "AWS_CONFIG_FILE": _os.devnull, "AWS_SHARED_CREDENTIALS_FILE": _os.devnull,
+                        "AWS_EC2_METADATA_DISABLED": "true"}.items():
+        _os.environ[name] = value
+    from moto.server import ThreadedMotoServer
+
+    from tests.servers import FaultProxy
+
+    import logging
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        direct = f"http://{host}:{port}"
+        import boto3
+
+        boto3.client("s3", endpoint_url=direct, region_name="us-east-1").create_bucket(Bucket="bench")
+        populate(open_store("s3://bench/p", endpoint_url=direct, region_name="us-east-1"), hours, stacks, uploads)
+        proxy = FaultProxy(direct, rule=lambda method, path, headers: ("delay", latency_ms / 1000))
+        slow = open_store("s3://bench/p", endpoint_url=proxy.endpoint_url, region_name="us-east-1")
+        sel = Selection(SERVICE, HOUR, HOUR + timedelta(hours=hours))
+        print(f"\nS3 (moto) with {latency_ms:g} ms added per request, {hours} merged hours:")
+        for workers in (1, 8):
+            times = []
+            for _ in range(runs):
+                stats = QueryStats()
+                t0 = time.perf_counter()
+                query_tree(slow, sel, stats, workers=workers)
+                times.append(time.perf_counter() - t0)
+            print(f"  {workers} fetch thread{'s' if workers > 1 else ' '}: {statistics.median(times):6.2f} s "
+                  f"({stats.objects_read} objects + {stats.list_calls} listings)")
+        proxy.close()
+    finally:
+        server.stop()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--stacks", type=int, default=5000, help="unique stacks per merged hour")
@@ -94,7 +138,13 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--days", type=int, default=7)
     ap.add_argument("--browser", action="store_true", help="also time the page in headless chromium")
+    ap.add_argument("--s3-latency-ms", type=float, default=0,
+                    help="also query 24 h on moto S3 behind a proxy adding this latency per request")
     args = ap.parse_args()
+    if args.s3_latency_ms:
+        s3_latency(24, args.stacks, args.uploads, args.s3_latency_ms, args.runs)
+        if args.days == 0:
+            return
     hours_total = 24 * args.days
     OUT.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="cloudprof-bench-") as tmp:

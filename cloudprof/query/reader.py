@@ -301,12 +301,12 @@ def _no_data(store, sel: Selection) -> NoData:
                   "(check --service and --storage)")
 
 
-def query_profile(store, sel: Selection, stats: QueryStats | None = None) -> Profile:
+def query_profile(store, sel: Selection, stats: QueryStats | None = None, *, workers: int = 8) -> Profile:
     """One merged pprof profile for the selection (version/thread filters applied); NoData when empty."""
     stats = stats if stats is not None else QueryStats()
     merger = Merger()
     labels = sel.labels
-    for profile in iter_profiles(store, sel, stats):
+    for profile in iter_profiles(store, sel, stats, workers=workers):
         if labels:
             profile = _filtered(profile, labels)
             if profile is None:
@@ -318,10 +318,10 @@ def query_profile(store, sel: Selection, stats: QueryStats | None = None) -> Pro
     return merger.result()
 
 
-def query_tree(store, sel: Selection, stats: QueryStats | None = None) -> FlameTree:
+def query_tree(store, sel: Selection, stats: QueryStats | None = None, *, workers: int = 8) -> FlameTree:
     """The selection folded straight into a call tree (no intermediate merged profile); NoData when empty."""
     stats = stats if stats is not None else QueryStats()
-    builder = _fold(store, sel, stats, None, 0)
+    builder = _fold(store, sel, stats, None, 0, workers)
     if builder is None:
         raise _no_data(store, sel)
     return builder.build()
@@ -366,10 +366,11 @@ def _diff_in_one_pass(store, base: Selection, target: Selection, base_stats: Que
     return builder.build()
 
 
-def _fold(store, sel: Selection, stats: QueryStats, builder: TreeBuilder | None, set_index: int) -> TreeBuilder | None:
+def _fold(store, sel: Selection, stats: QueryStats, builder: TreeBuilder | None, set_index: int,
+          workers: int = 8) -> TreeBuilder | None:
     """Fold a selection into `builder` (made on first profile when None); None when nothing matched."""
     labels = sel.labels
-    for profile in iter_profiles(store, sel, stats):
+    for profile in iter_profiles(store, sel, stats, workers=workers):
         if builder is None:
             builder = TreeBuilder(sample_type_names(profile), sets=2 if set_index else 1)
         if builder.add(profile, set_index=set_index, labels=labels):
