@@ -42,8 +42,9 @@ Limits:
 - Names are resolved once per call site (the first sample there reads the frame's
   locals, as `locals()` would, when the receiver is a local) and then reused; a
   `str +=` site re-checks its value every 16th sample.
-- CPython 3.11 only (PRECALL/CALL layout); on other versions `native_leaf`
-  returns None and samples keep their Python leaf.
+- CPython 3.11 to 3.13 (the call layouts differ: PRECALL in 3.11, callable below
+  self in 3.13); the tests and table run on 3.11, 3.12/3.13 were checked by hand.
+  Elsewhere `native_leaf` returns None and samples keep their Python leaf.
 """
 
 from __future__ import annotations
@@ -55,18 +56,22 @@ import types
 __all__ = ["NATIVE_PREFIX", "native_leaf", "native_site", "site_name"]
 
 NATIVE_PREFIX = "<native> "
-SUPPORTED = sys.version_info[:2] == (3, 11)
+SUPPORTED = (3, 11) <= sys.version_info[:2] <= (3, 13)
+# 3.11/3.12 push [NULL or method, callable or self, args]; 3.13 pushes [callable or method, self or NULL, args].
+_CALLABLE_BELOW_SELF = sys.version_info[:2] >= (3, 13)
 
 _OP = dis.opmap
 _PRECALL = _OP.get("PRECALL", -1)
 _CALL = _OP.get("CALL", -1)
 _CALL_EX = _OP.get("CALL_FUNCTION_EX", -1)
+_CALL_KW = _OP.get("CALL_KW", -1)  # 3.13
 _KW_NAMES = _OP.get("KW_NAMES", -1)
 _JUMP_BACKWARD = _OP.get("JUMP_BACKWARD", -1)
 _JUMP_BACKWARD_NI = _OP.get("JUMP_BACKWARD_NO_INTERRUPT", -1)
 _BINARY_OP = _OP.get("BINARY_OP", -1)
 _LOADS_NAME = {_OP[n] for n in ("LOAD_GLOBAL", "LOAD_NAME") if n in _OP}
-_LOADS_LOCAL = {_OP[n] for n in ("LOAD_FAST", "LOAD_DEREF", "LOAD_CLOSURE", "LOAD_CLASSDEREF") if n in _OP}
+_LOADS_LOCAL = {_OP[n] for n in ("LOAD_FAST", "LOAD_DEREF", "LOAD_CLOSURE", "LOAD_CLASSDEREF", "LOAD_FAST_CHECK",
+                                  "LOAD_FAST_AND_CLEAR") if n in _OP}
 _LOAD_CONST = _OP["LOAD_CONST"]
 _LOAD_ATTR = _OP["LOAD_ATTR"]
 _LOAD_METHOD = _OP.get("LOAD_METHOD", -1)
@@ -85,8 +90,10 @@ _LOADERS = _LOADS_NAME | _LOADS_LOCAL | {_OP[n] for n in ("LOAD_CONST", "PUSH_NU
                                                            "LOAD_BUILD_CLASS") if n in _OP}
 _NO_WRITE = {_OP[n] for n in ("NOP", "RESUME", "EXTENDED_ARG", "JUMP_FORWARD", "JUMP_BACKWARD", "CACHE",
                               "JUMP_BACKWARD_NO_INTERRUPT") if n in _OP}
-_NO_FALLTHROUGH = {_OP[n] for n in ("RETURN_VALUE", "RAISE_VARARGS", "RERAISE", "JUMP_FORWARD", "JUMP_BACKWARD",
-                                    "JUMP_BACKWARD_NO_INTERRUPT") if n in _OP}
+_NO_FALLTHROUGH = {_OP[n] for n in ("RETURN_VALUE", "RETURN_CONST", "RAISE_VARARGS", "RERAISE", "JUMP_FORWARD",
+                                    "JUMP_BACKWARD", "JUMP_BACKWARD_NO_INTERRUPT") if n in _OP}
+_JUMPS = set(dis.hasjrel) | set(dis.hasjabs) | set(getattr(dis, "hasjump", ()))
+_CALLS = {op for op in (_PRECALL, _CALL, _CALL_EX, _CALL_KW) if op >= 0}
 _CONCAT_OPS = {0, 13}  # BINARY_OP args for `+` and `+=`
 _CONCAT_MIN_LEN = 4096  # below this a copy costs less than the bytecode around it
 _CONCAT_RECHECK = 16  # samples between two looks at the concatenated value (a locals snapshot each time)
@@ -206,7 +213,7 @@ class _CodeInfo:
                 post = h + effect
                 self.post[i] = post
                 self.low[i] = self._lowest_written(ins, h, post)
-                if ins.opcode in dis.hasjrel or ins.opcode in dis.hasjabs:
+                if ins.opcode in _JUMPS:
                     target = index.get(ins.argval)
                     if target is not None:
                         try:
@@ -229,7 +236,7 @@ class _CodeInfo:
         pops = _POPS.get(op)
         if pops is not None:
             return pre - pops
-        if op in _BUILDS or op == _CALL or op == _CALL_EX:
+        if op in _BUILDS or op == _CALL or op == _CALL_EX or op == _CALL_KW:
             return post - 1
         if op == _PRECALL or op == _KW_NAMES or post < pre or op in _NO_WRITE:
             return post  # writes nothing: PRECALL/KW_NAMES prepare CALL; stores, pops and jumps push nothing
@@ -271,19 +278,22 @@ class _CodeInfo:
         return None
 
     def _callee_path(self, j: int, depth: int = 0) -> tuple | None:
-        """Access path of the callable of the call at instruction j (PRECALL, CALL or CALL_FUNCTION_EX)."""
+        """Access path of the callable of the call at instruction j (PRECALL, CALL, CALL_KW, CALL_FUNCTION_EX)."""
         ins = self.instrs[j]
-        if ins.opcode == _CALL:
+        if ins.opcode == _CALL and _PRECALL >= 0:  # 3.11: PRECALL holds the stack layout
             if j == 0 or self.instrs[j - 1].opcode != _PRECALL:
                 return None
             j -= 1
             ins = self.instrs[j]
         if self.pre[j] is None:
             return None
-        if ins.opcode == _PRECALL:
-            slot = self.pre[j] - ins.arg - 1
+        below = 1 if _CALLABLE_BELOW_SELF else 0
+        if ins.opcode == _PRECALL or ins.opcode == _CALL:
+            slot = self.pre[j] - ins.arg - 1 - below
+        elif ins.opcode == _CALL_KW:
+            slot = self.pre[j] - ins.arg - 2 - below  # the kwnames tuple sits on top
         elif ins.opcode == _CALL_EX:
-            slot = self.pre[j] - 2 - (ins.arg & 1)
+            slot = self.pre[j] - 2 - (ins.arg & 1) - below
         else:
             return None
         # LOAD_METHOD writes [method, self] over the object, and describe() names it as object.method.
@@ -297,7 +307,7 @@ class _CodeInfo:
         found = None
         for k in range(j - 1, target - 1, -1):
             op = self.instrs[k].opcode
-            if op in (_CALL, _PRECALL, _CALL_EX):
+            if op in _CALLS:
                 break  # a check point: the signal would have been taken there
             if op == _BINARY_OP and self.instrs[k].arg in _CONCAT_OPS:
                 if found is not None:
@@ -327,7 +337,7 @@ def _analyse(code: types.CodeType, lasti: int):
         return None
     op = info.instrs[j].opcode
     try:
-        if op in (_PRECALL, _CALL, _CALL_EX):
+        if op in _CALLS:
             path = info._callee_path(j)
             if path is None:
                 return None

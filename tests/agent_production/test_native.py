@@ -38,7 +38,7 @@ def calls(data, items, holder):
 
 def _static_names(func):
     code = func.__code__
-    return [native.site_name(code, ins.offset) for ins in dis.get_instructions(code) if ins.opname == "PRECALL"]
+    return [native.site_name(code, ins.offset) for ins in dis.get_instructions(code) if ins.opname in ("CALL", "CALL_KW")]
 
 
 def test_static_callee_expressions():
@@ -207,3 +207,54 @@ def test_resolution_never_runs_user_code():
     assert native._static_attr(Sneaky(), "missing") is native._MISSING
     native._callable_name(native._static_attr(Sneaky(), "update"))
     assert ran == []
+
+
+CHECK_OTHER_VERSION = """
+import importlib.util, sys, dis, signal, time, collections, zlib, threading
+spec = importlib.util.spec_from_file_location("native", sys.argv[1])
+native = importlib.util.module_from_spec(spec); spec.loader.exec_module(native)
+assert native.SUPPORTED
+def calls(data, items, holder):
+    zlib.compress(data)
+    holder.hash.update(data)
+    items.remove(3)
+    sorted(items, key=len, reverse=True)
+    print(*items, sep="", file=None)
+code = calls.__code__
+print([native.site_name(code, i.offset) for i in dis.get_instructions(code)
+       if i.opname in ("CALL", "CALL_KW", "CALL_FUNCTION_EX")])
+seen = collections.Counter()
+data = bytes(range(256)) * 4096
+signal.signal(signal.SIGPROF, lambda s, f: seen.update([native.native_leaf(f)]))
+signal.setitimer(signal.ITIMER_PROF, 0.002, 0.002)
+t0 = time.process_time()
+while time.process_time() - t0 < 0.3:
+    zlib.compress(data, 6)
+signal.setitimer(signal.ITIMER_PROF, 0, 0)
+print(seen["<native> zlib.compress"] / sum(seen.values()))
+t = threading.Thread(target=time.sleep, args=(0.3,)); t.start(); time.sleep(0.05)
+print(native.native_leaf(sys._current_frames()[t.ident])); t.join()
+"""
+
+
+@pytest.mark.parametrize("version", ["3.12", "3.13"])
+def test_other_cpython_versions(version, tmp_path):
+    import shutil
+    import subprocess
+
+    from pathlib import Path
+
+    candidates = [shutil.which(f"python{version}"),
+                  *map(str, sorted(Path.home().glob(f".pyenv/versions/{version}.*/bin/python{version}")))]
+    python = next((c for c in candidates
+                   if c and subprocess.run([c, "-c", "pass"], capture_output=True).returncode == 0), None)
+    if python is None:
+        pytest.skip(f"python{version} is not installed")
+    script = tmp_path / "check.py"
+    script.write_text(CHECK_OTHER_VERSION)
+    out = subprocess.run([python, str(script), native.__file__], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    names, share, sleeper = out.stdout.splitlines()
+    assert names == str(["zlib.compress", "holder.hash.update", "items.remove", "sorted", "print"])
+    assert float(share) > 0.8
+    assert sleeper == "<native> time.sleep"
