@@ -124,3 +124,10 @@ def test_commands_run_as_a_real_process(files, tmp_path):
     assert run.returncode == 1 and run.stdout.count("\n") == 1 and run.stdout.startswith(str(bad))
     run = subprocess.run([sys.executable, "-m", "cloudprof", "merge"], capture_output=True, text=True, timeout=120)
     assert run.returncode == 2, "usage errors exit 2"
+
+
+def test_dash_writes_to_stdout(files, capsysbinary):
+    assert main(["convert", str(files[0]), "-", "--to", "collapsed"]) == 0
+    assert capsysbinary.readouterr().out.decode() == to_collapsed(decode(files[0].read_bytes()))
+    assert main(["merge", *map(str, files), "-o", "-"]) == 0
+    assert decode(capsysbinary.readouterr().out) == merge(decode(p.read_bytes()) for p in files)
