@@ -124,6 +124,9 @@ def test_uvicorn_task_names_and_endpoint_labels_survive_aggregation(tmp_path):
             if "checkout_work" in frames or "search_work" in frames:
                 assert labels.get("task_name", "").startswith("Task-"), labels  # uvicorn's per-request tasks
                 assert "ticker" not in labels["task_name"]
+                # coroutine stacks stay readable: the work sits under the ASGI coroutine that awaited it
+                assert frames.index("app") > max(frames.index(w) for w in ("checkout_work", "search_work")
+                                                 if w in frames), frames
 
     # Aggregate the hour(s) and split the merged profile by endpoint.
     store = open_store(f"file://{store_dir}")
