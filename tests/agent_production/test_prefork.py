@@ -117,3 +117,59 @@ def test_gunicorn_prefork_workers_profile_themselves(tmp_path):
     for pid in set(served_by):
         share = served_by.count(pid) / REQUESTS
         assert abs(per_worker[pid] / got - share) < 0.12, (pid, share, per_worker)
+
+
+PLAIN_APP = textwrap.dedent('''
+    import os, time
+
+    def app(environ, start_response):
+        start = time.thread_time()
+        while time.thread_time() - start < 0.02:
+            sum(range(200))
+        body = str(os.getpid()).encode()
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+        return [body]
+''')
+
+
+def test_cloudprof_run_gunicorn_without_code_changes(tmp_path):
+    """`cloudprof run -- gunicorn ...`: the agent starts in the master, and each forked worker restarts it."""
+    (tmp_path / "plainapp.py").write_text(PLAIN_APP)
+    store = tmp_path / "store"
+    port = helpers.free_port()
+    env = dict(os.environ, CLOUDPROF_KILL_SWITCH_FILE=str(tmp_path / "kill"),
+               PYTHONPATH=f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    for key in ("CLOUDPROF_ENABLED", "CLOUDPROF_SERVICE", "CLOUDPROF_STORAGE"):
+        env.pop(key, None)
+    cloudprof_cli = os.path.join(os.path.dirname(sys.executable), "cloudprof")
+    server = subprocess.Popen(
+        [cloudprof_cli, "run", "--service", "plain-app", "--storage", f"file://{store}", "--",
+         sys.executable, "-m", "gunicorn", "-w", "2", "-k", "sync", "-b", f"127.0.0.1:{port}", "plainapp:app"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        helpers.wait_port(port, proc=server)
+        time.sleep(0.5)
+
+        def get(_):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30) as resp:
+                return int(resp.read())
+
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            served_by = list(pool.map(get, range(40)))
+        import psutil
+
+        workers = {child.pid for child in psutil.Process(server.pid).children()}
+    finally:
+        server.send_signal(signal.SIGTERM)
+        output, _ = server.communicate(timeout=60)
+    assert server.returncode == 0, output
+    by_pid: dict[int, list] = {}
+    for key, profile in helpers.raw_profiles(store):
+        by_pid.setdefault(key.pid, []).append(profile)
+    assert workers <= set(by_pid), (workers, set(by_pid), output)
+    for pid in workers:
+        assert all(helpers.comments(p)["forks"] == "1" for p in by_pid[pid])
+    app_cpu = sum(helpers.total(p, 1, function="app") + helpers.total(p, 1, leaf=UNSAMPLED)
+                  for pid in workers for p in by_pid[pid])
+    assert 0.6 * 40 * 20e6 <= app_cpu <= 1.3 * 40 * 20e6, app_cpu / 1e6
+    assert set(served_by) <= workers
