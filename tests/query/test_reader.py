@@ -177,25 +177,28 @@ def test_a_corrupt_manifest_is_a_clear_storage_error(local_store):
 
 
 @pytest.mark.slow
-def test_queries_during_merges_always_see_each_upload_once(local_store):
+def test_queries_during_merges_always_see_each_upload_once(store):
     """An aggregator keeps folding new uploads into an open hour while queries run: every answer must be
     the total of the first k uploads for some k (a double count or a lost upload makes any other sum)."""
     import threading
 
     open_hour = MergeOptions(now=HOUR + timedelta(minutes=59))
-    data.put_window(local_store, HOUR, seq=0, weight=1)
-    merge(local_store, HOUR, options=open_hour)
+    data.put_window(store, HOUR, seq=0, weight=1)
+    merge(store, HOUR, options=open_hour)
     # Known before any upload happens, so a query never races the bookkeeping.
     totals = [data.window_profile(0, weight=i + 1)[1]["cpu/nanoseconds"] for i in range(16)]
     prefix_sums = {sum(totals[:k]) for k in range(1, len(totals) + 1)}
     stop = threading.Event()
+    queried = threading.Event()
     errors: list[BaseException] = []
 
     def aggregator():
         try:
             for i in range(1, 16):
-                data.put_window(local_store, HOUR + timedelta(minutes=2 * i), seq=i, weight=i + 1)
-                merge(local_store, HOUR, options=open_hour)
+                queried.wait(timeout=5)  # let at least one query start per merge, so they do interleave
+                queried.clear()
+                data.put_window(store, HOUR + timedelta(minutes=2 * i), seq=i, weight=i + 1)
+                merge(store, HOUR, options=open_hour)
         except BaseException as exc:  # surfaced below
             errors.append(exc)
         finally:
@@ -205,11 +208,12 @@ def test_queries_during_merges_always_see_each_upload_once(local_store):
     thread.start()
     seen = set()
     while not stop.is_set() or not seen:
-        got, _ = run(local_store, HOUR, HOUR + H)
+        queried.set()
+        got, _ = run(store, HOUR, HOUR + H)
         assert got["cpu/nanoseconds"] in prefix_sums
         seen.add(got["cpu/nanoseconds"])
     thread.join()
     assert not errors, errors
-    final, stats = run(local_store, HOUR, HOUR + H)
+    final, stats = run(store, HOUR, HOUR + H)
     assert final["cpu/nanoseconds"] == sum(totals) and stats.raw_read == 0
     assert len(seen) > 1  # queries really did interleave with merges
