@@ -45,7 +45,7 @@ from cloudprof.agent.stacks import StackTable, record, where_cpu_went
 __all__ = ["AGENT_THREAD_PREFIX", "Batch", "Sampler", "next_deadline", "signal_unavailable_reason"]
 
 AGENT_THREAD_PREFIX = "cloudprof"  # threads named so are the agent's own and are not sampled
-_WATCH_NS = 100_000_000  # how often the thread checks that the handler still takes ticks
+_WATCH_NS = 250_000_000  # how often the thread checks that the handler still takes ticks
 _GOVERN_NS = 1_000_000_000
 _MAX_WALL_NS = 1_000_000_000  # one tick never carries more wall time than this (suspended process)
 _SKIP = None
@@ -129,6 +129,8 @@ class Sampler:
         self._wake_w: int | None = None
         self._proc_mark = 0
         self._app_threads = 1  # threads sampled at the last tick (not the agent's)
+        self._exp_cpu = 0.0
+        self._exp_weight = 0.0
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._active = False
@@ -450,7 +452,13 @@ class Sampler:
                     share = cpu / span if span > cpu else 1.0
                 else:
                     share = 1.0
-                cpu = int(expiries * self._period_ns * share)
+                raw = expiries * self._period_ns * share
+                # A loaded (virtual) machine delivers timer ticks late and the kernel then folds several
+                # expiries into one signal; a running ratio of measured main-thread CPU to expiry weight
+                # (about the last 50 samples) keeps the totals true while expiries still set the shares.
+                self._exp_cpu = self._exp_cpu * 0.98 + cpu
+                self._exp_weight = self._exp_weight * 0.98 + raw
+                cpu = int(raw * self._exp_cpu / self._exp_weight)
             if frame is not None:
                 frame = where_cpu_went(frame)
                 now = self.clock.monotonic_ns()
@@ -502,38 +510,42 @@ class Sampler:
         now = clock.monotonic_ns()
         next_tick = now + self._period_ns
         next_govern = now + _GOVERN_NS
-        gov_mark = (now, self.agent_cpu_ns(), process_cpu_ns(), self.handler_ticks)
+        gov_mark = (now, self.agent_cpu_ns(), process_cpu_ns(), self.signal_samples)
         # In signal mode the thread only watches while the handler alone holds the rate (a busy main
         # thread); it fills in when the handler falls short (main thread blocked, or waiting for the GIL
         # behind other busy threads), so the two together keep the tick rate.
         fill = self.mode != "signal"
+        warming_up = True
         stop = self._stop
-        sleep = time.sleep  # a plain sleep: a wake-up costs ~35 us of CPU here against ~55 us for Event.wait
-        while not stop.is_set():
+        wait = stop.wait  # one wake-up per deadline (each costs tens of microseconds), and stop() is prompt
+        while True:
             wake = next_tick if next_tick < next_govern else next_govern
             delay = wake - clock.monotonic_ns()
             if delay > 0:
-                sleep(min(delay / 1e9, 0.1))  # wake at least every 100 ms so stop() is prompt
+                if wait(delay / 1e9):
+                    return
                 continue
             now = clock.monotonic_ns()
             if now >= next_govern:
                 own, proc = self.agent_cpu_ns(), process_cpu_ns()
                 span = now - gov_mark[0]
                 hz = self.governor.update(own - gov_mark[1], proc - gov_mark[2], span)
-                if not self._govern:
-                    hz = self.governor.target_hz
+                if not self._govern or warming_up:  # the first second holds the agent's own start-up
+                    warming_up = False
+                    hz = self.governor.hz = self.governor.target_hz
                 if self.mode == "signal":
-                    # A main thread that gets less CPU than it wants (a loaded box, other busy threads) makes
-                    # the handler tick less often; its ticks still carry the exact wall time since the last
-                    # one, so the thread, whose wake-ups cost more than the handler, fills in only when the
-                    # handler is mostly absent (main thread blocked or idle).
-                    fill = (self.handler_ticks - gov_mark[3]) * 1e9 / span < 0.5 * self.hz
+                    # The handler ticks as often as the main thread gets CPU; its ticks carry the exact wall
+                    # time since the previous one, so a main thread starved by a loaded box or by other busy
+                    # threads needs no help. The thread, whose wake-ups cost more than the handler, fills in
+                    # when the handler is absent (main thread blocked or idle) or far below the CPU-time rate.
+                    handled = self.signal_samples - gov_mark[3]
+                    fill = handled == 0 or handled < 0.25 * self.hz * (proc - gov_mark[2]) / 1e9
                 self._set_rate(hz, now)
-                gov_mark = (now, own, proc, self.handler_ticks)
+                gov_mark = (now, own, proc, self.signal_samples)
                 next_govern = now + _GOVERN_NS
             if now >= next_tick:
                 period = self._period_ns
-                if fill or now - self._last_handler_tick > 2 * period:
+                if fill or now - self._last_handler_tick > _WATCH_NS:
                     if now - self._last_tick >= period >> 1:
                         self._thread_tick(now)
                     next_tick = next_deadline(next_tick, now, period)
