@@ -525,6 +525,8 @@ class Sampler:
                 if wait(delay / 1e9):
                     return
                 continue
+            if stop.is_set():  # issue 5 fix: when every tick runs late the loop never waits, so look here too
+                return
             now = clock.monotonic_ns()
             if now >= next_govern:
                 own, proc = self.agent_cpu_ns(), process_cpu_ns()
