@@ -1,6 +1,6 @@
 """Our agent against py-spy, on the same run: per-function self and total CPU shares side by side.
 
-    .venv/bin/python benchmarks/accuracy/compare.py [PROGRAM.py ...] [--threshold 5]
+    .venv/bin/python benchmarks/accuracy/compare.py [PROGRAM.py ...] [--threshold 5] [--runs 1]
 
 Each program runs once under `py-spy record -r 100 -f raw` (out of process,
 reads memory without the GIL: the reference) with our agent started inside it
@@ -77,7 +77,22 @@ def shares(stacks, program: str):
     return ({k: 100 * v / all_ for k, v in self_.items()}, {k: 100 * v / all_ for k, v in total.items()})
 
 
-def run(program: Path, py_spy: str, workdir: Path):
+def run(program: Path, py_spy: str, workdir: Path, runs: int = 1):
+    spy, ours = [], []
+    for i in range(runs):
+        s, o = _run_once(program, py_spy, workdir / str(i))
+        spy += s
+        ours += o
+    in_handler = [any(name == "Sampler._on_signal" for name, _ in f) for f, _ in spy]
+    spy_all = sum(c for f, c in spy if any(x == program.name for _, x in f))
+    agent = sum(c for (f, c), h in zip(spy, in_handler) if h and any(x == program.name for _, x in f))
+    spy = [fc for fc, h in zip(spy, in_handler) if not h]
+    counts = (spy_all, sum(w for f, w in ours if any(x == program.name for _, x in f)) / 1e9)
+    return shares(spy, program.name), shares(ours, program.name), (100 * agent / spy_all if spy_all else 0.0), counts
+
+
+def _run_once(program: Path, py_spy: str, workdir: Path):
+    workdir.mkdir(parents=True)
     store = workdir / "store"
     raw = workdir / "py-spy.txt"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDPROF_")}
@@ -86,20 +101,14 @@ def run(program: Path, py_spy: str, workdir: Path):
                 "PYTHONPATH": os.pathsep.join([str(BOOTSTRAP_DIR), str(REPO)])})
     subprocess.run([py_spy, "record", "-r", "100", "-f", "raw", "-o", str(raw), "--", sys.executable, str(program)],
                    env=env, check=True, capture_output=True, cwd=workdir)
-    spy = list(py_spy_stacks(raw))
-    spy_all = sum(c for f, c in spy if any(x == program.name for _, x in f))
-    in_handler = [any(name == "Sampler._on_signal" for name, _ in f) for f, _ in spy]
-    agent = sum(c for (f, c), h in zip(spy, in_handler) if h and any(x == program.name for _, x in f))
-    spy = [fc for fc, h in zip(spy, in_handler) if not h]
-    ours = list(our_stacks(store))
-    counts = (spy_all, sum(w for f, w in ours if any(x == program.name for _, x in f)) / 1e9)
-    return shares(spy, program.name), shares(ours, program.name), (100 * agent / spy_all if spy_all else 0.0), counts
+    return list(py_spy_stacks(raw)), list(our_stacks(store))
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("programs", nargs="*", type=Path)
     ap.add_argument("--threshold", type=float, default=5.0)
+    ap.add_argument("--runs", type=int, default=1, help="runs per program, pooled (more samples, less noise)")
     args = ap.parse_args(argv)
     programs = args.programs or sorted(HERE.glob("p*_*.py"))
     py_spy = shutil.which("py-spy", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]))
@@ -110,7 +119,7 @@ def main(argv=None) -> int:
     for program in programs:
         program = program.resolve()
         with tempfile.TemporaryDirectory() as tmp:
-            (spy_self, spy_total), (our_self, our_total), agent_pct, (spy_n, our_s) = run(program, py_spy, Path(tmp))
+            (spy_self, spy_total), (our_self, our_total), agent_pct, (spy_n, our_s) = run(program, py_spy, Path(tmp), args.runs)
         print(f"\n## {program.name}: py-spy {spy_n} samples, ours {our_s:.2f} CPU s; "
               f"py-spy sees {agent_pct:.2f}% of samples inside our handler")
         print(f"{'function':<44} {'self py-spy':>11} {'self ours':>9} {'diff':>6}   "

@@ -6,11 +6,16 @@ CPU. ITIMER_PROF fires after every `period` of process CPU, and CPython runs the
 Python handler in the main thread at the next bytecode boundary, with the frame
 it interrupted: the sample lands where the main thread spends CPU.
 
-Every sample is weighted by what the kernel measured, not by the nominal period:
-CPU values are deltas of each thread's own CPU clock since its previous sample
-(the handler's own time is excluded from the main thread's delta), wall values
-the time since the previous tick. Rate changes (governor) and missed ticks
-therefore leave totals right.
+Weights come from the kernel, not from the nominal period. Other threads: the
+delta of each thread's own CPU clock since its previous sample; wall: the time
+since the previous tick. The main thread: the timer expiries that fell since the
+previous handler (counted through the wakeup fd), times the period, times the
+main thread's part of the process CPU, normalised to its measured CPU. Not the
+plain CPU delta: the handler runs at the next check point, so after a long C
+call (zlib, hashing, JSON) the delta also holds the time before the call began,
+and would charge it to the call. A sample taken at a function's entry RESUME is
+the caller's (stacks.where_cpu_went). Rate changes and missed ticks leave totals
+right.
 
 Ticks (one stack per thread, for wall time and non-main threads' CPU) are taken
 by the signal handler while the main thread runs Python, which costs no thread
