@@ -34,7 +34,8 @@ from cloudprof.times import parse_time
 __all__ = ["handler"]
 
 log = logging.getLogger("cloudprof.aggregator")
-logging.getLogger().setLevel(logging.INFO)
+# Lambda's root logger stops at WARNING; our per-partition summaries are INFO and belong in CloudWatch.
+logging.getLogger("cloudprof").setLevel(logging.INFO)
 
 
 def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
