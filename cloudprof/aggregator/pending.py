@@ -16,7 +16,7 @@ from typing import Callable, Iterable, Sequence
 from cloudprof.aggregator.manifest import read_manifest
 from cloudprof.aggregator.merge import MergeOptions, MergeResult, merge_partition
 from cloudprof.aggregator.partition import Partition, hour_is_open, partition_of_key
-from cloudprof.errors import CloudprofError, NotFound, StorageError
+from cloudprof.errors import CloudprofError, ConfigError, NotFound, StorageError
 from cloudprof.storage import keys as _keys
 
 __all__ = ["AggregateReport", "aggregate", "find_pending", "list_partitions"]
@@ -64,8 +64,10 @@ def _partition_of_folder(key: str) -> Partition | None:
         if not (service.startswith("service=") and date.startswith("date=") and hour.startswith("hour=")) or len(parts) < index + 6:
             return None
         moment = datetime.strptime(f"{date[5:]}T{hour[5:]}", "%Y-%m-%dT%H").replace(tzinfo=timezone.utc)
-    except (ValueError, IndexError):
-        return None
+        _keys.validate_service(service[len("service="):])
+        _keys.validate_kind(kind)
+    except (ValueError, IndexError, ConfigError):
+        return None  # not a folder the agent writes; left alone
     return Partition(service[len("service="):], moment, kind)
 
 

@@ -64,3 +64,18 @@ def test_aggregate_in_a_process_pool(local_store):
         assert_exact(local_store, part, ups)
     again = aggregate(local_store, find_pending(local_store, now=LATER), workers=2, options=MergeOptions(now=LATER))
     assert (len(again.results), again.merged) == (0, 0)
+
+
+def test_stray_files_outside_agent_folders_are_left_alone(memory_store):
+    ups = rawgen.put_many(memory_store, 2)
+    memory_store.put("raw/README.txt", b"ops notes")
+    memory_store.put("raw/service=checkout/date=2026-11-25/hour=14/CPU/x.pb.gz", b"odd kind folder")
+    memory_store.put("raw/service=Bad Name/date=2026-11-25/hour=14/cpu/x.pb.gz", b"odd service folder")
+    junk = Partition("checkout", H0, "cpu").raw_prefix + "notes.txt"
+    memory_store.put(junk, b"junk in a real partition")
+    pending = find_pending(memory_store, now=LATER)
+    assert pending == [Partition("checkout", H0, "cpu")]
+    report = aggregate(memory_store, pending, options=MergeOptions(now=LATER))
+    assert (report.failures, report.merged, report.quarantined) == ([], 2, 1)
+    assert_exact(memory_store, Partition("checkout", H0, "cpu"), ups, bad_keys=[junk])
+    assert memory_store.get("raw/README.txt") == b"ops notes"
