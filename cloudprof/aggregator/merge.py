@@ -249,10 +249,10 @@ def finish(store, part: Partition, base: Base, merger, entries: list[InputEntry]
         data = encode(profile)
         sha = hashlib.sha256(data).hexdigest()
         obj = f"{part.objects_prefix}{sha[:32]}.pb.gz"
-        try:
-            store.put(obj, data, if_absent=True, metadata={"sha256": sha})
-        except PreconditionFailed:
-            pass  # content-addressed: these exact bytes are already there (an earlier crashed or parallel run)
+        # Content-addressed, so an existing object under this key holds these very bytes (an earlier
+        # crashed or a parallel run); writing it again is harmless and renews its age, so tidy()
+        # cannot take it for an abandoned generation while this manifest is about to name it.
+        store.put(obj, data, metadata={"sha256": sha})
         crash_point("after_object")
         kind_entry.output = OutputEntry(key=part.merged_key, object=obj, sha256=sha, size=len(data))
         kind_entry.totals = _totals(kind_entry.inputs)
