@@ -76,6 +76,8 @@ def truth_share(raw: str, target: tuple[str, int]) -> tuple[float, float, int, C
         frames = stack.split(";")
         if "_harness.py" not in stack or "cloudprof/" in stack or any(HARNESS.match(f) for f in frames):
             continue  # other threads, and our sampler's own handler (the agent does not sample itself)
+        if "exec_module" in stack or "_find_and_load" in stack:
+            continue  # the program's import (building its data) runs before our sampling starts
         last_py = max((i for i, f in enumerate(frames) if PY_FRAME.match(f)), default=None)
         if last_py is None:
             continue
