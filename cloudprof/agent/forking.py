@@ -14,6 +14,9 @@ handle. The child's ITIMER_PROF is therefore armed only after ARM_DELAY_S, by
 which time such a child has long exec'd; until then the sampler thread takes the
 ticks (it fills in whenever the handler does not).
 
+The same holds for exec without a fork (a master re-executing itself on
+upgrade): os.execv/os.execve are wrapped to clear the timer first.
+
 multiprocessing's fork-pool workers leave through os._exit (no atexit), after
 running multiprocessing's own finalizers: the child's last window is flushed
 from one of those. (Celery's billiard has its own copy of that machinery, not
@@ -22,6 +25,7 @@ hooked: its workers rely on the upload interval and SIGTERM.)
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -38,11 +42,43 @@ _state = {"installed": False, "forks": 0, "held": False}
 
 
 def install() -> None:
-    """Register the fork hooks once per process (children inherit them)."""
+    """Register the fork hooks and the exec guard once per process (children inherit them)."""
     if _state["installed"] or not hasattr(os, "register_at_fork"):
         return
     os.register_at_fork(before=_before, after_in_parent=_after_in_parent, after_in_child=_after_in_child)
+    _guard_exec()
     _state["installed"] = True
+
+
+def _guard_exec() -> None:
+    """Clear ITIMER_PROF right before os.execv/os.execve (and so os.execl*, os.execvp*, which call them).
+
+    Interval timers survive exec and the new program's SIGPROF action is "terminate": without this a
+    process running the agent that re-execs itself (gunicorn's USR2 upgrade) or another program dies
+    with "Profiling timer expired". If exec fails, the timer is put back.
+    """
+    if not hasattr(signal, "setitimer"):
+        return
+    for name in ("execv", "execve"):
+        original = getattr(os, name, None)
+        if original is None or getattr(original, "__cloudprof_guard__", False):
+            continue
+
+        def guarded(*args, _original=original, **kwargs):
+            try:
+                before = signal.setitimer(signal.ITIMER_PROF, 0, 0)
+            except (OSError, ValueError):
+                before = (0.0, 0.0)
+            try:
+                return _original(*args, **kwargs)
+            except BaseException:
+                if before[1] > 0:
+                    signal.setitimer(signal.ITIMER_PROF, before[0] or before[1], before[1])
+                raise
+
+        functools.update_wrapper(guarded, original)
+        guarded.__cloudprof_guard__ = True
+        setattr(os, name, guarded)
 
 
 def forks_seen() -> int:

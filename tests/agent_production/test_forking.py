@@ -122,3 +122,33 @@ def test_multiprocessing_fork_pool_workers_flush_before_os_exit(tmp_path):
         by_pid[key.pid] = by_pid.get(key.pid, 0) + helpers.total(profile, 1, function="task")
     assert workers <= set(by_pid), (workers, by_pid)
     assert 0.6e9 <= sum(by_pid[pid] for pid in workers) <= 1.2e9, by_pid
+
+
+EXEC_SCRIPT = textwrap.dedent('''
+    import os, time
+    import cloudprof
+
+    cloudprof.start(strict=True)
+    start = time.process_time()
+    while time.process_time() - start < 0.2:
+        sum(range(1000))
+    try:  # a failed exec puts the timer back
+        os.execv("/nonexistent/program", ["x"])
+    except OSError:
+        pass
+    import signal
+    print("timer after failed exec", signal.getitimer(signal.ITIMER_PROF)[1] > 0, flush=True)
+    os.execvp("sh", ["sh", "-c", "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; echo exec-ok"])
+''')
+
+
+def test_exec_from_a_profiled_process_does_not_pass_on_the_timer(tmp_path):
+    """Interval timers survive exec; the exec'd program (here a busy shell) must not die of SIGPROF."""
+    (tmp_path / "execer.py").write_text(EXEC_SCRIPT)
+    env = dict(os.environ, CLOUDPROF_ENABLED="1", CLOUDPROF_SERVICE="execer",
+               CLOUDPROF_STORAGE=f"file://{tmp_path / 'store'}", CLOUDPROF_KILL_SWITCH_FILE=str(tmp_path / "kill"))
+    proc = subprocess.run([sys.executable, str(tmp_path / "execer.py")], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, (proc.returncode, proc.stderr)
+    assert "timer after failed exec True" in proc.stdout
+    assert proc.stdout.strip().endswith("exec-ok")
