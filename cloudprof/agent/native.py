@@ -22,10 +22,10 @@ at sample time, the leaf is `<native> str +=` (py-spy shows PyUnicode_Append).
 Measured (benchmarks/cnative/run.py, the agent against py-spy --native in the
 same process, median of 3 runs): for pickle, zlib, hashlib, str +=, list.remove,
 time.sleep, sorted, re.sub and json.dumps the leaf names the right callee for
-94-100% of the CPU; within 1 point of py-spy's share of C time under that call
-for 7 of the 9, and 12-14 points above it for `str +=` (the loop's own bytecode
-between two back-edges is credited too) and `sorted`. On a loaded machine two
-runs gave 81-86% for re.sub and json.dumps (noise from other processes).
+95-100% of the CPU, within 2.6 points of py-spy's share of C time under that
+call for 8 of the 9; `str +=` is 9 points above it (the loop's own bytecode
+between two back-edges is credited to the concatenation too). On a loaded
+machine single runs vary by several points.
 
 Limits:
 - A CALL check point also absorbs C work done by bytecodes that are not calls
