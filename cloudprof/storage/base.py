@@ -9,6 +9,11 @@ Semantics every backend shares (tests/storage/test_contract.py holds them true):
   `PreconditionFailed`;
 - `list(prefix)` is lazy, paginated and sorted by key; it yields size, etag and
   time but not user metadata (S3 listings do not carry it; `head` does);
+- `prefixes(prefix)` is lazy and sorted too: the distinct "folders" one level
+  below `prefix`, each `prefix` + the rest of some key up to and including its
+  next '/' (S3's `Delimiter="/"` CommonPrefixes); a folder exists while a key
+  is under it, so the aggregator can walk service=/date=/hour= without listing
+  every object;
 - `delete` of a missing key is not an error (S3's semantics, and what a retried
   delete needs); `move` of a missing key is `NotFound`.
 """
@@ -60,6 +65,8 @@ class ObjectStore(Protocol):
     def head(self, key: str) -> ObjectInfo: ...
 
     def list(self, prefix: str = "", *, page_size: int | None = None) -> Iterator[ObjectInfo]: ...
+
+    def prefixes(self, prefix: str = "", *, page_size: int | None = None) -> Iterator[str]: ...
 
     def delete(self, key: str) -> None: ...
 

@@ -215,6 +215,32 @@ class GCSStore:
             for blob in items:
                 yield self._info(blob.name[cut:], blob, with_metadata=False)
 
+    def prefixes(self, prefix: str = "", *, page_size: int | None = None) -> Iterator[str]:
+        check_prefix(prefix)
+        return self._folder_pages(prefix, page_size or self.page_size)
+
+    def _folder_pages(self, prefix: str, page_size: int) -> Iterator[str]:
+        # Each page carries its own `prefixes` (the iterator's set only accumulates them, unordered),
+        # filled in as the page is fetched. A folder may come back on more than one page: yield it once.
+        cut = len(self.prefix)
+        with self._errors("list", prefix):
+            blobs = self.client.list_blobs(
+                self.bucket_name, prefix=self.prefix + prefix, delimiter="/", page_size=page_size,
+                timeout=self._timeout, retry=self._retry,
+            )
+            pages = iter(blobs.pages)
+        seen: set[str] = set()
+        while True:
+            with self._errors("list", prefix):
+                page = next(pages, None)
+            if page is None:
+                return
+            found = sorted(page.prefixes)
+            for full in found:
+                if full not in seen:
+                    seen.add(full)
+                    yield full[cut:]
+
     def delete(self, key: str) -> None:
         full = self._full(key)
         with contextlib.suppress(NotFound), self._errors("delete", key):

@@ -255,6 +255,43 @@ class LocalStore:
             except FileNotFoundError:
                 continue  # deleted while we walked: a listing is a moving snapshot anyway
 
+    def prefixes(self, prefix: str = "", *, page_size: int | None = None) -> Iterator[str]:
+        prefix = check_prefix(prefix)
+        if prefix.startswith(RESERVED):
+            return iter(())
+        return self._folders(prefix)
+
+    def _folders(self, prefix: str) -> Iterator[str]:
+        folder, _, partial = prefix.rpartition("/")
+        path = self._path(folder) if folder else self.root
+        base = folder + "/" if folder else ""
+        try:
+            with os.scandir(path) as it:
+                names = [e.name + "/" for e in it if e.is_dir(follow_symlinks=False) and e.name.startswith(partial)]
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        except PermissionError as exc:
+            raise AccessDenied(f"{self.url}/{base}: permission denied for list; the process needs read access") from exc
+        for name in sorted(names):  # with the '/', as keys sort: "a-b/" before "a/"
+            if not folder and name.startswith(RESERVED):
+                continue
+            # A folder is a prefix only while a key is under it, as in a bucket; an empty one
+            # (a delete racing a put, or made by hand) is not.
+            if self._holds_a_file(path / name):
+                yield base + name
+
+    def _holds_a_file(self, path: Path) -> bool:
+        try:
+            with os.scandir(path) as it:
+                entries = list(it)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        except PermissionError as exc:
+            raise AccessDenied(f"{self.url}: permission denied for list under {path}; the process needs read access") from exc
+        if any(not e.is_dir(follow_symlinks=False) for e in entries):
+            return True
+        return any(self._holds_a_file(Path(e.path)) for e in entries)
+
     def delete(self, key: str) -> None:
         key = self._key(key)
         with self._locked("delete", key), self._errors("delete", key):

@@ -121,6 +121,38 @@ class MemoryStore:
                 return
             after = page[-1].key
 
+    def prefixes(self, prefix: str = "", *, page_size: int | None = None) -> Iterator[str]:
+        check_prefix(prefix)
+        return self._folder_pages(prefix, page_size or self.page_size)
+
+    def _folder_pages(self, prefix: str, page_size: int) -> Iterator[str]:
+        # Like S3, a page holds up to `page_size` entries, loose keys and folders alike, and the
+        # next page starts after the last one: a folder's keys all sort below its stem + '0'
+        # ('/' + 1), and the key after `k` is at least `k` + NUL (keys hold no control characters).
+        bucket = self._bucket
+        cut = len(prefix)
+        low: str | None = prefix
+        while True:
+            page: list[str] = []
+            with bucket.lock:
+                keys = bucket.keys
+                start = bisect.bisect_left(keys, low)
+                for _ in range(page_size):
+                    if start >= len(keys) or not keys[start].startswith(prefix):
+                        low = None
+                        break
+                    key = keys[start]
+                    slash = key.find("/", cut)
+                    if slash < 0:
+                        low = key + "\x00"
+                    else:
+                        page.append(key[: slash + 1])
+                        low = key[:slash] + "0"
+                    start = bisect.bisect_left(keys, low, start)
+            yield from page
+            if low is None:
+                return
+
     def delete(self, key: str) -> None:
         check_key(key)
         bucket = self._bucket

@@ -216,6 +216,30 @@ class S3Store:
             for item in page.get("Contents", ()):
                 yield ObjectInfo(item["Key"][cut:], int(item["Size"]), _etag(item.get("ETag")), item["LastModified"], {})
 
+    def prefixes(self, prefix: str = "", *, page_size: int | None = None) -> Iterator[str]:
+        check_prefix(prefix)
+        return self._folder_pages(prefix, page_size or self.page_size)
+
+    def _folder_pages(self, prefix: str, page_size: int) -> Iterator[str]:
+        # S3 rolls each folder up into one CommonPrefixes entry, in key order across pages.
+        paginator = self.client.get_paginator("list_objects_v2")
+        pages = paginator.paginate(
+            Bucket=self.bucket, Prefix=self.prefix + prefix, Delimiter="/", PaginationConfig={"PageSize": page_size}
+        )
+        cut = len(self.prefix)
+        iterator = iter(pages)
+        last = None
+        while True:
+            with self._errors("list", prefix):
+                page = next(iterator, None)
+            if page is None:
+                return
+            for item in page.get("CommonPrefixes", ()):
+                folder = item["Prefix"][cut:]
+                if folder != last:
+                    last = folder
+                    yield folder
+
     def delete(self, key: str) -> None:
         full = self._full(key)
         with self._errors("delete", key):

@@ -81,6 +81,46 @@ def test_list_pages(any_store):
     assert first_three == keys[:3]
 
 
+def test_prefixes_are_the_folders_one_level_down(any_store):
+    keys = ["a/b/c", "a/b/d", "a/a", "a-b/x", "a.b/y/z", "ab", "b", "c/d/e/f"]
+    for key in keys:
+        any_store.put(key, key.encode())
+    # In byte order with the '/': "a-b/" (0x2d) and "a.b/" (0x2e) come before "a/" (0x2f).
+    assert list(any_store.prefixes("")) == ["a-b/", "a.b/", "a/", "c/"]
+    assert list(any_store.prefixes()) == ["a-b/", "a.b/", "a/", "c/"]
+    assert list(any_store.prefixes("a/")) == ["a/b/"]
+    assert list(any_store.prefixes("a")) == ["a-b/", "a.b/", "a/"]  # a prefix need not end at a '/'
+    assert list(any_store.prefixes("c/")) == ["c/d/"]
+    assert list(any_store.prefixes("c/d/")) == ["c/d/e/"]
+    assert list(any_store.prefixes("a/b/")) == []  # only objects down there
+    assert list(any_store.prefixes("ab/")) == [] and list(any_store.prefixes("zzz/")) == []
+    folders = any_store.prefixes("")
+    assert iter(folders) is folders  # a generator: nothing fetched until asked
+    # A folder is there while a key is under it.
+    any_store.delete("c/d/e/f")
+    assert list(any_store.prefixes("")) == ["a-b/", "a.b/", "a/"]
+    assert list(any_store.prefixes("c/")) == []
+
+
+def test_prefixes_page(any_store):
+    folders = [f"raw/service=s{i:02d}/" for i in range(23)]
+    for i, folder in enumerate(folders):
+        any_store.put(folder + "date=2026-11-25/hour=14/cpu/x.pb.gz", b"x")
+        any_store.put(folder + "y", b"y")
+        if i % 3 == 0:  # loose objects between folders take room on a page too (S3 counts both)
+            any_store.put(f"raw/service=s{i:02d}.txt", b"loose")
+    any_store.put("raw/z", b"loose")
+    for page_size in (1, 2, 5, 1000):
+        assert list(any_store.prefixes("raw/", page_size=page_size)) == folders, page_size
+    assert list(any_store.prefixes("raw/service=s07/", page_size=1)) == ["raw/service=s07/date=2026-11-25/"]
+    first_three = []
+    for folder in any_store.prefixes("raw/", page_size=2):
+        first_three.append(folder)
+        if len(first_three) == 3:
+            break
+    assert first_three == folders[:3]
+
+
 def test_metadata_round_trips_and_is_validated(any_store):
     any_store.put("m", b"1", metadata={"Service": "checkout", "pid": "42", "host": "web-1"})
     assert any_store.head("m").metadata == {"service": "checkout", "pid": "42", "host": "web-1"}
@@ -148,6 +188,9 @@ def test_prefix_cannot_escape(any_store):
         list(any_store.list("../"))
     with pytest.raises(StorageError):
         list(any_store.list("/etc"))
+    for bad in ("../", "/etc", "a//b/"):
+        with pytest.raises(StorageError):
+            list(any_store.prefixes(bad))
 
 
 def _race(store, key: str, writers: int, **condition) -> tuple[list[int], list[Exception]]:

@@ -47,6 +47,8 @@ def test_denied_names_the_permission(fake_gcs):
         store = GCSStore(bucket, "raw", client=_client_at(proxy.endpoint_url))
         with pytest.raises(AccessDenied) as caught:
             store.put("k", b"v")
+        with pytest.raises(AccessDenied, match="storage.objects.list"):
+            list(store.prefixes())
     assert f"gs://{bucket}/raw/k" in str(caught.value) and "storage.objects.create" in str(caught.value)
 
 

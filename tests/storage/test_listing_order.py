@@ -1,4 +1,4 @@
-"""Listings are in byte order of keys on every backend, whatever characters sort around '/'."""
+"""Listings and folder listings are in byte order of keys on every backend, whatever characters sort around '/'."""
 
 from __future__ import annotations
 
@@ -40,3 +40,19 @@ def test_local_and_memory_list_in_key_order(keys, prefix_len):
                 assert any(part in (".", "..") for part in prefix.rstrip("/").split("/")), exc
                 continue
             assert listed == expected, (store, prefix)
+
+
+@settings(max_examples=60, deadline=None)
+@given(keys=st.sets(key, min_size=1, max_size=25).filter(_no_file_folder_clash), prefix_len=st.integers(0, 6),
+       page_size=st.integers(1, 4))
+def test_local_and_memory_prefixes_are_the_folders_of_the_keys(keys, prefix_len, page_size):
+    some = sorted(keys)[len(keys) // 2]
+    prefix = some[:prefix_len]
+    if prefix.endswith("//") or prefix.startswith("/") or any(p in (".", "..") for p in prefix.rstrip("/").split("/")):
+        return
+    expected = sorted({k[: k.index("/", len(prefix)) + 1] for k in keys if k.startswith(prefix) and "/" in k[len(prefix):]})
+    with tempfile.TemporaryDirectory() as tmp:
+        for store in (LocalStore(tmp, fsync=False), MemoryStore(unique_bucket("folders"), page_size=page_size)):
+            for k in keys:
+                store.put(k, k.encode())
+            assert list(store.prefixes(prefix)) == expected, (store, prefix)

@@ -124,3 +124,13 @@ def test_conditional_puts_hold_across_processes(tmp_path, condition):
     assert sorted(o[0] for o in outcomes).count("lost") == writers - 1, outcomes
     winner = next(n for kind, n in outcomes if kind == "won")
     assert store.get("k") == f"process {winner}".encode()
+
+
+def test_folders_are_only_those_holding_objects(tmp_path):
+    store = LocalStore(tmp_path)
+    store.put("raw/service=a/k", b"1")
+    (tmp_path / ".cloudprof-tmp" / "leftover-from-a-crash").write_bytes(b"half")
+    (tmp_path / "raw" / "service=empty" / "date=2026-11-25").mkdir(parents=True)  # made by hand, or a racing delete
+    assert list(store.prefixes()) == ["raw/"]  # bookkeeping out of sight
+    assert list(store.prefixes("raw/")) == ["raw/service=a/"]
+    assert list(store.prefixes(".cloudprof-meta/")) == []

@@ -93,6 +93,8 @@ def test_denied_names_the_permission(moto_server):
             store.put("service=x/k", b"v")
         with pytest.raises(AccessDenied) as listing:
             list(store.list())
+        with pytest.raises(AccessDenied, match="s3:ListBucket"):
+            list(store.prefixes("service=x/"))
     message = str(put.value)
     assert f"s3://{bucket}/raw/service=x/k" in message and "s3:PutObject" in message
     assert f"arn:aws:s3:::{bucket}/raw/*" in message
