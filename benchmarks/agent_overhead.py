@@ -74,15 +74,20 @@ def unit(i):
 
 
 def workload(units, threads):
-    if threads <= 1:
+    """threads <= 1: the main thread alone; N: N workers while main waits in join(); -N: main + N-1 workers."""
+    if -1 <= threads <= 1:
         for i in range(units):
             unit(i)
         return
-    per = units // threads
+    n = abs(threads)
+    per = units // n
     ts = [threading.Thread(target=lambda k=k: [unit(k * per + i) for i in range(per)], name=f"worker-{k}")
-          for k in range(threads)]
+          for k in range(1 if threads < 0 else 0, n)]
     for t in ts:
         t.start()
+    if threads < 0:
+        for i in range(per):
+            unit(i)
     for t in ts:
         t.join()
 
@@ -292,7 +297,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--profile", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
+    ap.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)  # see workload()
     ap.add_argument("--hz", type=float, default=100.0, help=argparse.SUPPRESS)
     ap.add_argument("--budget", type=float, default=1.0, help=argparse.SUPPRESS)
     ap.add_argument("--units", type=int, default=20000, help="work units per run (about 0.1 ms of CPU each)")
@@ -300,7 +305,8 @@ def main(argv=None) -> int:
     ap.add_argument("--segments", type=int, default=6, help="ABBA groups in process")
     ap.add_argument("--long-seconds", type=float, default=600.0, help="length of the memory run (issue: 600)")
     ap.add_argument("--skip-long", action="store_true")
-    ap.add_argument("--only", choices=["pairs", "abba", "cost", "startup", "memory"], action="append")
+    ap.add_argument("--only", choices=["pairs", "abba", "cost", "startup", "memory", "governor", "mainplus3"],
+                    action="append")
     args = ap.parse_args(argv)
     if args.child:
         child(args)
@@ -311,7 +317,12 @@ def main(argv=None) -> int:
     if "pairs" in only:
         pairs("1 thread, 100 Hz, budget 1%", args.pairs, args.units, 1)
         pairs("4 threads, 100 Hz, budget 1%", args.pairs, args.units, 4)
-        pairs("1 thread, governor at 0.25%", args.pairs, args.units, 1, budget=0.25)
+        pairs("main + 3 threads, 100 Hz, budget 1%", args.pairs, args.units, -4)
+    if "mainplus3" in only:
+        pairs("main + 3 threads, 100 Hz, budget 1%", args.pairs, args.units, -4)
+    if "pairs" in only or "governor" in only:
+        # the governor steps once a second after a first warm-up second: give it a run long enough to act
+        pairs("1 thread, governor at 0.25%", args.pairs, args.units * 5, 1, budget=0.25)
     if "abba" in only:
         abba(args.units // 2, args.segments, 1)
         abba(args.units // 2, args.segments, 4)
