@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import sys
 import threading
 import time
 
@@ -190,7 +189,6 @@ def test_expiry_counter_leaves_the_wakeup_fd_as_it_found_it():
 
 
 def test_an_apps_wakeup_fd_is_kept_and_samples_still_flow():
-    import os
     import socket
 
     a, b = socket.socketpair()
