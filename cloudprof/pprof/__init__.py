@@ -10,7 +10,7 @@ from cloudprof.pprof.builder import CPU_SAMPLE_TYPES, ProfileBuilder
 from cloudprof.pprof.codec import DEFAULT_MAX_SIZE, decode, encode
 from cloudprof.pprof.collapsed import from_collapsed, to_collapsed
 from cloudprof.pprof.merge import Merger, merge, merge_files, sample_totals
-from cloudprof.pprof.model import Profile, sample_type_index, sample_type_names, strings
+from cloudprof.pprof.model import Profile, find_sample_type, sample_type_index, sample_type_names, strings
 from cloudprof.pprof.validate import validate
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "diff",
     "encode",
     "filter_samples",
+    "find_sample_type",
     "from_collapsed",
     "function_totals",
     "merge",

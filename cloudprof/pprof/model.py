@@ -6,6 +6,8 @@ reader goes through `strings()` to get text decoded with replacement.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 from cloudprof.errors import ProfileError
 from cloudprof.pprof.profile_pb2 import Function, Label, Line, Location, Mapping, Profile, Sample, ValueType
 
@@ -18,6 +20,7 @@ __all__ = [
     "Profile",
     "Sample",
     "ValueType",
+    "find_sample_type",
     "sample_type_index",
     "sample_type_names",
     "strings",
@@ -39,22 +42,17 @@ def sample_type_names(profile: Profile, table: list[str] | None = None) -> list[
     return [f"{_string(table, vt.type)}/{_string(table, vt.unit)}" for vt in profile.sample_type]
 
 
-def sample_type_index(profile: Profile, sample_type: str | None = None) -> int:
-    """Index into Sample.value for `sample_type` ("type/unit" or just "type").
+def find_sample_type(names: Sequence[str], sample_type: str | None = None, default: str = "") -> int | None:
+    """Index in `names` ("type/unit" each) of `sample_type` ("type/unit" or just "type"); None when absent.
 
     None picks the default: a type named "cpu" when present (what our agent and
-    Go CPU profiles carry), else the profile's own default_sample_type, else the
-    first type.
+    Go CPU profiles carry), else the type named `default` (a profile's own
+    default_sample_type), else the first type.
     """
-    table = strings(profile)
-    names = sample_type_names(profile, table)
-    if not names:
-        raise ProfileError("profile has no sample types")
     if sample_type is None:
         for i, name in enumerate(names):
             if name.split("/", 1)[0] == "cpu":
                 return i
-        default = _string(table, profile.default_sample_type)
         for i, name in enumerate(names):
             if default and name.split("/", 1)[0] == default:
                 return i
@@ -64,4 +62,17 @@ def sample_type_index(profile: Profile, sample_type: str | None = None) -> int:
     for i, name in enumerate(names):
         if name.split("/", 1)[0] == sample_type:
             return i
-    raise ProfileError(f"no sample type {sample_type!r} in profile (has {', '.join(names)})")
+    return None
+
+
+def sample_type_index(profile: Profile, sample_type: str | None = None) -> int:
+    """Index into Sample.value for `sample_type` ("type/unit" or just "type"); None picks the default
+    (see `find_sample_type`)."""
+    table = strings(profile)
+    names = sample_type_names(profile, table)
+    if not names:
+        raise ProfileError("profile has no sample types")
+    index = find_sample_type(names, sample_type, _string(table, profile.default_sample_type))
+    if index is None:
+        raise ProfileError(f"no sample type {sample_type!r} in profile (has {', '.join(names)})")
+    return index

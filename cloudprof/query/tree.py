@@ -15,7 +15,7 @@ from operator import add as _add
 from typing import Iterable, Mapping, Sequence
 
 from cloudprof.errors import ConfigError, ProfileError
-from cloudprof.pprof import Profile, sample_type_names, strings
+from cloudprof.pprof import Profile, find_sample_type, sample_type_names, strings
 
 __all__ = ["FlameTree", "FunctionStat", "TreeBuilder", "compile_search", "label_filter", "tree_of"]
 
@@ -233,18 +233,10 @@ class FlameTree:
 
     def type_index(self, sample_type: str | None) -> int:
         """Index of "type/unit" or "type"; None picks cpu when present, else the first type."""
-        names = self.types
-        if sample_type is None:
-            for i, name in enumerate(names):
-                if name.split("/", 1)[0] == "cpu":
-                    return i
-            return 0
-        if sample_type in names:
-            return names.index(sample_type)
-        for i, name in enumerate(names):
-            if name.split("/", 1)[0] == sample_type:
-                return i
-        raise ConfigError(f"no sample type {sample_type!r} (have {', '.join(names)})")
+        index = find_sample_type(self.types, sample_type)
+        if index is None:
+            raise ConfigError(f"no sample type {sample_type!r} (have {', '.join(self.types)})")
+        return index
 
     def _structure(self) -> tuple[list[int], list[int]]:
         """(end, parent): end[i] is the index just past node i's subtree; computed once."""
