@@ -11,7 +11,7 @@ import logging
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 from cloudprof.aggregator.manifest import read_manifest
 from cloudprof.aggregator.merge import MergeOptions, MergeResult, merge_partition
@@ -26,12 +26,49 @@ log = logging.getLogger("cloudprof.aggregator")
 RAW_ROOT = "raw/"
 
 
-def _prefixes(service: str | None, hours: Sequence[datetime] | None) -> list[str]:
-    if service and hours:
-        return [_keys.partition_prefix(service, hour) for hour in sorted(set(hours))]
-    if service:
-        return [_keys.partition_prefix(service)]
-    return [RAW_ROOT]
+# Up to this many hours per service, each hour's folder is listed blind (an empty one costs one
+# call); above it, the service's date= and hour= folders are walked first, so a month's range on a
+# service that ran for a day does not cost 720 listings.
+DIRECT_HOURS = 24
+
+
+def _raw_prefixes(store, service: str | None, hours: Sequence[datetime] | None) -> Iterator[str]:
+    """The folders whose objects are listed: each candidate hour's, or each service's whole folder.
+
+    Services come from the folders under raw/ (`prefixes`), never from listing every raw object.
+    Without hours every object of a service is a candidate, so one paged listing per service is
+    the cheapest; walking its dates and hours would only add calls.
+    """
+    for svc in [_keys.validate_service(service)] if service else _services(store):
+        if hours:
+            yield from _hour_prefixes(store, svc, hours)
+        else:
+            yield _keys.partition_prefix(svc)
+
+
+def _services(store) -> Iterator[str]:
+    head = RAW_ROOT + "service="
+    for folder in store.prefixes(RAW_ROOT):
+        if not folder.startswith(head):
+            continue
+        try:
+            yield _keys.validate_service(folder[len(head):-1])
+        except ConfigError:
+            continue  # not a folder the agent writes (its files are left alone)
+
+
+def _hour_prefixes(store, service: str, hours: Sequence[datetime]) -> list[str]:
+    wanted = sorted({_keys.partition_prefix(service, hour) for hour in hours})
+    if len(wanted) <= DIRECT_HOURS:
+        return wanted
+    by_day: dict[str, set[str]] = {}
+    for prefix in wanted:  # raw/service=S/date=D/hour=H/
+        by_day.setdefault(prefix[: prefix.rindex("/", 0, -1) + 1], set()).add(prefix)
+    found = []
+    for day in store.prefixes(_keys.partition_prefix(service)):
+        if day in by_day:
+            found.extend(hour for hour in store.prefixes(day) if hour in by_day[day])
+    return found
 
 
 def list_partitions(store, *, service: str | None = None, hours: Sequence[datetime] | None = None) -> dict[Partition, set[str]]:
@@ -42,7 +79,7 @@ def list_partitions(store, *, service: str | None = None, hours: Sequence[dateti
     """
     wanted = {h.replace(minute=0, second=0, microsecond=0) for h in hours} if hours else None
     found: dict[Partition, set[str]] = {}
-    for prefix in _prefixes(service, hours):
+    for prefix in _raw_prefixes(store, service, hours):
         for info in store.list(prefix):
             part = partition_of_key(info.key) or _partition_of_folder(info.key)
             if part is None:
