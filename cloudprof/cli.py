@@ -182,8 +182,14 @@ class _ProgressBar:
 
 
 def _emit(output: str | None, data: bytes, what: str) -> None:
-    """Write to FILE (whole or not at all) or stdout; binary pprof never goes to a terminal."""
+    """Write to FILE or stdout; binary pprof never goes to a terminal.
+
+    A regular file is replaced whole or not at all (temp file, then rename), with the
+    mode a plain open would give it. Anything else that exists (/dev/stdout, a pipe,
+    a device) is written in place: renaming over it would replace it with a file.
+    """
     import os
+    import stat
     import tempfile
 
     if not output or output == "-":
@@ -192,14 +198,32 @@ def _emit(output: str | None, data: bytes, what: str) -> None:
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
         return
-    folder = os.path.dirname(os.path.abspath(output))
+    tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".cloudprof-")
+        if os.path.exists(output) and not os.path.isfile(output) and not os.path.isdir(output):
+            with open(output, "wb") as fh:
+                fh.write(data)
+            return
+        if os.path.isfile(output):
+            mode = stat.S_IMODE(os.stat(output).st_mode)
+        else:
+            umask = os.umask(0)  # the only way to read it; set straight back
+            os.umask(umask)
+            mode = 0o666 & ~umask
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(output)), prefix=".cloudprof-")
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+        os.chmod(tmp, mode)
         os.replace(tmp, output)
+        tmp = None
     except OSError as exc:
         raise CloudprofError(f"cannot write {output}: {exc.strerror or exc}") from None
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
 
 
 def _selection(args: argparse.Namespace, start, end, version=None):

@@ -152,3 +152,39 @@ def test_diff_two_versions_in_one_range_html(store_url, capsys, tmp_path):
     code, _, err = cli(capsys, "diff", "--storage", store_url, "--service", SERVICE, "--base",
                        "2026-11-25T14:00..2026-11-25T18:00")
     assert code == 1 and "base and target are the same" in err
+
+
+def test_output_to_a_named_pipe_writes_into_it(store_url, capsys, tmp_path):
+    """-o /dev/stdout, a FIFO or a device is written in place; only regular files are replaced atomically."""
+    import stat
+
+    fifo = tmp_path / "top.fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)  # O_RDWR: opening the writer end does not block
+    try:
+        code, _, err = cli(capsys, "query", "--storage", store_url, "--service", SERVICE, *RANGE, "-o", str(fifo))
+        assert code == 0, err
+        assert stat.S_ISFIFO(os.stat(fifo).st_mode), "the pipe was replaced by a regular file"
+        got = os.read(reader, 1 << 16).decode()
+    finally:
+        os.close(reader)
+    assert "pricing.slow_rule" in got
+
+
+def test_output_file_gets_the_mode_a_plain_write_gives(store_url, capsys, tmp_path):
+    """The temp-file-and-rename write must not leave a new file private (mkstemp's 0600)."""
+    import stat
+
+    umask = os.umask(0o022)
+    try:
+        out_file = tmp_path / "top.txt"
+        code, _, err = cli(capsys, "query", "--storage", store_url, "--service", SERVICE, *RANGE, "-o", str(out_file))
+        assert code == 0, err
+        assert stat.S_IMODE(out_file.stat().st_mode) == 0o644
+        out_file.chmod(0o600)  # an existing file keeps its mode, as it would with open(..., "wb")
+        code, _, err = cli(capsys, "query", "--storage", store_url, "--service", SERVICE, *RANGE, "-o", str(out_file))
+        assert code == 0, err
+        assert stat.S_IMODE(out_file.stat().st_mode) == 0o600
+    finally:
+        os.umask(umask)
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".cloudprof-")]
