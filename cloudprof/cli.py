@@ -373,25 +373,11 @@ def cmd_merge(args: argparse.Namespace) -> int:
     from cloudprof.pprof import encode, merge_files
 
     merged = merge_files(args.files)  # parallel processes for large merges; errors name the file
-    _write_output(args.output, encode(merged, compress=not args.output.endswith(".pb")))
+    _emit(args.output, encode(merged, compress=not args.output.endswith(".pb")), "pprof")
     return 0
 
 
 _COLLAPSED_EXTENSIONS = (".txt", ".folded", ".collapsed")
-
-
-def _write_output(name: str, data: bytes) -> None:
-    from cloudprof.errors import ProfileError
-
-    if name == "-":
-        sys.stdout.buffer.write(data)
-        sys.stdout.flush()
-        return
-    try:
-        with open(name, "wb") as fh:
-            fh.write(data)
-    except OSError as exc:
-        raise ProfileError(f"{name}: cannot write: {exc.strerror or exc}") from None
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
@@ -423,7 +409,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
         if args.sample_type:
             raise ProfileError("--sample-type applies to collapsed output only")
         out = encode(profile, compress=not args.output.endswith(".pb"))
-    _write_output(args.output, out)
+    _emit(args.output, out, to)
     return 0
 
 
