@@ -468,7 +468,23 @@ class Sampler:
                 frame = where_cpu_went(frame)
                 now = self.clock.monotonic_ns()
                 table = self._htable
-                if now - self._last_tick >= self._period_ns >> 1 and self._tick_lock.acquire(False):
+                tick_due = now - self._last_tick >= self._period_ns >> 1
+                if tick_due and self._app_threads <= 1 and self.ticks & 15 and self._tick_lock.acquire(False):
+                    # Only the main thread to sample (every 16th tick still looks for new threads):
+                    # its tick is this very sample, with the wall time since the previous tick.
+                    try:
+                        wall, self._last_tick = now - self._last_tick, now
+                        self.ticks += 1
+                        self._last_handler_tick = now
+                        self.handler_ticks += 1
+                        main = self._threads.get(self._main_ident)
+                        labels = main.labels if main is not None else (("thread_name", "MainThread"),)
+                        more = current_extra()
+                        record(table, labels + more if more else labels, frame, self.max_depth, 1,
+                               cpu if cpu > 0 else 0, wall if wall < _MAX_WALL_NS else _MAX_WALL_NS)
+                    finally:
+                        self._tick_lock.release()
+                elif tick_due and self._tick_lock.acquire(False):
                     try:
                         self._tick(now, table, frame, cpu if cpu > 0 else 0)
                         self._last_handler_tick = now
