@@ -124,3 +124,28 @@ def test_schedule_skips_a_long_suspension():
     start, end = s.cut(clock.time_ns())
     assert end - start <= 60 * 10**9
     assert s.start_ns == clock.time_ns()
+
+
+def test_a_sample_at_function_entry_belongs_to_the_caller():
+    from cloudprof.agent.stacks import where_cpu_went
+
+    seen = {}
+
+    def profiler(frame, event, arg):
+        if event == "call" and frame.f_code.co_name == "callee":
+            seen["entry"] = where_cpu_went(frame).f_code.co_name
+
+    def callee():
+        seen["running"] = where_cpu_went(sys._getframe()).f_code.co_name
+
+    def caller():
+        callee()
+
+    sys.setprofile(profiler)
+    try:
+        caller()
+    finally:
+        sys.setprofile(None)
+    if sys.version_info >= (3, 11):
+        assert seen["entry"] == "caller"  # at its RESUME the callee has not run yet
+    assert seen["running"] == "callee"
