@@ -16,9 +16,14 @@ from cloudprof.errors import CloudprofError
 __all__ = ["main"]
 
 
-def _add_range(p: argparse.ArgumentParser) -> None:
+def _add_selection(p: argparse.ArgumentParser) -> None:
+    """What query and flamegraph read: one service over one time range, optionally one version and thread."""
+    p.add_argument("--storage", required=True, metavar="URL")
+    p.add_argument("--service", required=True)
     p.add_argument("--from", dest="start", required=True, metavar="T", help="ISO 8601 (UTC) or relative: now, -1h, -2d")
     p.add_argument("--to", dest="end", default="now", metavar="T")
+    p.add_argument("--version")
+    p.add_argument("--thread", help="keep only samples of this thread name")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,22 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_aggregate)
 
     p = sub.add_parser("query", help="a time range as pprof, collapsed, JSON or a top table")
-    p.add_argument("--storage", required=True, metavar="URL")
-    p.add_argument("--service", required=True)
-    _add_range(p)
-    p.add_argument("--version")
-    p.add_argument("--thread", help="keep only samples of this thread name")
+    _add_selection(p)
     p.add_argument("--format", choices=["pprof", "collapsed", "json", "top"], default="top")
     p.add_argument("--sample-type", help="for collapsed/top: which sample type (default: cpu)")
     p.add_argument("-o", "--output", metavar="FILE")
     p.set_defaults(func=cmd_query)
 
     p = sub.add_parser("flamegraph", help="a time range as a self-contained flame graph page")
-    p.add_argument("--storage", required=True, metavar="URL")
-    p.add_argument("--service", required=True)
-    _add_range(p)
-    p.add_argument("--version")
-    p.add_argument("--thread", help="keep only samples of this thread name")
+    _add_selection(p)
     p.add_argument("--sample-type", help="sample type the page opens with (default: cpu)")
     p.add_argument("-o", "--output", required=True, metavar="FILE.html")
     p.set_defaults(func=cmd_flamegraph)
@@ -230,7 +227,7 @@ def _selection(args: argparse.Namespace, start, end, version=None):
     from cloudprof.query import Selection
 
     return Selection(args.service, start, end, version=version if version is not None else args.version,
-                     thread=getattr(args, "thread", None))
+                     thread=args.thread)
 
 
 def _cost(stats) -> str:
