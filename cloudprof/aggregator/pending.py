@@ -3,6 +3,8 @@
 A partition is pending when a raw input under it is not named in its manifest,
 when its manifest still says `open` after the hour (plus grace) is over, or
 when the published `{kind}.pb.gz` is not the generation the manifest commits.
+Finding them lists folders first (services, then the hours asked for) and objects
+only in the candidate hours, so a scheduled scan never reads the bucket's history.
 """
 
 from __future__ import annotations
