@@ -21,6 +21,7 @@ __all__ = ["DEFAULT_MAX_SIZE", "decode", "encode", "gunzip", "parse", "unwrap"]
 DEFAULT_MAX_SIZE = 256 << 20
 GZIP_MAGIC = b"\x1f\x8b"
 _CHUNK = 1 << 20
+_FIRST_WINDOW = 64
 
 # Headers of the pre-protobuf Go text formats that google/pprof still reads as "legacy".
 _LEGACY_TEXT = (
@@ -37,34 +38,46 @@ _LEGACY_TEXT = (
 
 
 def gunzip(data: bytes, max_size: int = DEFAULT_MAX_SIZE) -> bytes:
-    """Decompress every gzip member of `data`, refusing output larger than max_size."""
+    """Decompress every gzip member of `data`, refusing output larger than max_size.
+
+    Input goes to zlib in windows that grow while a member lasts: zlib copies
+    whatever follows a member's end into `unused_data`, so handing it all the
+    remaining input would make many small (say empty) members cost quadratic time,
+    which the output cap does not bound.
+    """
     out = bytearray()
-    rest = memoryview(data)
+    view = memoryview(data)
+    pos = 0
     while True:
         d = zlib.decompressobj(wbits=31)
-        tail = rest
+        window = _FIRST_WINDOW
         try:
-            while True:
-                room = max_size - len(out) + 1
-                out += d.decompress(tail, min(room, _CHUNK) if room > 0 else 1)
-                if len(out) > max_size:
-                    raise ProfileError(f"profile too large: more than {max_size} bytes after gunzip (gzip bomb?)")
-                if d.eof:
-                    break
-                tail = d.unconsumed_tail
-                if not tail:
+            while not d.eof:
+                if pos >= len(view):
                     # Input is exhausted; zlib may still hold buffered output.
                     out += d.flush()
                     if not d.eof:
                         raise ProfileError("truncated gzip data: the stream ends before its last block")
                     break
+                tail = view[pos:pos + window]
+                pos += len(tail)
+                window = min(window * 2, _CHUNK)
+                while tail:
+                    out += d.decompress(tail, min(max_size - len(out) + 1, _CHUNK))
+                    if len(out) > max_size or d.eof:
+                        break
+                    tail = d.unconsumed_tail
+                if len(out) > max_size:
+                    raise ProfileError(f"profile too large: more than {max_size} bytes after gunzip (gzip bomb?)")
         except zlib.error as exc:
             raise ProfileError(f"corrupt gzip data: {exc}") from None
-        rest = memoryview(d.unused_data)
+        pos -= len(d.unused_data)
+        rest = view[pos:]
+        if rest[:2] == GZIP_MAGIC:
+            continue
         if not rest.tobytes().strip(b"\0"):
             return bytes(out)
-        if rest[:2] != GZIP_MAGIC:
-            raise ProfileError("corrupt gzip data: trailing bytes after the last gzip member")
+        raise ProfileError("corrupt gzip data: trailing bytes after the last gzip member")
 
 
 def _legacy_reason(data: bytes) -> str | None:

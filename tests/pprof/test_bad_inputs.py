@@ -190,3 +190,48 @@ def test_gzip_members_and_trailing_bytes():
     assert decode(gzip.compress(raw) + b"\0" * 16) == decode(raw), "zero padding after the stream is ignored"
     with pytest.raises(ProfileError, match="trailing bytes"):
         decode(gzip.compress(raw) + b"garbage")
+
+
+class _CountingZlib:
+    """zlib as codec sees it, counting the input bytes handed to decompressors and the tails they copy back."""
+
+    error = zlib.error
+
+    def __init__(self) -> None:
+        self.bytes_seen = 0
+
+    def decompressobj(self, *args, **kwargs):
+        inner = zlib.decompressobj(*args, **kwargs)
+        counter = self
+
+        class Counted:
+            def decompress(self, data, max_length=0):
+                counter.bytes_seen += len(data)
+                return inner.decompress(data, max_length)
+
+            def flush(self, *a):
+                return inner.flush(*a)
+
+            def __getattr__(self, name):
+                value = getattr(inner, name)
+                if name in ("unused_data", "unconsumed_tail"):
+                    counter.bytes_seen += len(value)
+                return value
+
+        return Counted()
+
+
+def test_many_small_gzip_members_cost_work_linear_in_the_input(monkeypatch):
+    """A stream of empty members adds no output, so the size cap does not bound it; the work must stay linear
+    (handing each member the whole remaining input made 800 KB of empty members take seconds, 32 MB hours)."""
+    from cloudprof.pprof import codec
+
+    raw = encode(good(), compress=False)
+    seen = []
+    for members in (5_000, 20_000):
+        counting = _CountingZlib()
+        monkeypatch.setattr(codec, "zlib", counting)
+        data = gzip.compress(raw, mtime=0) + gzip.compress(b"", mtime=0) * members
+        assert decode(data) == decode(raw)
+        seen.append(counting.bytes_seen)
+    assert seen[1] < 5 * seen[0], f"4x the members cost {seen[1] / seen[0]:.1f}x the work: not linear"
