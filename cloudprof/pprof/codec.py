@@ -53,20 +53,17 @@ def gunzip(data: bytes, max_size: int = DEFAULT_MAX_SIZE) -> bytes:
         window = _FIRST_WINDOW
         try:
             while not d.eof:
-                if pos >= len(view):
-                    # Input is exhausted; zlib may still hold buffered output.
-                    out += d.flush()
+                if pos < len(view):
+                    tail = view[pos:pos + window]
+                    pos += len(tail)
+                    window = min(window * 2, _CHUNK)
+                    while tail and len(out) <= max_size and not d.eof:
+                        out += d.decompress(tail, min(max_size - len(out) + 1, _CHUNK))
+                        tail = d.unconsumed_tail
+                else:
+                    out += d.flush()  # input is exhausted; zlib may still hold buffered output
                     if not d.eof:
                         raise ProfileError("truncated gzip data: the stream ends before its last block")
-                    break
-                tail = view[pos:pos + window]
-                pos += len(tail)
-                window = min(window * 2, _CHUNK)
-                while tail:
-                    out += d.decompress(tail, min(max_size - len(out) + 1, _CHUNK))
-                    if len(out) > max_size or d.eof:
-                        break
-                    tail = d.unconsumed_tail
                 if len(out) > max_size:
                     raise ProfileError(f"profile too large: more than {max_size} bytes after gunzip (gzip bomb?)")
         except zlib.error as exc:
