@@ -6,23 +6,20 @@ Checks are ordered cheapest first; every failure is a `Rejected` with a Reason.
 from __future__ import annotations
 
 import re
-import zlib
-from operator import add as _add
 from dataclasses import dataclass
+from operator import add as _add
 from typing import Callable
-from datetime import timedelta
 
 from cloudprof.aggregator.partition import KIND_SAMPLE_TYPES, Partition
 from cloudprof.aggregator.quarantine import Reason, Rejected
 from cloudprof.errors import ProfileError, StorageError
 from cloudprof.pprof import Profile, decode
+from cloudprof.pprof.codec import GZIP_MAGIC, gunzip
 from cloudprof.storage import keys as _keys
 
 __all__ = ["Limits", "LoadedInput", "check_key", "load_input"]
 
-GZIP_MAGIC = b"\x1f\x8b"
 _RAW_NAME = re.compile(r"[A-Za-z0-9-]{1,63}\.\d{1,10}\.(?P<start_ms>\d{1,15})\.\d{1,10}\.pb\.gz", re.ASCII)
-HOUR = timedelta(hours=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,25 +62,13 @@ def _in_hour(start_ms: int, part: Partition) -> bool:
     return first <= start_ms < first + 3_600_000
 
 
-def gunzip(data: bytes, limit: int) -> bytes:
-    """Decompress every gzip member, refusing to produce more than `limit` bytes (gzip bombs)."""
-    out = bytearray()
-    rest = data
-    while rest:
-        inflater = zlib.decompressobj(wbits=31)
-        try:
-            chunk = inflater.decompress(rest, limit - len(out) + 1)
-        except zlib.error as exc:
-            raise Rejected(Reason.BAD_GZIP, f"corrupt gzip stream: {exc}") from None
-        out += chunk
-        if len(out) > limit:
-            raise Rejected(Reason.TOO_LARGE, f"decompresses to more than {limit} bytes")
-        if not inflater.eof:
-            raise Rejected(Reason.BAD_GZIP, "truncated gzip stream")
-        rest = inflater.unused_data
-        if rest and not rest.startswith(GZIP_MAGIC):
-            break  # trailing garbage after the last member: gzip(1) ignores it too
-    return bytes(out)
+def _gunzip(data: bytes, limit: int) -> bytes:
+    """pprof's capped gunzip, its errors sorted into BAD_GZIP and TOO_LARGE (the cap's message says "too large")."""
+    try:
+        return gunzip(data, limit, ignore_trailing=True)
+    except ProfileError as exc:
+        reason = Reason.TOO_LARGE if str(exc).startswith("profile too large") else Reason.BAD_GZIP
+        raise Rejected(reason, str(exc)) from None
 
 
 class _Table:
@@ -129,7 +114,7 @@ def load_input(data: bytes, part: Partition, *, limits: Limits = Limits(),
         raise Rejected(Reason.TOO_LARGE, f"{len(data)} bytes, over the {limits.max_object_bytes} limit")
     if not data.startswith(GZIP_MAGIC):
         raise Rejected(Reason.NOT_GZIP, f"does not start with the gzip magic 1f 8b (starts {data[:4].hex(' ')})")
-    plain = gunzip(data, limits.max_decoded_bytes)
+    plain = _gunzip(data, limits.max_decoded_bytes)
     try:
         profile = decode(plain, max_size=limits.max_decoded_bytes)
     except ProfileError as exc:

@@ -37,8 +37,11 @@ _LEGACY_TEXT = (
 )
 
 
-def gunzip(data: bytes, max_size: int = DEFAULT_MAX_SIZE) -> bytes:
+def gunzip(data: bytes, max_size: int = DEFAULT_MAX_SIZE, *, ignore_trailing: bool = False) -> bytes:
     """Decompress every gzip member of `data`, refusing output larger than max_size.
+
+    Bytes after the last member other than zero padding are an error, unless
+    `ignore_trailing` (what gzip(1) does, and the aggregator with raw uploads).
 
     Input goes to zlib in windows that grow while a member lasts: zlib copies
     whatever follows a member's end into `unused_data`, so handing it all the
@@ -72,7 +75,7 @@ def gunzip(data: bytes, max_size: int = DEFAULT_MAX_SIZE) -> bytes:
         rest = view[pos:]
         if rest[:2] == GZIP_MAGIC:
             continue
-        if not rest.tobytes().strip(b"\0"):
+        if ignore_trailing or not rest.tobytes().strip(b"\0"):
             return bytes(out)
         raise ProfileError("corrupt gzip data: trailing bytes after the last gzip member")
 

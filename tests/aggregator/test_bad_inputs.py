@@ -120,3 +120,41 @@ def test_third_party_profiles_that_are_not_agent_cpu_are_quarantined(memory_stor
     for key, reason in expected.items():
         if reason is not None:
             assert entries[key].reason == reason.value, (key, entries[key].detail)
+
+
+def test_many_empty_gzip_members_cost_work_linear_in_the_upload(monkeypatch):
+    """Empty members add no output, so max_decoded_bytes does not bound them; zlib must not be handed the whole
+    remaining upload per member (32 MB of them took minutes: a partition stuck behind one upload)."""
+    from cloudprof.aggregator.inputs import load_input
+
+    real = zlib.decompressobj
+    seen = [0]
+
+    class Counted:
+        def __init__(self, *args, **kwargs):
+            self._inner = real(*args, **kwargs)
+
+        def decompress(self, data, max_length=0):
+            seen[0] += len(data)
+            return self._inner.decompress(data, max_length)
+
+        def __getattr__(self, name):
+            value = getattr(self._inner, name)
+            if name in ("unused_data", "unconsumed_tail"):
+                seen[0] += len(value)
+            return value
+
+    monkeypatch.setattr(zlib, "decompressobj", Counted)
+    work = []
+    for members in (5_000, 20_000):
+        seen[0] = 0
+        loaded = load_input(_valid() + gzip.compress(b"", mtime=0) * members, PART)
+        assert loaded.totals
+        work.append(seen[0])
+    assert work[1] < 5 * work[0], f"4x the members cost {work[1] / work[0]:.1f}x the work: not linear"
+
+
+def test_bytes_after_the_last_gzip_member_are_ignored_as_gzip_does():
+    from cloudprof.aggregator.inputs import load_input
+
+    assert load_input(_valid() + b"not another member", PART).totals == load_input(_valid(), PART).totals
