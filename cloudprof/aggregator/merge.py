@@ -144,7 +144,7 @@ def _attempt(store, part: Partition, options: MergeOptions, result: MergeResult,
     if len(new) > options.shard_threshold:
         from cloudprof.aggregator.shards import merge_sharded
 
-        return merge_sharded(store, part, base, new, stray, options, result, is_open, progress)
+        return merge_sharded(store, part, new, stray, options, result, is_open, progress)
 
     merger = Merger()
     have_output = _seed(store, merger, base)

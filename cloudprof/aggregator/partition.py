@@ -1,6 +1,6 @@
 """A partition is one (service, hour, kind): the unit the aggregator merges exactly once.
 
-Key layout comes from cloudprof.storage.keys; this module only groups keys and
+Key layout comes from cloudprof.storage.keys; this module names partitions and
 says whether an hour may still receive uploads.
 """
 
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Iterable
 
 from cloudprof.storage import keys as _keys
 from cloudprof.times import floor_hour
@@ -83,15 +82,6 @@ def partition_of_key(key: str) -> Partition | None:
     except Exception:  # noqa: BLE001 - any unparsable key is simply "not a raw upload"
         return None
     return Partition(raw.service, raw.hour, raw.kind)
-
-
-def partitions_of(keys: Iterable[str]) -> dict[Partition, list[str]]:
-    groups: dict[Partition, list[str]] = {}
-    for key in keys:
-        part = partition_of_key(key)
-        if part is not None:
-            groups.setdefault(part, []).append(key)
-    return groups
 
 
 def hour_is_open(hour: datetime, *, now: datetime | None = None, grace: timedelta = DEFAULT_GRACE) -> bool:

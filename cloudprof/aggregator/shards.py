@@ -26,6 +26,7 @@ from cloudprof.aggregator.manifest import InputEntry
 from cloudprof.aggregator.merge import (
     Conflict, MergeOptions, MergeResult, Partition, _seed, _stray_quarantined, finish, fold_input, read_base, log,
 )
+from cloudprof.aggregator.partition import hour_is_open
 from cloudprof.errors import NotFound, PreconditionFailed, StorageError
 from cloudprof.pprof import Merger, decode, encode
 
@@ -135,8 +136,6 @@ def run_shard(store, plan_key: str, index: int, *, limits: Limits = Limits(), pr
 def reduce_shards(store, plan_key: str, *, options: MergeOptions = MergeOptions(), result: MergeResult | None = None,
                   is_open: bool | None = None, cleanup: bool = True) -> MergeResult:
     """Fold every shard result into the partition and commit; raises ShardNotReady if a shard is missing."""
-    from cloudprof.aggregator.partition import hour_is_open
-
     plan = _read_plan(store, plan_key)
     part = plan.part
     run_dir = _run_dir(plan_key)
@@ -198,7 +197,7 @@ def reduce_shards(store, plan_key: str, *, options: MergeOptions = MergeOptions(
     raise PreconditionFailed(f"{part.label()}: gave up reducing {plan_key} after {options.max_attempts} conflicts")
 
 
-def merge_sharded(store, part: Partition, base, new, stray, options: MergeOptions, result: MergeResult, is_open: bool, progress) -> MergeResult:
+def merge_sharded(store, part: Partition, new, stray, options: MergeOptions, result: MergeResult, is_open: bool, progress) -> MergeResult:
     """The whole fan-out in this process: what a serverless orchestrator would do with one invocation per step."""
     plan_key = plan_shards(store, part, new, shard_size=options.shard_size)
     plan = _read_plan(store, plan_key)
