@@ -19,6 +19,8 @@ __all__ = ["FunctionDelta", "FunctionStat", "diff", "filter_samples", "function_
 
 @dataclass(frozen=True, slots=True)
 class FunctionStat:
+    """One function's self and total value for one sample type (and its share of the whole)."""
+
     name: str
     filename: str
     line: int  # the function's start line (0 when the profile does not say)

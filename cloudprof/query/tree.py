@@ -15,25 +15,12 @@ from operator import add as _add
 from typing import Iterable, Mapping, Sequence
 
 from cloudprof.errors import ConfigError, ProfileError
-from cloudprof.pprof import Profile, find_sample_type, sample_type_names, strings
+from cloudprof.pprof import FunctionStat, Profile, find_sample_type, sample_type_names, strings
 
 __all__ = ["FlameTree", "FunctionStat", "TreeBuilder", "compile_search", "label_filter", "tree_of"]
 
 ROOT_NAME = "all"
 COMPACT_FORMAT = "cloudprof-flame/1"
-
-
-@dataclass(frozen=True, slots=True)
-class FunctionStat:
-    """One function's self and total value for one sample type (and its share of the whole)."""
-
-    name: str
-    filename: str
-    line: int
-    self: int
-    total: int
-    self_pct: float
-    total_pct: float
 
 
 def label_filter(profile: Profile, table: list[str], wanted: Mapping[str, str] | None):
