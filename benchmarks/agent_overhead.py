@@ -128,10 +128,12 @@ def child(args) -> None:
     print(json.dumps({"cpu": cpu, "wall": wall, **stats}))
 
 
-def run_child(profile, units, threads, hz=100.0, budget=1.0):
+def run_child(profile, units, threads, hz=100.0, budget=1.0, seed=0):
     cmd = [sys.executable, __file__, "--child", "--units", str(units), "--threads", str(threads), "--hz", str(hz),
            "--budget", str(budget)] + (["--profile"] if profile else [])
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDPROF_")}
+    # the same string hashes on both sides of a pair: dict layouts (and this workload's speed) vary with the seed
+    env["PYTHONHASHSEED"] = str(seed)
     out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -145,7 +147,7 @@ def pairs(name, n, units, threads, hz=100.0, budget=1.0):
     cpu, wall, rates, sig, own, hzs, edges = [], [], [], [], [], [], []
     for i in range(n):
         order = (False, True) if i % 2 == 0 else (True, False)
-        res = {p: run_child(p, units, threads, hz, budget) for p in order}
+        res = {p: run_child(p, units, threads, hz, budget, seed=i) for p in order}
         bare, prof = res[False], res[True]
         cpu.append(100 * (prof["cpu"] / bare["cpu"] - 1))
         wall.append(100 * (prof["wall"] / bare["wall"] - 1))
