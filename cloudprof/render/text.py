@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from cloudprof.pprof import FunctionStat
 from cloudprof.query.diff import FunctionMove
-from cloudprof.query.tree import FunctionStat
 
 __all__ = ["format_movers", "format_top", "format_value"]
 
@@ -38,11 +38,10 @@ def _fit(text: str, width: int) -> str:
     return text if len(text) <= width else "…" + text[-(width - 1):]
 
 
-def format_top(stats: Sequence[FunctionStat], sample_type: str, *, limit: int = 30, total: int | None = None,
-               sort: str = "self") -> str:
+def format_top(stats: Sequence[FunctionStat], sample_type: str, *, limit: int = 30, total: int | None = None) -> str:
     """`go tool pprof -top`-like table: flat (self), flat%, sum%, cum (total), cum%, function, file:line."""
     unit = sample_type.split("/", 1)[1] if "/" in sample_type else ""
-    rows = sorted(stats, key=(lambda s: (-s.self, -s.total, s.name)) if sort == "self" else (lambda s: (-s.total, -s.self, s.name)))
+    rows = sorted(stats, key=lambda s: (-s.self, -s.total, s.name))
     shown = rows[:limit] if limit else rows
     lines = []
     if total is not None:
