@@ -86,6 +86,8 @@ class Settings(BaseSettings):
     label_max_values: int = Field(100, ge=1, le=100_000)
     kill_switch_file: str = "/tmp/cloudprof.kill"
     max_memory_mb: float = Field(128.0, gt=0)
+    # the aggregator's scheduled run: how many past hours it scans for pending partitions
+    aggregate_lookback_hours: int = Field(3, ge=1, le=24 * 31)
     tags: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
 
     @field_validator("tags", mode="before")

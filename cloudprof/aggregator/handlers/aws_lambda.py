@@ -7,7 +7,7 @@ Events:
   event source mapping), so SQS redelivers just those.
 - S3 event notification invoking the function directly: merges; raises on failure.
 - EventBridge schedule: aggregates pending partitions of the last hours
-  (CLOUDPROF_AGGREGATE_LOOKBACK_HOURS, default 3, or detail.lookback_hours); raises on failure.
+  (setting aggregate_lookback_hours, CLOUDPROF_AGGREGATE_LOOKBACK_HOURS, default 3, or detail.lookback_hours); raises on failure.
 - Fan-out steps `{"cloudprof": "shard", "plan": KEY, "index": I}` and
   `{"cloudprof": "reduce", "plan": KEY}`, for a Step Functions map over shards.
 - Manual runs: `{"cloudprof": "partition", "service": S, "hour": "2026-11-25T14", "kind": "cpu"}`

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os  # only for CLOUDPROF_AGGREGATE_LOOKBACK_HOURS, see lookback_hours()
 from datetime import datetime, timedelta, timezone
 from typing import Iterable
 from urllib.parse import urlparse
@@ -15,11 +14,10 @@ from cloudprof.aggregator.pending import AggregateReport, aggregate, find_pendin
 from cloudprof.errors import ConfigError
 from cloudprof.times import floor_hour
 
-__all__ = ["DEFAULT_LOOKBACK_HOURS", "get_store", "merge_partitions", "partitions_for_objects", "run_pending", "storage_url"]
+__all__ = ["get_store", "merge_partitions", "partitions_for_objects", "run_pending", "storage_url"]
 
 log = logging.getLogger("cloudprof.aggregator")
 
-DEFAULT_LOOKBACK_HOURS = 3
 _STORES: dict[str, object] = {}  # one client per warm container: creating boto3/GCS clients is slow
 
 
@@ -35,12 +33,9 @@ def storage_url() -> str:
 
 
 def lookback_hours() -> int:
-    # Not a Settings field yet (config.py belongs to the agent's settings); read here until it is.
-    text = os.environ.get("CLOUDPROF_AGGREGATE_LOOKBACK_HOURS", "")
-    try:
-        return int(text) if text else DEFAULT_LOOKBACK_HOURS
-    except ValueError:
-        raise ConfigError(f"CLOUDPROF_AGGREGATE_LOOKBACK_HOURS={text!r}: expected a whole number of hours") from None
+    from cloudprof.config import load_settings
+
+    return load_settings().aggregate_lookback_hours
 
 
 def get_store(url: str | None = None):
