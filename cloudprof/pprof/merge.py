@@ -25,6 +25,7 @@ import multiprocessing
 import os
 import threading
 from concurrent.futures import ProcessPoolExecutor
+from itertools import islice
 from operator import add as _add
 from operator import sub as _sub
 from typing import Iterable, Sequence
@@ -93,13 +94,19 @@ class Merger:
         if not st or st[0] != b"":
             raise ProfileError('invalid profile: string_table[0] must be ""')
         sd = self._strings
+        marks = (len(sd), len(self._functions), len(self._mappings), len(self._locations))
         setdefault = sd.setdefault
         smap = [setdefault(s, len(sd)) for s in st]
         try:
             header = self._check_header(profile, st)
             self._add_body(profile, raw, columns, smap)
-        except (KeyError, IndexError) as exc:
-            raise ProfileError(f"invalid profile: dangling id or string index {exc}") from None
+        except BaseException as exc:
+            # The symbol tables grew before the check failed; a rejected input must not leave its
+            # strings (they may be private) or symbols in the result.
+            self._truncate(*marks)
+            if isinstance(exc, (KeyError, IndexError)):
+                raise ProfileError(f"invalid profile: dangling id or string index {exc}") from None
+            raise
         if self._header is None:
             self._header = header
             self._ntypes = len(header[1])
@@ -107,6 +114,14 @@ class Merger:
             self._keep_frames = smap[profile.keep_frames]
         self._add_scalars(profile, smap)
         self.inputs += 1
+
+    def _truncate(self, strings: int, functions: int, mappings: int, locations: int) -> None:
+        """Forget table entries added after these sizes (ids are insertion order, so the rest stay valid)."""
+        for table, keep in ((self._strings, strings), (self._functions, functions), (self._mappings, mappings),
+                            (self._locations, locations)):
+            for key in list(islice(table, keep, None)):
+                del table[key]
+        del self._mapping_rows[mappings:]
 
     def _check_header(self, profile: Profile, st) -> tuple:
         pt = profile.period_type

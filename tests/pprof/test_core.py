@@ -119,6 +119,27 @@ def test_bad_input_leaves_merger_unchanged():
     assert merger.sample_totals() == before and merger.inputs == 1
 
 
+def test_rejected_input_leaves_no_strings_or_symbols_in_the_result():
+    """A rejected input must not leak into the output: not its strings (which may be private), nor its symbols."""
+    merger = Merger()
+    merger.add(small_profile())
+    bad = ProfileBuilder()
+    bad.add_frames([("secret_function", "secret.py", 1, 1)], [1, 10, 10])
+    bad.comment("secret=comment")
+    bad = bad.build()
+    bad.sample[0].location_id.append(999)
+    with pytest.raises(ProfileError):
+        merger.add(bad)
+    bad_header = small_profile()
+    bad_header.string_table.append(b"secret_type")
+    bad_header.sample_type[0].type = len(bad_header.string_table) - 1
+    with pytest.raises(IncompatibleProfiles):
+        merger.add(bad_header)
+    merger.add(small_profile(2))
+    assert not [s for s in merger.result().string_table if b"secret" in s]
+    assert merger.result() == merge([small_profile(), small_profile(2)])
+
+
 @pytest.mark.parametrize("data,match", [
     (b"", "empty"),
     (gzip.compress(b""), "empty"),
