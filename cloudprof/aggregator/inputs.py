@@ -82,13 +82,7 @@ class _Table:
     def __getitem__(self, index: int) -> str:
         if not 0 <= index < len(self.raw):
             return f"#{index}?"
-        value = self.raw[index]
-        return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
-
-    def index(self, text: str) -> int:
-        raw = self.raw
-        want = text.encode() if raw and isinstance(raw[0], bytes) else text
-        return list(raw).index(want)
+        return self.raw[index].decode("utf-8", "replace")
 
 
 def _comments(profile: Profile, table: _Table) -> dict[str, str]:
@@ -163,10 +157,10 @@ def _tag_and_total(profile: Profile, table: _Table, version: str, names: list[st
     key_index = value_index = -1
     had_key = False
     if version:
-        as_bytes = _bytes_table(profile)
         existing = {s: i for i, s in enumerate(st)} if len(st) < 4096 else None
+
         def intern(text: str) -> tuple[int, bool]:
-            want = text.encode() if as_bytes else text
+            want = text.encode()
             found = existing.get(want) if existing is not None else (list(st).index(want) if want in st else None)
             if found is not None:
                 return found, True
@@ -182,8 +176,3 @@ def _tag_and_total(profile: Profile, table: _Table, version: str, names: list[st
             continue  # a version label the producer set itself wins
         sample.label.add(key=key_index, str=value_index)
     return dict(zip(names, sums))
-
-
-def _bytes_table(profile: Profile) -> bool:
-    field = profile.DESCRIPTOR.fields_by_name["string_table"]
-    return field.type == field.TYPE_BYTES
