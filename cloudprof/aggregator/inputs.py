@@ -13,8 +13,7 @@ from typing import Callable
 from cloudprof.aggregator.partition import KIND_SAMPLE_TYPES, Partition
 from cloudprof.aggregator.quarantine import Reason, Rejected
 from cloudprof.errors import ProfileError, StorageError
-from cloudprof.pprof import Profile, decode
-from cloudprof.pprof.codec import GZIP_MAGIC, gunzip
+from cloudprof.pprof import GZIP_MAGIC, Profile, decode, gunzip
 from cloudprof.storage import keys as _keys
 
 __all__ = ["Limits", "LoadedInput", "check_key", "load_input"]

@@ -16,7 +16,7 @@ from cloudprof.pprof.profile_pb2 import Profile
 from cloudprof.pprof.validate import validate
 from cloudprof.pprof.views import Header, view
 
-__all__ = ["DEFAULT_MAX_SIZE", "decode", "encode", "gunzip", "parse", "unwrap"]
+__all__ = ["DEFAULT_MAX_SIZE", "GZIP_MAGIC", "decode", "encode", "gunzip", "parse", "unwrap"]
 
 DEFAULT_MAX_SIZE = 256 << 20
 GZIP_MAGIC = b"\x1f\x8b"
