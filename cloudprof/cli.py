@@ -261,7 +261,8 @@ def cmd_query(args: argparse.Namespace) -> int:
         data = encode(query_profile(store, sel, stats))
     else:
         tree = query_tree(store, sel, stats)
-        sample_type = tree.types[tree.type_index(args.sample_type)]
+        index = tree.type_index(args.sample_type)
+        sample_type = tree.types[index]
         if args.format == "collapsed":
             data = tree.collapsed(sample_type).encode()
         elif args.format == "json":
@@ -269,7 +270,6 @@ def cmd_query(args: argparse.Namespace) -> int:
                    "version": sel.version, "thread": sel.thread, "query": stats.to_dict(), **tree.to_nested()}
             data = (json.dumps(doc, separators=(",", ":")) + "\n").encode()
         else:
-            index = tree.types.index(sample_type)
             data = format_top(tree.function_stats(sample_type), sample_type, total=tree.grand_total(index)).encode()
     _emit(args.output, data, args.format)
     if args.output and args.output != "-":
@@ -321,7 +321,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
                           "(--base-version, --target-version)")
     base_stats, target_stats = QueryStats(), QueryStats()
     tree = query_diff_tree(open_store(args.storage), base, target, base_stats, target_stats)
-    sample_type = tree.types[tree.type_index(args.sample_type)]
+    index = tree.type_index(args.sample_type)
+    sample_type = tree.types[index]
     moves = movers(tree, sample_type)
 
     def side(sel) -> str:
@@ -332,7 +333,6 @@ def cmd_diff(args: argparse.Namespace) -> int:
         data = render_diff_html(tree, title=f"{args.service} \u00b7 diff", facts=facts, default_type=sample_type,
                                 footer=f"cloudprof \u00b7 {args.storage} \u00b7 generated {now:%Y-%m-%d %H:%M} UTC").encode()
     elif args.format == "json":
-        index = tree.types.index(sample_type)
         doc = {"service": args.service, "sample_type": sample_type,
                "base": {"from": base.start.isoformat(), "to": base.end.isoformat(), "version": base.version,
                         "total": tree.grand_total(index, 0), "query": base_stats.to_dict()},
