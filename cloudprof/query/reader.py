@@ -27,7 +27,7 @@ from cloudprof.errors import ConfigError, NotFound, ProfileError, StorageError
 from cloudprof.pprof import Merger, Profile, decode, sample_type_names, strings
 from cloudprof.query.tree import FlameTree, TreeBuilder, label_filter
 from cloudprof.storage import keys as _keys
-from cloudprof.times import floor_hour
+from cloudprof.times import hours_between
 
 __all__ = ["NoData", "QueryStats", "Selection", "iter_profiles", "query_diff_tree", "query_profile", "query_tree"]
 
@@ -238,12 +238,7 @@ def iter_profiles(store, sel: Selection, stats: QueryStats | None = None, *, wor
     stats = stats if stats is not None else QueryStats()
     start_ms = int(sel.start.timestamp() * 1000)
     end_ms = int(sel.end.timestamp() * 1000)
-    hours = []
-    hour = floor_hour(sel.start)
-    while hour < sel.end:
-        hours.append(hour)
-        hour += HOUR
-    todo = iter(hours)
+    todo = iter(hours_between(sel.start, sel.end))
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         ahead: deque = deque(pool.submit(_fetch_hour, store, sel, h, start_ms, end_ms)
                              for h in islice(todo, 2 * max(1, workers)))
