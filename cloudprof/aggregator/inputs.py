@@ -154,7 +154,7 @@ def _tag_and_total(profile: Profile, table: _Table, version: str, names: list[st
     sums = [0] * len(names)
     st = profile.string_table
     key_index = value_index = -1
-    had_key = False
+    version_keys: set[int] = set()
     if version:
         existing = {s: i for i, s in enumerate(st)} if len(st) < 4096 else None
 
@@ -167,11 +167,14 @@ def _tag_and_total(profile: Profile, table: _Table, version: str, names: list[st
             return len(st) - 1, False
         key_index, had_key = intern("version")
         value_index, _ = intern(version)
+        if had_key:
+            # pprof allows a string twice in the table: the producer's label may use any "version".
+            version_keys = {i for i, s in enumerate(st) if s == b"version"}
     for sample in profile.sample:
         sums = list(map(_add, sums, sample.value))
         if key_index < 0:
             continue
-        if had_key and any(label.key == key_index for label in sample.label):
+        if version_keys and any(label.key in version_keys for label in sample.label):
             continue  # a version label the producer set itself wins
         sample.label.add(key=key_index, str=value_index)
     return dict(zip(names, sums))

@@ -158,3 +158,21 @@ def test_bytes_after_the_last_gzip_member_are_ignored_as_gzip_does():
     from cloudprof.aggregator.inputs import load_input
 
     assert load_input(_valid() + b"not another member", PART).totals == load_input(_valid(), PART).totals
+
+
+def test_a_version_label_the_producer_set_wins_even_with_a_repeated_version_string():
+    """pprof allows a string twice in the table; the producer's own label must still be found (not doubled)."""
+    from cloudprof.aggregator.inputs import load_input
+    from cloudprof.pprof import decode
+
+    profile = decode(_valid())
+    table = profile.string_table
+    table.extend([b"version", b"9.9"])
+    key, value = len(table) - 2, len(table) - 1
+    table.append(b"version")  # the repeat: a lookup by last index would miss the producer's label
+    for sample in profile.sample:
+        sample.label.add(key=key, str=value)
+    loaded = load_input(encode(profile), PART)
+    for sample in loaded.profile.sample:
+        versions = [lab for lab in sample.label if loaded.profile.string_table[lab.key] == b"version"]
+        assert [loaded.profile.string_table[lab.str] for lab in versions] == [b"9.9"]
