@@ -27,20 +27,25 @@ def label_filter(profile: Profile, table: list[str], wanted: Mapping[str, str] |
     """A predicate over samples keeping those whose string labels equal `wanted`; None keeps all.
 
     A wanted label whose key or value the profile never mentions matches nothing.
+    pprof allows a string twice in the table, so a label may use any copy of it.
     """
     if not wanted:
         return None
-    index = {s: i for i, s in enumerate(table)}
-    pairs = []
+    texts = set(wanted) | set(wanted.values())
+    ids: dict[str, set[int]] = {}
+    for i, s in enumerate(table):
+        if s in texts:
+            ids.setdefault(s, set()).add(i)
+    pairs = []  # per wanted label, every (key index, value index) that spells it
     for key, value in wanted.items():
-        k, v = index.get(key), index.get(value)
+        k, v = ids.get(key), ids.get(value)
         if k is None or v is None:
             return lambda sample: False
-        pairs.append((k, v))
+        pairs.append({(a, b) for a in k for b in v if b})
 
     def keep(sample) -> bool:
-        labels = {lab.key: lab.str for lab in sample.label if lab.str}
-        return all(labels.get(k) == v for k, v in pairs)
+        labels = {(lab.key, lab.str) for lab in sample.label}
+        return all(not labels.isdisjoint(pair) for pair in pairs)
 
     return keep
 

@@ -60,6 +60,14 @@ def test_label_filters_and_unknown_labels_match_nothing():
     assert builder.add(p, labels={"version": "9"}) == 0
 
 
+def test_label_filter_finds_labels_whose_strings_repeat_in_the_table():
+    """pprof allows a string twice in the table; a label using either copy matches."""
+    p = build(("main;a", 1), labels=(("thread_name", "worker"),))
+    p.string_table.extend([b"thread_name", b"worker"])  # later copies: a last-index lookup misses the label
+    tree = tree_of([p], labels={"thread_name": "worker"})
+    assert stats_of(tree) == {"main": (0, 1), "a": (1, 1)}
+
+
 def test_tree_forms_agree():
     tree = tree_of([build(("main;a;b", 2), ("main;c", 5))])
     compact = tree.to_compact()
