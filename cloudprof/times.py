@@ -40,13 +40,18 @@ def parse_time(text: str, *, now: datetime | None = None) -> datetime:
 
 
 def floor_hour(moment: datetime) -> datetime:
+    """`moment` in UTC, truncated to its hour; a naive datetime is UTC (never the machine's zone)."""
+    if not isinstance(moment, datetime):
+        raise ConfigError(f"expected a datetime for the hour, got {moment!r}")
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
     return moment.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
 
 
 def hours_between(start: datetime, end: datetime) -> list[datetime]:
     """The UTC hours that overlap [start, end), each as its first instant."""
     hours = []
-    hour = floor_hour(start)
+    hour, end = floor_hour(start), end if end.tzinfo else end.replace(tzinfo=timezone.utc)
     while hour < end:
         hours.append(hour)
         hour += timedelta(hours=1)

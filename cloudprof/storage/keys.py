@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from cloudprof.errors import ConfigError, StorageError
+from cloudprof.times import floor_hour
 
 __all__ = [
     "AREAS",
@@ -26,8 +27,6 @@ __all__ = [
     "Partition",
     "QuarantinedKey",
     "RawKey",
-    "floor_hour",
-    "hours_in",
     "manifest_key",
     "merged_key",
     "parse_manifest_key",
@@ -85,27 +84,6 @@ def sanitize_host(name: str) -> str:
     """
     cleaned = _NOT_HOST.sub("-", str(name or ""))[:63]
     return cleaned or "unknown"
-
-
-def floor_hour(when: _dt.datetime) -> _dt.datetime:
-    """`when` in UTC, truncated to its hour (naive means UTC)."""
-    if not isinstance(when, _dt.datetime):
-        raise ConfigError(f"expected a datetime for the hour, got {when!r}")
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=_dt.timezone.utc)
-    return when.astimezone(_dt.timezone.utc).replace(minute=0, second=0, microsecond=0)
-
-
-def hours_in(start: _dt.datetime, end: _dt.datetime):
-    """Every hour that overlaps [start, end), oldest first."""
-    hour, end = floor_hour(start), _utc(end)
-    while hour < end:
-        yield hour
-        hour += _dt.timedelta(hours=1)
-
-
-def _utc(when: _dt.datetime) -> _dt.datetime:
-    return when.replace(tzinfo=_dt.timezone.utc) if when.tzinfo is None else when.astimezone(_dt.timezone.utc)
 
 
 def _hour_path(hour: _dt.datetime) -> str:

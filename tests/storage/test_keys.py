@@ -12,6 +12,7 @@ from cloudprof.errors import ConfigError, StorageError
 from cloudprof.storage import keys
 from cloudprof.storage.base import check_key
 from cloudprof.storage.keys import RawKey
+from cloudprof.times import floor_hour, hours_between
 
 HOUR = dt.datetime(2026, 11, 25, 14, tzinfo=dt.timezone.utc)
 START_MS = int(HOUR.timestamp() * 1000) + 123_456
@@ -84,9 +85,17 @@ def test_partition_prefixes():
 
 
 def test_hours_in_a_range():
-    hours = list(keys.hours_in(HOUR + dt.timedelta(minutes=30), HOUR + dt.timedelta(hours=2, minutes=1)))
+    hours = hours_between(HOUR + dt.timedelta(minutes=30), HOUR + dt.timedelta(hours=2, minutes=1))
     assert hours == [HOUR, HOUR + dt.timedelta(hours=1), HOUR + dt.timedelta(hours=2)]
-    assert list(keys.hours_in(HOUR, HOUR)) == []
+    assert hours_between(HOUR, HOUR) == []
+
+
+def test_a_naive_hour_is_utc_not_the_machines_zone():
+    naive = dt.datetime(2026, 11, 25, 14, 30)
+    assert floor_hour(naive) == dt.datetime(2026, 11, 25, 14, tzinfo=dt.timezone.utc)
+    assert hours_between(naive, naive.replace(hour=15, minute=1)) == [floor_hour(naive), floor_hour(naive) + dt.timedelta(hours=1)]
+    with pytest.raises(ConfigError):
+        floor_hour("2026-11-25T14")
 
 
 @pytest.mark.parametrize("name", ["checkout", "a", "0svc", "svc.v2", "my_svc-1", "a" * 63])
