@@ -290,7 +290,7 @@ def _filtered(profile: Profile, labels: Mapping[str, str]) -> Profile | None:
 
 def _no_data(store, sel: Selection) -> NoData:
     for area in ("raw", "merged"):
-        for _ in store.list(_keys.partition_prefix(sel.service, area=area)):
+        for _ in store.list(_keys.partition_prefix(sel.service, area=area), page_size=1):  # one key tells
             return NoData(f"no data for {sel.describe()} in {store.url}")
     return NoData(f"no data for service {sel.service!r} in {store.url}: it has no raw or merged profiles "
                   "(check --service and --storage)")
