@@ -98,9 +98,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Options whose value may be a relative time such as -1h, which argparse would take for an option.
+_TIME_OPTIONS = frozenset({"--from", "--to", "--base", "--target", "--hour"})
+
+
+def _attach_time_values(argv: Sequence[str]) -> list[str]:
+    """`--from -1h` -> `--from=-1h` (up to a `--`, after which the words belong to the profiled command)."""
+    out: list[str] = []
+    words = list(argv)
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if word == "--":
+            out.extend(words[i:])
+            break
+        if word in _TIME_OPTIONS and i + 1 < len(words) and words[i + 1].startswith("-") and words[i + 1] != "--":
+            out.append(f"{word}={words[i + 1]}")
+            i += 2
+            continue
+        out.append(word)
+        i += 1
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_attach_time_values(sys.argv[1:] if argv is None else argv))
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args) or 0
