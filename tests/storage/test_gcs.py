@@ -59,7 +59,9 @@ def test_transient_errors_are_retried_then_unavailable(fake_gcs):
     with FaultProxy(fake_gcs.endpoint_url, lambda m, p, h: next(answers, None)) as proxy:
         store = GCSStore(bucket, client=_client_at(proxy.endpoint_url))
         assert store.get("k") == b"v"  # two transient failures, retried by the client
-        assert proxy.requests == 3
+        assert next(answers, None) is None, "both transient failures were served"
+        # >= rather than ==: the client may also make its one background bucket lookup through the proxy.
+        assert proxy.requests >= 3
         proxy.rule = lambda m, p, h: ("status", 503, b"{}")
         with pytest.raises(StorageUnavailable):
             GCSStore(bucket, client=_client_at(proxy.endpoint_url), retry_deadline=0.3).get("k")
