@@ -137,13 +137,11 @@ def test_flush_at_exit(tmp_path):
     assert profiles(tmp_path / "s")
 
 
-def test_sigterm_flushes_and_chains_the_apps_handler(tmp_path):
+def _busy_profiled_child(tmp_path, app_setup: str = "") -> subprocess.Popen:
+    """A child that profiles itself into tmp_path/s and burns CPU until signalled; returned once it is ready."""
     code = f"""
         import cloudprof, os, signal, sys, time
-        def apps_handler(signum, frame):
-            print("app handler ran", flush=True)
-            sys.exit(3)
-        signal.signal(signal.SIGTERM, apps_handler)
+        {app_setup}
         cloudprof.start(enabled=True, service="sigterm", storage="file://{tmp_path}/s", strict=True)
         print("ready", flush=True)
         while True:
@@ -152,6 +150,13 @@ def test_sigterm_flushes_and_chains_the_apps_handler(tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(support.REPO)})
     assert proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+def test_sigterm_flushes_and_chains_the_apps_handler(tmp_path):
+    # One line: textwrap.dedent of the child's code needs every line at the same indent.
+    proc = _busy_profiled_child(tmp_path, "signal.signal(signal.SIGTERM, lambda s, f: (print('app handler ran', "
+                                          "flush=True), sys.exit(3)))")
     time.sleep(0.5)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=30)
@@ -161,16 +166,7 @@ def test_sigterm_flushes_and_chains_the_apps_handler(tmp_path):
 
 
 def test_sigterm_without_an_app_handler_still_terminates(tmp_path):
-    code = f"""
-        import cloudprof
-        cloudprof.start(enabled=True, service="sigterm", storage="file://{tmp_path}/s", strict=True)
-        print("ready", flush=True)
-        while True:
-            sum(i for i in range(1000))
-        """
-    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(support.REPO)})
-    assert proc.stdout.readline().strip() == "ready"
+    proc = _busy_profiled_child(tmp_path)
     time.sleep(0.3)
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=30)
