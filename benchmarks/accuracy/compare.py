@@ -1,8 +1,8 @@
 """Our agent against py-spy, on the same run: per-function self and total CPU shares side by side.
 
-    .venv/bin/python benchmarks/accuracy/compare.py [PROGRAM.py ...] [--threshold 5] [--runs 1]
+    .venv/bin/python benchmarks/accuracy/compare.py [PROGRAM.py ...] [--threshold 5] [--min-samples 2000] [--runs N]
 
-Each program runs once under `py-spy record -r 100 -f raw` (out of process,
+Each program runs under `py-spy record -r 100 -f raw` (out of process,
 reads memory without the GIL: the reference) with our agent started inside it
 by the `cloudprof run` bootstrap (CLOUDPROF_* settings, default budget). Only
 stacks that pass through the program's own file count (interpreter and agent
@@ -10,6 +10,19 @@ start-up are not the program); py-spy samples whose leaf is inside cloudprof
 (our signal handler, our threads) are reported as the agent's share and left out.
 Functions are matched by qualified name and file name; rows where either side
 gives at least 2% are printed, and differences over the threshold are flagged.
+
+Precision: a share read from n samples has a standard error of up to
+50/sqrt(n) points, and a difference of two such shares about 71/sqrt(n): with
+the ~200-600 samples of one run that is 3-5 points, as large as the tolerance.
+So runs of a program are repeated and pooled until py-spy has at least
+--min-samples (2,000) samples in it (every program, same rule; at most
+--max-runs). Our agent takes fewer samples than py-spy in the same time (about
+half: expiries that fall between two check points make one weighted sample), so
+the standard error of a difference at a 50% share is then about 2 points and a
+5-point tolerance about 2.5 standard errors. Each
+program's header prints that figure for its actual sample counts. --runs N
+instead runs every program exactly N times. All 9 programs take about 5 minutes
+on 2 cores.
 """
 
 from __future__ import annotations
@@ -54,13 +67,14 @@ def our_stacks(store: Path):
         cpu = [table[st.type] for st in p.sample_type].index("cpu")
         functions = {f.id: (table[f.name], os.path.basename(table[f.filename])) for f in p.function}
         locations = {loc.id: functions[loc.line[0].function_id] for loc in p.location}
+        count = [table[st.type] for st in p.sample_type].index("samples")
         for s in p.sample:
             if s.value[cpu]:
                 # py-spy (without --native) ends stacks at the Python frame: fold our `<native> callee` leaf into it
                 frames = [locations[i] for i in reversed(s.location_id)]
                 while frames and frames[-1][0].startswith("<native>"):
                     frames.pop()
-                yield frames, s.value[cpu]
+                yield frames, s.value[cpu], s.value[count]
 
 
 def shares(stacks, program: str):
@@ -77,18 +91,28 @@ def shares(stacks, program: str):
     return ({k: 100 * v / all_ for k, v in self_.items()}, {k: 100 * v / all_ for k, v in total.items()})
 
 
-def run(program: Path, py_spy: str, workdir: Path, runs: int = 1):
+def run(program: Path, py_spy: str, workdir: Path, runs: int = 0, min_samples: int = 2000, max_runs: int = 40):
+    """Pool runs of `program`: exactly `runs` of them, or (runs=0) until py-spy has `min_samples` in the program."""
     spy, ours = [], []
-    for i in range(runs):
+    i = 0
+    while (i < runs) if runs else (i < max_runs and _in_program(spy, program.name) < min_samples):
         s, o = _run_once(program, py_spy, workdir / str(i))
         spy += s
         ours += o
+        i += 1
+    our_n = sum(n for f, _, n in ours if any(x == program.name for _, x in f))
+    ours = [(f, w) for f, w, _ in ours]
     in_handler = [any(name == "Sampler._on_signal" for name, _ in f) for f, _ in spy]
     spy_all = sum(c for f, c in spy if any(x == program.name for _, x in f))
     agent = sum(c for (f, c), h in zip(spy, in_handler) if h and any(x == program.name for _, x in f))
     spy = [fc for fc, h in zip(spy, in_handler) if not h]
     counts = (spy_all, sum(w for f, w in ours if any(x == program.name for _, x in f)) / 1e9)
-    return shares(spy, program.name), shares(ours, program.name), (100 * agent / spy_all if spy_all else 0.0), counts
+    return (shares(spy, program.name), shares(ours, program.name), (100 * agent / spy_all if spy_all else 0.0),
+            counts + (our_n, i))
+
+
+def _in_program(stacks, name: str) -> int:
+    return sum(c for f, c in stacks if any(x == name for _, x in f))
 
 
 def _run_once(program: Path, py_spy: str, workdir: Path):
@@ -108,7 +132,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("programs", nargs="*", type=Path)
     ap.add_argument("--threshold", type=float, default=5.0)
-    ap.add_argument("--runs", type=int, default=1, help="runs per program, pooled (more samples, less noise)")
+    ap.add_argument("--min-samples", type=int, default=2000,
+                    help="pool runs of each program until py-spy has this many samples in it (default 2000)")
+    ap.add_argument("--max-runs", type=int, default=40, help="cap on pooled runs per program with --min-samples")
+    ap.add_argument("--runs", type=int, default=0, help="run every program exactly this many times instead")
     args = ap.parse_args(argv)
     programs = args.programs or sorted(HERE.glob("p*_*.py"))
     py_spy = shutil.which("py-spy", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]))
@@ -119,9 +146,12 @@ def main(argv=None) -> int:
     for program in programs:
         program = program.resolve()
         with tempfile.TemporaryDirectory() as tmp:
-            (spy_self, spy_total), (our_self, our_total), agent_pct, (spy_n, our_s) = run(program, py_spy, Path(tmp), args.runs)
-        print(f"\n## {program.name}: py-spy {spy_n} samples, ours {our_s:.2f} CPU s; "
-              f"py-spy sees {agent_pct:.2f}% of samples inside our handler")
+            (spy_self, spy_total), (our_self, our_total), agent_pct, (spy_n, our_s, our_n, runs) = run(
+                program, py_spy, Path(tmp), args.runs, args.min_samples, args.max_runs)
+        se = 100 * (0.25 / max(spy_n, 1) + 0.25 / max(our_n, 1)) ** 0.5
+        print(f"\n## {program.name}: {runs} runs; py-spy {spy_n} samples, ours {our_n} samples, {our_s:.2f} CPU s; "
+              f"py-spy sees {agent_pct:.2f}% of samples inside our handler; "
+              f"s.e. of a difference at 50% share {se:.1f} points")
         print(f"{'function':<44} {'self py-spy':>11} {'self ours':>9} {'diff':>6}   "
               f"{'total py-spy':>12} {'total ours':>10} {'diff':>6}")
         keys = {k for k in set(spy_total) | set(our_total)
