@@ -1,10 +1,18 @@
-"""Overhead governor: keeps the agent's own CPU under a share of the process's by moving the sample rate.
+"""Overhead governor: keeps the agent's own CPU under a share of the process's by moving the sample rates.
 
-The agent's CPU is what it can measure exactly: the sampler thread's CPU clock
-plus the time spent inside the CPU-time signal handler. It is compared with the
-rest of the process's CPU over each step (about a second). A process that is
-nearly idle would make any cost look huge, so a cost below `floor_pct` of one
-core is always allowed: there is no CPU bill to protect there.
+The agent's CPU is what it can measure exactly: the signal handler's time and its
+threads' CPU clocks. It is compared with the rest of the process's CPU over each
+step (about a second). The budget is `max_pct` of the app's CPU, but never less
+than `floor_pct` of one core: a nearly idle process would make any cost look huge,
+and there is no CPU bill to protect there.
+
+Two rates, because the two costs scale differently. The CPU-time signal fires per
+period of the process's CPU, so its cost is a fixed share of the app's CPU and
+nothing at all while the app idles. The sampler thread's ticks (wall time, other
+threads) come per period of wall time, so in an idle process they are the whole
+cost. Over budget, the governor lowers the rate of whichever part cost more; so an
+idle process keeps its wall ticks cheap without slowing the signal, and a burst of
+work after a quiet minute is sampled at the full rate from its first millisecond.
 """
 
 from __future__ import annotations
@@ -13,30 +21,42 @@ __all__ = ["Governor"]
 
 
 class Governor:
-    """Decides the sampling rate from measured costs; holds no clock and no thread (testable by feeding numbers)."""
+    """Decides the sampling rates from measured costs; holds no clock and no thread (testable by feeding numbers).
 
-    __slots__ = ("target_hz", "max_pct", "min_hz", "floor_pct", "hz", "last_share_pct")
+    `hz` is the CPU-time signal's rate, `tick_hz` (never above it) the sampler thread's.
+    """
+
+    __slots__ = ("target_hz", "max_pct", "min_hz", "floor_pct", "hz", "tick_hz", "last_share_pct")
 
     def __init__(self, target_hz: float, max_pct: float, *, min_hz: float = 1.0, floor_pct: float = 0.05) -> None:
         self.target_hz = float(target_hz)
         self.max_pct = float(max_pct)
         self.min_hz = min(float(min_hz), self.target_hz)
         self.floor_pct = floor_pct
-        self.hz = self.target_hz
+        self.hz = self.tick_hz = self.target_hz
         self.last_share_pct = 0.0
 
-    def update(self, own_ns: int, process_ns: int, wall_ns: int) -> float:
-        """One step: the agent used `own_ns` of the `process_ns` CPU the process used in `wall_ns`; returns the new rate."""
+    def reset(self) -> None:
+        self.hz = self.tick_hz = self.target_hz
+
+    def update(self, own_ns: int, process_ns: int, wall_ns: int, thread_ns: int = 0) -> float:
+        """One step: the agent used `own_ns` (of which its threads `thread_ns`) of the `process_ns` CPU the
+        process used in `wall_ns`; returns the new signal rate (`tick_hz` is updated too)."""
         if wall_ns <= 0:
             return self.hz
         app_ns = max(process_ns - own_ns, 1)
-        share = 100.0 * own_ns / app_ns
-        self.last_share_pct = share
-        below_floor = own_ns <= self.floor_pct / 100.0 * wall_ns
-        if share > self.max_pct and not below_floor:
+        self.last_share_pct = 100.0 * own_ns / app_ns
+        budget = max(self.max_pct / 100.0 * app_ns, self.floor_pct / 100.0 * wall_ns)
+        if own_ns > budget:
             # Cost scales with the rate; aim 10% under the budget so noise does not flap it.
-            self.hz = max(self.min_hz, self.hz * 0.9 * self.max_pct / share)
-        elif self.hz < self.target_hz and (share < 0.7 * self.max_pct or below_floor):
-            room = 0.8 * self.max_pct / share if share > 0 else 2.0
-            self.hz = min(self.target_hz, self.hz * min(2.0, max(1.1, room)))
+            cut = 0.9 * budget / own_ns
+            if thread_ns * 2 >= own_ns:
+                self.tick_hz = max(self.min_hz, self.tick_hz * cut)
+            else:
+                self.hz = max(self.min_hz, self.hz * cut)
+                self.tick_hz = min(self.tick_hz, self.hz)
+        elif own_ns < 0.7 * budget:
+            step = min(2.0, max(1.1, 0.8 * budget / own_ns)) if own_ns > 0 else 2.0
+            self.hz = min(self.target_hz, self.hz * step)
+            self.tick_hz = min(self.hz, self.tick_hz * step)
         return self.hz

@@ -10,10 +10,11 @@ Weights come from the kernel, not from the nominal period. Other threads: the
 delta of each thread's own CPU clock since its previous sample; wall: the time
 since the previous tick. The main thread: the timer expiries that fell since the
 previous handler (counted through the wakeup fd), times the period, times the
-main thread's part of the process CPU, normalised to its measured CPU. Not the
-plain CPU delta: the handler runs at the next check point, so after a long C
-call (zlib, hashing, JSON) the delta also holds the time before the call began,
-and would charge it to the call. A sample taken at a function's entry RESUME is
+main thread's part of the process CPU; a window's main-thread samples are then
+scaled to add up to the CPU its clock measured (a loaded machine's kernel folds
+expiries). Not the plain CPU delta: the handler runs at the next check point, so
+after a long C call (zlib, hashing, JSON) the delta also holds the time before
+the call began, and would charge it to the call. A sample taken at a function's entry RESUME is
 the caller's (stacks.where_cpu_went). Rate changes and missed ticks leave totals
 right.
 
@@ -25,7 +26,12 @@ every `_WATCH_NS`. Without a usable signal (not started from the main thread, th
 app owns SIGPROF or ITIMER_PROF, no setitimer) the thread does everything and
 the reason is reported.
 
-Concurrency: each writer (handler, thread) owns one StackTable and sets a busy
+Busy threads pass the GIL round once per switch interval (5 ms), so a thread
+that wants it waits about one interval per busy thread: behind four, one
+requester cannot tick every 10 ms. When the measured wait says so, up to
+`_MAX_TICKERS` threads take turns at the deadlines.
+
+Concurrency: each writer (handler, threads) owns its StackTables and sets a busy
 flag before it reads the table attribute; `drain()` swaps tables and waits for
 the flag, so a window never loses a sample to a race or iterates a dict being
 written. Ticks are serialised by a lock taken without blocking.
@@ -52,6 +58,7 @@ __all__ = ["AGENT_THREAD_PREFIX", "Batch", "Sampler", "next_deadline", "signal_u
 AGENT_THREAD_PREFIX = "cloudprof"  # threads named so are the agent's own and are not sampled
 _WATCH_NS = 250_000_000  # how often the thread checks that the handler still takes ticks
 _GOVERN_NS = 1_000_000_000
+_MAX_TICKERS = 4  # threads that may take turns requesting ticks (see _loop)
 _MAX_WALL_NS = 1_000_000_000  # one tick never carries more wall time than this (suspended process)
 _SKIP = None
 _SIGPROF_BYTE = bytes([signal.SIGPROF]) if hasattr(signal, "SIGPROF") else b""
@@ -96,6 +103,17 @@ def signal_unavailable_reason() -> str:
     return ""
 
 
+class _MainTable(StackTable):
+    """The main thread's signal samples, CPU in timer-expiry units until `Sampler._settle` scales them."""
+
+    __slots__ = ("measured", "weighted")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.measured = 0  # the main thread's CPU (its clock) that these samples stand for
+        self.weighted = 0  # the sum of their expiry weights
+
+
 class _Thread:
     __slots__ = ("clock", "last_cpu", "name", "labels")
 
@@ -119,6 +137,7 @@ class Sampler:
         self.mode = "thread"
         self.reason = ""
         self._period_ns = int(1e9 / sample_hz)
+        self._mtable = _MainTable()
         self._htable = StackTable()
         self._ttable = StackTable()
         self._in_handler = False  # also the handler's busy flag for drain()
@@ -130,12 +149,19 @@ class Sampler:
         self._sampler_ident: int | None = None
         self._sampler_clock: int | None = None
         self._sampler_cpu = 0
+        self._tick_period_ns = self._period_ns  # the thread's (at most the signal's rate, see Governor)
+        self._slot = 0  # the next tick's deadline (monotonic ns), claimed under _slot_lock
+        self._slot_lock = threading.Lock()
+        self._late_ns = 0.0  # running average of the delay from a deadline to holding the GIL again
+        self._fill = False  # the thread(s) take ticks, not just watch the handler
+        self._want_tickers = 1
+        self._tickers: set[int] = set()
+        self._ticker_clocks: dict[int, int | None] = {}
+        self._retired_cpu = 0  # CPU of extra tick requesters that have ended
         self._wake_r: int | None = None
         self._wake_w: int | None = None
         self._proc_mark = 0
         self._app_threads = 1  # threads sampled at the last tick (not the agent's)
-        self._exp_cpu = 0.0
-        self._exp_weight = 0.0
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._active = False
@@ -149,9 +175,9 @@ class Sampler:
         self.handler_ns = 0
         self.handler_ticks = 0
         self.errors = 0
-        self._mark: dict[str, int] = {}
         self._period_integral = 0
         self._period_mark = 0
+        self._mark = self._counters(clock.monotonic_ns())  # drain() before start() gives an empty batch
 
     # --- life cycle ------------------------------------------------------------
 
@@ -322,12 +348,14 @@ class Sampler:
 
     def drain(self) -> Batch:
         """Everything sampled since the previous drain; sampling goes on into fresh tables."""
+        mtable, self._mtable = self._mtable, _MainTable()
         htable, self._htable = self._htable, StackTable()
         ttable, self._ttable = self._ttable, StackTable()
         nested = threading.current_thread() is threading.main_thread() and self._in_handler
         deadline = time.monotonic() + 0.5
         while (self._tbusy or (self._in_handler and not nested)) and time.monotonic() < deadline:
             time.sleep(0.0005)
+        self._settle(mtable)
         now = self.clock.monotonic_ns()
         mark, self._mark = self._mark, self._counters(now)
         cur = self._mark
@@ -335,12 +363,30 @@ class Sampler:
         span = now - mark["mono"]
         period = int((period_integral - mark["period_integral"]) / span) if span > 0 else self._period_ns
         return Batch(
-            tables=(htable, ttable), mono_start_ns=mark["mono"], mono_end_ns=now,
+            tables=(mtable, htable, ttable), mono_start_ns=mark["mono"], mono_end_ns=now,
             ticks=cur["ticks"] - mark["ticks"], signal_samples=cur["signal"] - mark["signal"],
             agent_cpu_ns=cur["agent"] - mark["agent"], process_cpu_ns=cur["process"] - mark["process"],
             period_ns=period or self._period_ns, mode=self.mode, reason=self.reason,
             errors=cur["errors"] - mark["errors"],
         )
+
+    def _settle(self, table: _MainTable) -> None:
+        """Scale a window's main-thread samples so their CPU adds up to what the main thread's clock measured.
+
+        The expiries set the shares; the kernel, on a loaded (virtual) machine, checks CPU timers late and
+        folds several expiries into one signal, so they undercount by a varying factor that the measured
+        CPU corrects over the whole window (a running ratio over the last samples overshot after each fold).
+        """
+        measured, weighted = table.measured, table.weighted
+        if weighted > 0:
+            factor = measured / weighted
+            for acc in table.stacks.values():
+                acc[1] = int(acc[1] * factor)
+        elif measured > 0:  # CPU without a sample to carry it (no expiry fell in this window): say so
+            main = self._threads.get(self._main_ident)
+            labels = main.labels if main is not None else (("thread_name", "MainThread"),)
+            acc = table.stacks.setdefault((labels, UNSAMPLED, 0), [0, 0, 0])
+            acc[1] += measured
 
     def _counters(self, now: int) -> dict[str, int]:
         return {"mono": now, "ticks": self.ticks, "signal": self.signal_samples, "agent": self.agent_cpu_ns(),
@@ -348,13 +394,20 @@ class Sampler:
                 "period_integral": self._period_integral + self._period_ns * (now - self._period_mark)}
 
     def agent_cpu_ns(self) -> int:
-        """CPU the agent's sampling used so far: the sampler thread's clock plus time inside the handler."""
+        """CPU the agent's sampling used so far: its threads' clocks plus time inside the handler."""
         if self._sampler_clock is not None:
             try:
                 self._sampler_cpu = thread_cpu_ns(self._sampler_clock)
             except OSError:
                 pass  # the thread has ended: its last reading stands
-        return self.handler_ns + self._sampler_cpu
+        extra = self._retired_cpu
+        for clock in list(self._ticker_clocks.values()):
+            if clock is not None:
+                try:
+                    extra += thread_cpu_ns(clock)
+                except OSError:
+                    pass  # ending: its final reading is about to join _retired_cpu
+        return self.handler_ns + self._sampler_cpu + extra
 
     # --- sampling --------------------------------------------------------------
 
@@ -376,7 +429,7 @@ class Sampler:
         info = self._threads[ident] = _Thread(clock, last, name)
         return info
 
-    def _tick(self, now: int, table: StackTable, main_frame, main_cpu: int) -> None:
+    def _tick(self, now: int, table: StackTable, main_frame, main_cpu: int, main_table: StackTable | None = None) -> None:
         """One stack per thread: wall since the previous tick, CPU since each thread's previous sample."""
         elapsed = now - self._last_tick
         self._last_tick = now
@@ -429,7 +482,8 @@ class Sampler:
                 info.last_cpu = c
             else:
                 cpu = wall  # no per-thread clock on this platform: wall is the best estimate
-            record(table, info.labels + more if more else info.labels, frame, depth, samples, cpu, wall_i)
+            record(main_table if main_table is not None and ident == main else table,
+                   info.labels + more if more else info.labels, frame, depth, samples, cpu, wall_i)
         if len(threads) > len(frames) + 16:
             for ident in [i for i in threads if i not in frames]:
                 del threads[ident]
@@ -448,23 +502,20 @@ class Sampler:
         self._in_handler = True
         t0 = time.thread_time_ns()
         try:
-            cpu = t0 - self._main_cpu_mark
-            expiries = self._expiries()
-            if expiries:
-                if self._app_threads > 1:  # other threads' CPU also makes the timer expire
+            measured = t0 - self._main_cpu_mark
+            mtable = self._mtable
+            mtable.measured += measured
+            if self._wake_r is None:
+                cpu = measured  # no expiry count (the app owns the wakeup fd): the CPU delta
+            else:
+                cpu = self._expiries() * self._period_ns
+                if cpu and self._app_threads > 1:  # other threads' CPU also makes the timer expire
                     proc = process_cpu_ns()
                     span, self._proc_mark = proc - self._proc_mark, proc
-                    share = cpu / span if span > cpu else 1.0
-                else:
-                    share = 1.0
-                raw = expiries * self._period_ns * share
-                # A loaded (virtual) machine delivers timer ticks late and the kernel then folds several
-                # expiries into one signal; a running ratio of measured main-thread CPU to expiry weight
-                # (about the last 50 samples) keeps the totals true while expiries still set the shares.
-                self._exp_cpu = self._exp_cpu * 0.98 + cpu
-                self._exp_weight = self._exp_weight * 0.98 + raw
-                cpu = int(raw * self._exp_cpu / self._exp_weight)
+                    if span > measured:
+                        cpu = int(cpu * measured / span)
             if frame is not None:
+                mtable.weighted += cpu
                 frame = where_cpu_went(frame)
                 now = self.clock.monotonic_ns()
                 table = self._htable
@@ -480,13 +531,13 @@ class Sampler:
                         main = self._threads.get(self._main_ident)
                         labels = main.labels if main is not None else (("thread_name", "MainThread"),)
                         more = current_extra()
-                        record(table, labels + more if more else labels, frame, self.max_depth, 1,
-                               cpu if cpu > 0 else 0, wall if wall < _MAX_WALL_NS else _MAX_WALL_NS)
+                        record(mtable, labels + more if more else labels, frame, self.max_depth, 1,
+                               cpu, wall if wall < _MAX_WALL_NS else _MAX_WALL_NS)
                     finally:
                         self._tick_lock.release()
                 elif tick_due and self._tick_lock.acquire(False):
                     try:
-                        self._tick(now, table, frame, cpu if cpu > 0 else 0)
+                        self._tick(now, table, frame, cpu, mtable)
                         self._last_handler_tick = now
                         self.handler_ticks += 1
                     finally:
@@ -495,7 +546,7 @@ class Sampler:
                     main = self._threads.get(self._main_ident)
                     labels = main.labels if main is not None else (("thread_name", "MainThread"),)
                     more = current_extra()
-                    record(table, labels + more if more else labels, frame, self.max_depth, 1, cpu if cpu > 0 else 0, 0)
+                    record(mtable, labels + more if more else labels, frame, self.max_depth, 1, cpu, 0)
                 self.signal_samples += 1
         except Exception:
             self.errors += 1
@@ -522,6 +573,55 @@ class Sampler:
             self._loop()
         finally:
             self._sampler_cpu = time.thread_time_ns()
+            self._want_tickers = 1
+
+    def _claim_slot(self, now: int) -> int:
+        """The next tick's deadline (now, if it has passed), handed to one requester only: they take turns."""
+        with self._slot_lock:
+            slot = self._slot
+            self._slot = next_deadline(slot, now, self._tick_period_ns)
+        return slot if slot > now else now
+
+    def _request_tick(self, slot: int) -> bool:
+        """Wait for `slot` (the wait releases the GIL; its end waits to get it back), then tick if still due.
+
+        Returns True when stopped. The time from the slot to holding the GIL again is the hand-off delay
+        that other busy threads impose; its running average decides how many requesters take turns.
+        """
+        clock = self.clock
+        delay = slot - clock.monotonic_ns()
+        if delay > 0:
+            if self._stop.wait(delay / 1e9):
+                return True
+            now = clock.monotonic_ns()
+            self._late_ns += (now - slot - self._late_ns) * 0.1
+        elif self._stop.is_set():  # every tick running late never waits: look here too
+            return True
+        else:
+            now = clock.monotonic_ns()
+        if now - self._last_tick >= self._tick_period_ns >> 1:
+            self._thread_tick(now)
+        return False
+
+    def _ticker(self, index: int) -> None:
+        """An extra tick requester, alive while the hand-off delay needs more than `index` of them."""
+        ident = threading.get_ident()
+        self._ticker_clocks[ident] = thread_cpu_clock(threading.get_native_id(), ident)
+        try:
+            while self._fill and index < self._want_tickers:
+                if self._request_tick(self._claim_slot(self.clock.monotonic_ns())):
+                    return
+        finally:
+            self._ticker_clocks.pop(ident, None)
+            self._retired_cpu += time.thread_time_ns()
+            self._tickers.discard(index)
+
+    def _start_tickers(self) -> None:
+        for index in range(1, self._want_tickers):
+            if index not in self._tickers:
+                self._tickers.add(index)
+                threading.Thread(target=self._ticker, args=(index,), name=f"{AGENT_THREAD_PREFIX}-ticker-{index}",
+                                 daemon=True).start()
 
     def _loop(self) -> None:
         self._sampler_ident = threading.get_ident()
@@ -529,48 +629,54 @@ class Sampler:
         self._sampler_clock = thread_cpu_clock(threading.get_native_id(), self._sampler_ident)
         clock = self.clock
         now = clock.monotonic_ns()
-        next_tick = now + self._period_ns
+        self._slot = now + self._tick_period_ns
         next_govern = now + _GOVERN_NS
-        gov_mark = (now, self.agent_cpu_ns(), process_cpu_ns(), self.signal_samples)
+        gov_mark = (now, self.agent_cpu_ns(), process_cpu_ns(), self.handler_ticks, self.handler_ns)
         # In signal mode the thread only watches while the handler alone holds the rate (a busy main
         # thread); it fills in when the handler falls short (main thread blocked, or waiting for the GIL
         # behind other busy threads), so the two together keep the tick rate.
-        fill = self.mode != "signal"
+        self._fill = self.mode != "signal"
         warming_up = True
         stop = self._stop
-        wait = stop.wait  # one wake-up per deadline (each costs tens of microseconds), and stop() is prompt
+        slot = None  # a claimed deadline after the next governor step, kept for later
         while True:
-            wake = next_tick if next_tick < next_govern else next_govern
-            delay = wake - clock.monotonic_ns()
-            if delay > 0:
-                if wait(delay / 1e9):
-                    return
-                continue
-            if stop.is_set():  # issue 5 fix: when every tick runs late the loop never waits, so look here too
-                return
             now = clock.monotonic_ns()
             if now >= next_govern:
                 own, proc = self.agent_cpu_ns(), process_cpu_ns()
                 span = now - gov_mark[0]
-                hz = self.governor.update(own - gov_mark[1], proc - gov_mark[2], span)
+                governor = self.governor
+                governor.update(own - gov_mark[1], proc - gov_mark[2], span,
+                                thread_ns=own - gov_mark[1] - (self.handler_ns - gov_mark[4]))
                 if not self._govern or warming_up:  # the first second holds the agent's own start-up
                     warming_up = False
-                    hz = self.governor.hz = self.governor.target_hz
+                    governor.reset()
                 if self.mode == "signal":
-                    # The handler ticks as often as the main thread gets CPU; its ticks carry the exact wall
-                    # time since the previous one, so a main thread starved by a loaded box or by other busy
-                    # threads needs no help. The thread, whose wake-ups cost more than the handler, fills in
-                    # when the handler is absent (main thread blocked or idle) or far below the CPU-time rate.
-                    handled = self.signal_samples - gov_mark[3]
-                    fill = handled == 0 or handled < 0.25 * self.hz * (proc - gov_mark[2]) / 1e9
-                self._set_rate(hz, now)
-                gov_mark = (now, own, proc, self.signal_samples)
+                    # The handler ticks whenever the main thread gets CPU and the GIL, at no wake-up cost.
+                    # The thread fills in when that falls short of the rate: main thread blocked or idle,
+                    # or waiting for the GIL behind other busy threads.
+                    handled = self.handler_ticks - gov_mark[3]
+                    self._fill = handled < 0.8 * self.hz * span / 1e9
+                self._set_rate(governor.hz if self.mode == "signal" else governor.tick_hz, now)
+                self._tick_period_ns = max(self._period_ns, int(1e9 / governor.tick_hz))
+                # Busy threads hand the GIL round in switch intervals (5 ms), so a requester waits for
+                # about one interval per busy thread: with 4 of them one requester cannot tick every
+                # 10 ms. Several requesters taking turns at the slots can.
+                want = 1 + int(self._late_ns // self._tick_period_ns) if self._fill else 1
+                self._want_tickers = min(_MAX_TICKERS, want)
+                if self._want_tickers > 1:
+                    self._start_tickers()
+                gov_mark = (now, own, proc, self.handler_ticks, self.handler_ns)
                 next_govern = now + _GOVERN_NS
-            if now >= next_tick:
-                period = self._period_ns
-                if fill or now - self._last_handler_tick > _WATCH_NS:
-                    if now - self._last_tick >= period >> 1:
-                        self._thread_tick(now)
-                    next_tick = next_deadline(next_tick, now, period)
-                else:
-                    next_tick = now + _WATCH_NS
+            if self._fill or now - self._last_handler_tick > _WATCH_NS:
+                if slot is None:
+                    slot = self._claim_slot(now)
+                if slot <= next_govern:
+                    slot, due = None, slot
+                    if self._request_tick(due):
+                        return
+                    continue
+                wake = next_govern
+            else:
+                wake = min(now + _WATCH_NS, next_govern)
+            if stop.wait((wake - now) / 1e9):
+                return

@@ -9,7 +9,7 @@ import pytest
 
 from cloudprof.agent.clocks import ManualClock
 from cloudprof.agent.governor import Governor
-from cloudprof.agent.sampler import next_deadline
+from cloudprof.agent.sampler import Sampler, next_deadline
 from cloudprof.agent.stacks import TRUNCATED, StackTable, Symbolizer, record
 from cloudprof.agent.window import HOUR_NS, WindowSchedule, window_end
 
@@ -88,6 +88,18 @@ def test_governor_lowers_then_raises_the_rate():
     assert hz == 100
 
 
+def test_governor_slows_the_thread_not_the_signal_when_the_app_idles():
+    g = Governor(100, 1.0)
+    second = 10**9
+    # an idle app (0.2 ms of CPU) and 3 ms of the agent's thread ticks: over the floor of 0.05% of a core
+    g.update(own_ns=3_000_000, process_ns=3_200_000, wall_ns=second, thread_ns=3_000_000)
+    assert g.tick_hz < 20 and g.hz == 100  # the signal costs nothing while idle: a burst gets the full rate
+    # a busy app whose cost is the signal handler's: the signal slows, the thread never runs faster than it
+    g = Governor(100, 1.0)
+    g.update(own_ns=30_000_000, process_ns=1_030_000_000, wall_ns=second, thread_ns=1_000_000)
+    assert g.hz < 35 and g.tick_hz == g.hz
+
+
 def test_governor_leaves_an_idle_process_alone():
     g = Governor(100, 0.25)
     # the process used almost nothing; 0.2 ms/s of agent CPU is below the floor of 0.05% of a core
@@ -149,3 +161,15 @@ def test_a_sample_at_function_entry_belongs_to_the_caller():
     if sys.version_info >= (3, 11):
         assert seen["entry"] == "caller"  # at its RESUME the callee has not run yet
     assert seen["running"] == "callee"
+
+
+def test_main_thread_samples_add_up_to_the_measured_cpu():
+    """Expiries set the shares; a window's main-thread CPU is scaled to what the thread's clock measured."""
+    sampler = Sampler(sample_hz=100)
+    table = sampler._mtable
+    table.stacks[((("thread_name", "MainThread"),), 1, 2)] = [3, 30_000_000, 0]  # 3 expiries
+    table.stacks[((("thread_name", "MainThread"),), 3, 4)] = [1, 10_000_000, 0]  # 1 expiry
+    table.weighted, table.measured = 40_000_000, 80_000_000  # folded expiries: half were counted
+    batch = sampler.drain()
+    cpu = sorted(acc[1] for t in batch.tables for acc in t.stacks.values())
+    assert cpu == [20_000_000, 60_000_000]
