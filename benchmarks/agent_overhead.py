@@ -128,14 +128,20 @@ def child(args) -> None:
     print(json.dumps({"cpu": cpu, "wall": wall, **stats}))
 
 
-def run_child(profile, units, threads, hz=100.0, budget=1.0, seed=0):
+def start_child(profile, units, threads, hz=100.0, budget=1.0, seed=0):
     cmd = [sys.executable, __file__, "--child", "--units", str(units), "--threads", str(threads), "--hz", str(hz),
            "--budget", str(budget)] + (["--profile"] if profile else [])
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDPROF_")}
     # the same string hashes on both sides of a pair: dict layouts (and this workload's speed) vary with the seed
     env["PYTHONHASHSEED"] = str(seed)
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
+
+
+def child_result(proc):
+    out, _ = proc.communicate()
+    if proc.returncode:
+        raise SystemExit(f"benchmark child failed with exit code {proc.returncode}")
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def quartiles(values):
@@ -143,11 +149,20 @@ def quartiles(values):
     return q[0], statistics.median(values), q[2]
 
 
-def pairs(name, n, units, threads, hz=100.0, budget=1.0):
+def pairs(name, n, units, threads, hz=100.0, budget=1.0, concurrent=False):
+    """n bare/profiled pairs, one after the other in alternating order, or (concurrent) both at once.
+
+    Run at once, on a 2-core box each side has a core and both meet the same neighbours, frequency and
+    memory traffic at the same moment: what the box does to one it does to the other, which interleaving
+    alone only evens out over many pairs."""
     cpu, wall, rates, sig, own, hzs, edges = [], [], [], [], [], [], []
     for i in range(n):
         order = (False, True) if i % 2 == 0 else (True, False)
-        res = {p: run_child(p, units, threads, hz, budget, seed=i) for p in order}
+        if concurrent:
+            procs = {p: start_child(p, units, threads, hz, budget, seed=i) for p in order}
+            res = {p: child_result(proc) for p, proc in procs.items()}
+        else:
+            res = {p: child_result(start_child(p, units, threads, hz, budget, seed=i)) for p in order}
         bare, prof = res[False], res[True]
         cpu.append(100 * (prof["cpu"] / bare["cpu"] - 1))
         wall.append(100 * (prof["wall"] / bare["wall"] - 1))
@@ -157,7 +172,8 @@ def pairs(name, n, units, threads, hz=100.0, budget=1.0):
         hzs.append(prof["hz"])
         edges.append((prof["start_cpu"] + prof["stop_cpu"]) * 1000)
     qc, qw = quartiles(cpu), quartiles(wall)
-    print(f"{name:<34} CPU {qc[1]:+6.2f}% [{qc[0]:+.2f}, {qc[2]:+.2f}]  wall {qw[1]:+6.2f}% [{qw[0]:+.2f}, {qw[2]:+.2f}]"
+    name += ", side by side" if concurrent else ", interleaved"
+    print(f"{name:<48} CPU {qc[1]:+6.2f}% [{qc[0]:+.2f}, {qc[2]:+.2f}]  wall {qw[1]:+6.2f}% [{qw[0]:+.2f}, {qw[2]:+.2f}]"
           f"  ticks/s {statistics.median(rates):6.1f}  signals/s {statistics.median(sig):6.1f}"
           f"  self-timed {statistics.median(own):.2f}%  governor at {statistics.median(hzs):.0f} Hz"
           f"  start+stop {statistics.median(edges):.0f} ms CPU  (n={n}, bare CPU {bare['cpu']:.2f}s)", flush=True)
@@ -270,28 +286,34 @@ while time.monotonic() < end:
     path = [rnd.choice(names) for _ in range(rnd.randint(3, 40))]
     ns[path[0]](path, 1)
     if sampler is not None:
-        tables = (sampler._htable, sampler._ttable)
+        tables = sampler.tables()
         n = sum(len(t) for t in tables)
         if n > peak:
             peak = n
             table_bytes = sum(sys.getsizeof(t.stacks) + sys.getsizeof(t.codes)
                               + sum(sys.getsizeof(k) + sys.getsizeof(v) for k, v in t.stacks.items()) for t in tables)
 running = bool(lifecycle.current())
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, peak, table_bytes, running)
+rate = sampler.signal_samples / float(sys.argv[2]) if sampler else 0
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, peak, table_bytes, running, rate, sampler.hz if sampler else 0)
 cloudprof.stop(flush=False)
 """
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDPROF_")}
+    # both at once (one core each): the same 10 minutes of the box for both sides, in half the time
+    procs = {mode: subprocess.Popen([sys.executable, "-c", code, mode, str(seconds)], stdout=subprocess.PIPE,
+                                    text=True, env=env) for mode in ("off", "on")}
     rows = {}
-    for mode in ("off", "on"):
-        out = subprocess.run([sys.executable, "-c", code, mode, str(seconds)], capture_output=True, text=True,
-                             check=True, env=env)
-        rows[mode] = out.stdout.split()
+    for mode, proc in procs.items():
+        out, _ = proc.communicate()
+        if proc.returncode:
+            raise SystemExit(f"memory run ({mode}) failed with exit code {proc.returncode}")
+        rows[mode] = out.split()
     rss_off, rss_on = int(rows["off"][0]), int(rows["on"][0])
-    _, peak, table_bytes, running = rows["on"]
+    _, peak, table_bytes, running, rate, hz = rows["on"]
     print(f"memory after a {seconds:.0f} s high-cardinality run (300 functions, random call paths of depth 3-40): "
           f"max RSS {rss_on / 1024:.1f} MiB profiled vs {rss_off / 1024:.1f} MiB bare "
           f"(+{(rss_on - rss_off) / 1024:.1f} MiB, both with the agent's modules imported); largest window {peak} unique stacks, "
-          f"{int(table_bytes) / 2**20:.2f} MiB of stack tables; agent still running: {running}", flush=True)
+          f"{int(table_bytes) / 2**20:.2f} MiB of stack tables; {float(rate):.0f} signal samples/s, governor at "
+          f"{float(hz):.0f} Hz at the end; agent still running: {running}", flush=True)
 
 
 def main(argv=None) -> int:
@@ -303,6 +325,8 @@ def main(argv=None) -> int:
     ap.add_argument("--budget", type=float, default=1.0, help=argparse.SUPPRESS)
     ap.add_argument("--units", type=int, default=20000, help="work units per run (about 0.1 ms of CPU each)")
     ap.add_argument("--pairs", type=int, default=13)
+    ap.add_argument("--pairing", choices=["both", "concurrent", "sequential"], default="both",
+                    help="run each pair's two processes at once, one after the other, or both ways")
     ap.add_argument("--segments", type=int, default=6, help="ABBA groups in process")
     ap.add_argument("--long-seconds", type=float, default=600.0, help="length of the memory run (issue: 600)")
     ap.add_argument("--skip-long", action="store_true")
@@ -315,15 +339,16 @@ def main(argv=None) -> int:
     only = set(args.only or ["pairs", "abba", "cost", "startup", "memory"])
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}, "
           f"units={args.units}", flush=True)
-    if "pairs" in only:
-        pairs("1 thread, 100 Hz, budget 1%", args.pairs, args.units, 1)
-        pairs("4 threads, 100 Hz, budget 1%", args.pairs, args.units, 4)
-        pairs("main + 3 threads, 100 Hz, budget 1%", args.pairs, args.units, -4)
-    if "mainplus3" in only:
-        pairs("main + 3 threads, 100 Hz, budget 1%", args.pairs, args.units, -4)
-    if "pairs" in only or "governor" in only:
-        # the governor steps once a second after a first warm-up second: give it a run long enough to act
-        pairs("1 thread, governor at 0.25%", args.pairs, args.units * 5, 1, budget=0.25)
+    ways = {"both": (True, False), "concurrent": (True,), "sequential": (False,)}[args.pairing]
+    for concurrent in ways:
+        if "pairs" in only:
+            pairs("1 thread, 100 Hz, budget 1%", args.pairs, args.units, 1, concurrent=concurrent)
+            pairs("4 threads, 100 Hz, budget 1%", args.pairs, args.units, 4, concurrent=concurrent)
+        if "pairs" in only or "mainplus3" in only:
+            pairs("main + 3 threads, 100 Hz, budget 1%", args.pairs, args.units, -4, concurrent=concurrent)
+        if "pairs" in only or "governor" in only:
+            # the governor steps once a second after a first warm-up second: give it a run long enough to act
+            pairs("1 thread, governor at 0.25%", args.pairs, args.units * 5, 1, budget=0.25, concurrent=concurrent)
     if "abba" in only:
         abba(args.units // 2, args.segments, 1)
         abba(args.units // 2, args.segments, 4)

@@ -46,7 +46,7 @@ def agent_memory_bytes(agent) -> int:
     total = 0
     sampler = getattr(agent, "sampler", None)
     if sampler is not None:
-        for table in (sampler._htable, sampler._ttable):
+        for table in sampler.tables():
             stacks = table.stacks
             n = len(stacks)
             if not n:

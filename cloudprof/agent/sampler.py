@@ -115,13 +115,15 @@ class _MainTable(StackTable):
 
 
 class _Thread:
-    __slots__ = ("clock", "last_cpu", "name", "labels")
+    __slots__ = ("clock", "last_cpu", "name", "labels", "key", "table")
 
     def __init__(self, clock: int | None, last_cpu: int, name: str) -> None:
         self.clock = clock
         self.last_cpu = last_cpu
         self.name = name
         self.labels = (("thread_name", name),)
+        self.key: tuple | None = None  # the stack of this thread's previous sample, and the table holding it
+        self.table: StackTable | None = None
 
 
 class Sampler:
@@ -370,6 +372,10 @@ class Sampler:
             errors=cur["errors"] - mark["errors"],
         )
 
+    def tables(self) -> tuple[StackTable, ...]:
+        """The tables being written now (for size estimates; `drain()` is how samples are taken out)."""
+        return (self._mtable, self._htable, self._ttable)
+
     def _settle(self, table: _MainTable) -> None:
         """Scale a window's main-thread samples so their CPU adds up to what the main thread's clock measured.
 
@@ -480,6 +486,17 @@ class Sampler:
                     c = info.last_cpu
                 cpu = c - info.last_cpu
                 info.last_cpu = c
+                labels = info.labels + more if more else info.labels
+                if cpu == 0 and info.table is table and info.key[0] == labels:
+                    # Not a nanosecond of CPU since its previous sample: the thread has not moved (blocked or
+                    # waiting), so that stack, still in this table, takes the wall time without a new walk.
+                    acc = table.stacks[info.key]
+                    acc[0] += samples
+                    acc[2] += wall_i
+                    continue
+                info.key = record(table, labels, frame, depth, samples, cpu, wall_i)
+                info.table = table
+                continue
             else:
                 cpu = wall  # no per-thread clock on this platform: wall is the best estimate
             record(main_table if main_table is not None and ident == main else table,

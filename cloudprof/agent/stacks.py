@@ -39,8 +39,8 @@ class StackTable:
 
 
 def record(table: StackTable, labels: tuple, frame: FrameType | None, max_depth: int,
-           samples: int, cpu_ns: int, wall_ns: int, _id=id, _native=native_site) -> None:
-    """Fold one stack sample into `table` (the hot path: no names, no lines)."""
+           samples: int, cpu_ns: int, wall_ns: int, _id=id, _native=native_site) -> tuple:
+    """Fold one stack sample into `table` (the hot path: no names, no lines); returns its key."""
     key = [labels]
     append = key.append
     f = frame
@@ -79,6 +79,7 @@ def record(table: StackTable, labels: tuple, frame: FrameType | None, max_depth:
         acc[0] += samples
         acc[1] += cpu_ns
         acc[2] += wall_ns
+    return key
 
 
 _RESUME = dis.opmap.get("RESUME")

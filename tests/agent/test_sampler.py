@@ -212,3 +212,40 @@ def test_an_apps_wakeup_fd_is_kept_and_samples_still_flow():
         signal.set_wakeup_fd(previous)
         a.close()
         b.close()
+
+
+def test_a_waiting_thread_keeps_its_stack_until_it_moves():
+    """A thread with no CPU since its last sample reuses that sample's stack; once it runs, it is walked anew."""
+    go = threading.Event()
+    spent = []
+
+    def waiter():
+        go.wait()
+        Burner().spin(0.3, spent)
+
+    sampler = Sampler(sample_hz=100, max_overhead_pct=100)
+    thread = threading.Thread(target=waiter, name="waiter")
+    sampler.start()
+    try:
+        thread.start()
+        time.sleep(0.5)
+        go.set()
+        thread.join()
+        batch = sampler.drain()
+    finally:
+        sampler.stop()
+    sym = Symbolizer()
+    by_leaf = {}
+    for table in batch.tables:
+        for key, (n, cpu, wall) in table.stacks.items():
+            if dict(key[0])["thread_name"] == "waiter":
+                names = [f[0] for f in sym.frames(key, table.codes)]
+                leaf = next((name for name in names if name in ("Event.wait", "Burner.spin")), names[0])
+                acc = by_leaf.setdefault(leaf, [0, 0, 0])
+                acc[0] += n
+                acc[1] += cpu
+                acc[2] += wall
+    waited, burned = by_leaf["Event.wait"], by_leaf["Burner.spin"]
+    assert waited[0] >= 30 and waited[2] >= 0.4e9  # ~50 ticks, ~0.5 s of wall
+    assert waited[1] < 0.02e9
+    assert burned[1] == pytest.approx(spent[0] * 1e9, rel=0.10)
