@@ -198,8 +198,11 @@ def start(*, config: Mapping[str, Any] | None = None, strict: bool = False, **ov
         if _agent is not None:
             return True
         try:
-            from cloudprof.config import load_settings
+            from cloudprof.config import load_settings, mentions_enabled
 
+            if not strict and not mentions_enabled(overrides, config):
+                log.debug("cloudprof: profiling is off (enabled is not set)")
+                return False
             settings = load_settings(overrides, config)
             if not settings.enabled:
                 log.debug("cloudprof: profiling is off (enabled=false)")

@@ -50,6 +50,22 @@ def test_toggle_off_starts_nothing(tmp_path):
     assert not (tmp_path / "s").exists()
 
 
+def test_toggle_off_does_not_even_load_the_settings_model(tmp_path):
+    """Off by default and named nowhere: start() returns without importing pydantic (~100 ms of CPU)."""
+    code = ("import sys, cloudprof\n"
+            "off = cloudprof.start(service='svc')\n"
+            "print(off, 'pydantic' in sys.modules)\n"
+            "print(cloudprof.start(service='svc', enabled=False), 'pydantic' in sys.modules)\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDPROF_")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env,
+                         timeout=60)
+    assert out.stdout.split() == ["False", "False", "False", "True"], out.stdout + out.stderr
+    (tmp_path / "cloudprof.toml").write_text("enabled = 'no'\n")  # named in a file: read, and off
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env,
+                         timeout=60)
+    assert out.stdout.split()[:2] == ["False", "True"], out.stdout + out.stderr
+
+
 @pytest.mark.parametrize("bad", [{"sample_hz": "lots"}, {"service": "Not Valid"}, {"service": None},
                                  {"storage": "nope"}, {"bogus": 1}],
                          ids=["rate", "service-name", "no-service", "storage", "unknown"])
