@@ -56,7 +56,9 @@ class Governor:
                 self.hz = max(self.min_hz, self.hz * cut)
                 self.tick_hz = min(self.tick_hz, self.hz)
         elif own_ns < 0.7 * budget:
-            step = min(2.0, max(1.1, 0.8 * budget / own_ns)) if own_ns > 0 else 2.0
+            # Toward 80% of the budget, at most 10x a step: an idle process turning busy is back at the full
+            # rate within a few seconds.
+            step = min(10.0, max(1.1, 0.8 * budget / own_ns)) if own_ns > 0 else 10.0
             self.hz = min(self.target_hz, self.hz * step)
             self.tick_hz = min(self.hz, self.tick_hz * step)
         return self.hz
