@@ -105,7 +105,9 @@ def child(args) -> None:
     import cloudprof.agent.sampler  # noqa: F401
     import cloudprof.agent.uploader  # noqa: F401
     import cloudprof.agent.window  # noqa: F401
-    import cloudprof.config  # noqa: F401
+    import cloudprof.config
+
+    cloudprof.config.Settings  # noqa: B018 - the pydantic model is built on first use
     if args.profile:
         c = time.process_time()
         cloudprof.start(enabled=True, service="bench", storage=f"file://{store}", sample_hz=args.hz,
@@ -270,6 +272,7 @@ import random, resource, sys, tempfile, time
 sys.setrecursionlimit(10000)
 import cloudprof
 import cloudprof.agent.sampler, cloudprof.agent.uploader, cloudprof.agent.window, cloudprof.config  # both sides
+cloudprof.config.Settings  # the pydantic model is built on first use
 from cloudprof.agent import lifecycle
 names = [f"f{i}" for i in range(300)]
 ns = {}
