@@ -137,8 +137,8 @@ def test_uvicorn_task_names_and_endpoint_labels_survive_aggregation(tmp_path):
         merged.append(decode(data))
     assert merged
     # Exact: no sample of one endpoint's work carries the other's label, none is unlabelled. Statistical:
-    # a sample carries the CPU since the previous one to where it lands, and a server idle before the load
-    # runs at the governor's low rate, so per-endpoint CPU is checked loosely and the sum more tightly.
+    # the event loop owns the signal wakeup fd, so a sample carries the CPU since the previous one to where
+    # it lands (see cloudprof.agent.sampler): per-endpoint CPU is checked loosely and the sum more tightly.
     expected_ns = PER_ENDPOINT * BURN_MS * 1e6
     both = 0
     for endpoint, mine, other in (("/checkout", "checkout_work", "search_work"),

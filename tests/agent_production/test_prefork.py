@@ -96,10 +96,10 @@ def test_gunicorn_prefork_workers_profile_themselves(tmp_path):
     # No request work ran in the (idle) master.
     assert sum(helpers.total(p, 0, function="burn_request") for p in by_pid.get(server.pid, [])) == 0
 
-    # CPU of the request work across the workers matches the load: REQUESTS x BURN_MS of thread CPU. Workers
-    # idle before a short burst run at the governor's low rate, so up to one period of a worker's CPU is in
-    # the explicit "<cpu after the last sample>" leaf rather than in burn_request: count it, and ask that
-    # most of the load is still attributed to the request handler.
+    # CPU of the request work across the workers matches the load: REQUESTS x BURN_MS of thread CPU. The CPU
+    # after a worker's last signal (up to one period) is in the explicit "<cpu after the last sample>" leaf
+    # rather than in burn_request: count it, and ask that most of the load is still attributed to the
+    # request handler.
     expected_ns = REQUESTS * BURN_MS * 1e6
     burn = {pid: sum(helpers.total(p, 1, function="burn_request") for p in by_pid[pid]) for pid in workers}
     residue = {pid: sum(helpers.total(p, 1, leaf=UNSAMPLED) for p in by_pid[pid]) for pid in workers}
