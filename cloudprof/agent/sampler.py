@@ -14,9 +14,10 @@ main thread's part of the process CPU; a window's main-thread samples are then
 scaled to add up to the CPU its clock measured (a loaded machine's kernel folds
 expiries). Not the plain CPU delta: the handler runs at the next check point, so
 after a long C call (zlib, hashing, JSON) the delta also holds the time before
-the call began, and would charge it to the call. A sample taken at a function's entry RESUME is
-the caller's (stacks.where_cpu_went). Rate changes and missed ticks leave totals
-right.
+the call began, and would charge it to the call. A sample taken at a function's
+entry RESUME is the caller's (stacks.where_cpu_went). Rate changes and missed
+ticks leave totals right. A thread with no CPU since its previous sample has not
+moved: its previous stack takes the tick's wall time without a new walk.
 
 Ticks (one stack per thread, for wall time and non-main threads' CPU) are taken
 by the signal handler while the main thread runs Python, which costs no thread
@@ -440,7 +441,8 @@ class Sampler:
         info = self._threads[ident] = _Thread(clock, last, name)
         return info
 
-    def _tick(self, now: int, table: StackTable, main_frame, main_cpu: int, main_table: StackTable | None = None) -> None:
+    def _tick(self, now: int, table: StackTable, main_frame, main_cpu: int,
+              main_table: StackTable | None = None) -> None:
         """One stack per thread: wall since the previous tick, CPU since each thread's previous sample."""
         elapsed = now - self._last_tick
         self._last_tick = now
