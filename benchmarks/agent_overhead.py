@@ -297,7 +297,7 @@ while time.monotonic() < end:
         if n > peak:
             peak = n
             table_bytes = sum(sys.getsizeof(t.stacks) + sys.getsizeof(t.codes)
-                              + sum(sys.getsizeof(k) + sys.getsizeof(v) for k, v in t.stacks.items()) for t in tables)
+                              + sum(sys.getsizeof(k) + sys.getsizeof(v) for k, v in list(t.stacks.items())) for t in tables)
 running = bool(lifecycle.current())
 rate = sampler.signal_samples / float(sys.argv[2]) if sampler else 0
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, peak, table_bytes, running, rate, sampler.hz if sampler else 0)
