@@ -158,7 +158,7 @@ class Sampler:
         self._late_ns = 0.0  # running average of the delay from a deadline to holding the GIL again
         self._fill = False  # the thread(s) take ticks, not just watch the handler
         self._want_tickers = 1
-        self._tickers: set[int] = set()
+        self._tickers: dict[int, threading.Thread] = {}
         self._ticker_clocks: dict[int, int | None] = {}
         self._retired_cpu = 0  # CPU of extra tick requesters that have ended
         self._wake_r: int | None = None
@@ -237,9 +237,10 @@ class Sampler:
                     signal.signal(signal.SIGPROF, self._prev_handler or signal.SIG_DFL)
             except (OSError, ValueError):
                 pass  # not the main thread: the handler stays installed but inert
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
+        deadline = time.monotonic() + timeout
+        for thread in [self._thread, *list(self._tickers.values())]:
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(max(0.0, deadline - time.monotonic()))
         self._active = False
 
     def _open_expiry_counter(self) -> None:
@@ -650,14 +651,14 @@ class Sampler:
         finally:
             self._ticker_clocks.pop(ident, None)
             self._retired_cpu += time.thread_time_ns()
-            self._tickers.discard(index)
+            self._tickers.pop(index, None)
 
     def _start_tickers(self) -> None:
         for index in range(1, self._want_tickers):
             if index not in self._tickers:
-                self._tickers.add(index)
-                threading.Thread(target=self._ticker, args=(index,), name=f"{AGENT_THREAD_PREFIX}-ticker-{index}",
-                                 daemon=True).start()
+                thread = self._tickers[index] = threading.Thread(
+                    target=self._ticker, args=(index,), name=f"{AGENT_THREAD_PREFIX}-ticker-{index}", daemon=True)
+                thread.start()
 
     def _loop(self) -> None:
         self._sampler_ident = threading.get_ident()
