@@ -249,3 +249,34 @@ def test_a_waiting_thread_keeps_its_stack_until_it_moves():
     assert waited[0] >= 30 and waited[2] >= 0.4e9  # ~50 ticks, ~0.5 s of wall
     assert waited[1] < 0.02e9
     assert burned[1] == pytest.approx(spent[0] * 1e9, rel=0.10)
+
+
+def test_busy_threads_get_tick_requesters_and_keep_their_cpu():
+    """Behind 4 busy threads one thread cannot win the GIL every period: requesters take turns, and each
+    worker's CPU still matches its own clock (a tick by any requester counts each thread's CPU once)."""
+    sampler = Sampler(sample_hz=100, max_overhead_pct=100)
+    spent = {}
+    seen = set()
+
+    def work(name):
+        out = []
+        Burner().spin(0.6, out)
+        spent[name] = out[0]
+
+    workers = [threading.Thread(target=work, args=(f"busy-{i}",), name=f"busy-{i}") for i in range(4)]
+    sampler.start()
+    try:
+        for t in workers:
+            t.start()
+        while any(t.is_alive() for t in workers):
+            seen.update(t.name for t in threading.enumerate())
+            time.sleep(0.05)
+        batch = sampler.drain()
+    finally:
+        sampler.stop()
+    assert any(name.startswith("cloudprof-ticker-") for name in seen), seen
+    assert not [t for t in threading.enumerate() if t.name.startswith("cloudprof-ticker-")]  # stop() joined them
+    per_thread, _ = totals(batch)
+    for name, cpu_s in spent.items():
+        assert per_thread[name][1] == pytest.approx(cpu_s * 1e9, rel=0.10), (name, per_thread[name], cpu_s)
+    assert not any(name.startswith("cloudprof") for name in per_thread)  # the agent does not sample itself
