@@ -263,6 +263,33 @@ def startup_cost():
           flush=True)
 
 
+def idle_then_burst(idle_s=8.0):
+    """An idle service (10 threads blocked, main asleep) under the governor, then a 0.3 s burst of CPU."""
+    import cloudprof
+    from cloudprof.agent import lifecycle
+
+    release = threading.Event()
+    pool = [threading.Thread(target=release.wait, name=f"pool-{i}") for i in range(10)]
+    for t in pool:
+        t.start()
+    cloudprof.start(enabled=True, service="bench", storage=f"file://{tempfile.mkdtemp()}", strict=True)
+    sampler = lifecycle.current().sampler
+    time.sleep(idle_s - 3)
+    t0, a0, k0 = time.monotonic(), sampler.agent_cpu_ns(), sampler.ticks
+    time.sleep(3)
+    span = time.monotonic() - t0
+    own, ticks = (sampler.agent_cpu_ns() - a0) / span / 1e6, (sampler.ticks - k0) / span
+    n0, c0 = sampler.signal_samples, time.thread_time()
+    while time.thread_time() - c0 < 0.3:
+        sum(i * i for i in range(300))
+    burst = sampler.signal_samples - n0
+    cloudprof.stop(flush=False)
+    release.set()
+    print(f"idle, 10 blocked threads, after {idle_s:.0f} s: agent CPU {own:.2f} ms/s ({own / 10:.3f}% of a core), "
+          f"{ticks:.1f} wall ticks/s, signal still armed at {sampler.hz:.0f} Hz; then a 0.3 s CPU burst: "
+          f"{burst} signal samples (100 Hz would be 30)", flush=True)
+
+
 # --- memory ------------------------------------------------------------------------
 
 
@@ -336,13 +363,13 @@ def main(argv=None) -> int:
     ap.add_argument("--segments", type=int, default=6, help="ABBA groups in process")
     ap.add_argument("--long-seconds", type=float, default=600.0, help="length of the memory run (issue: 600)")
     ap.add_argument("--skip-long", action="store_true")
-    ap.add_argument("--only", choices=["pairs", "abba", "cost", "startup", "memory", "governor", "mainplus3"],
+    ap.add_argument("--only", choices=["pairs", "abba", "cost", "startup", "idle", "memory", "governor", "mainplus3"],
                     action="append")
     args = ap.parse_args(argv)
     if args.child:
         child(args)
         return 0
-    only = set(args.only or ["pairs", "abba", "cost", "startup", "memory"])
+    only = set(args.only or ["pairs", "abba", "cost", "startup", "idle", "memory"])
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}, "
           f"units={args.units}", flush=True)
     ways = {"both": (True, False), "concurrent": (True,), "sequential": (False,)}[args.pairing]
@@ -362,6 +389,8 @@ def main(argv=None) -> int:
         per_sample_cost()
     if "startup" in only:
         startup_cost()
+    if "idle" in only:
+        idle_then_burst()
     if "memory" in only and not args.skip_long:
         memory(args.long_seconds)
     print(f"load at the end {os.getloadavg()[0]:.2f}")
