@@ -147,6 +147,7 @@ class Sampler:
         self._tbusy = False
         self._tick_lock = threading.Lock()
         self._threads: dict[int, _Thread | None] = {}
+        self._natives: dict[int, int | None] = {}  # ident -> native id of the thread _threads[ident] describes
         self._main_ident = threading.main_thread().ident
         self.picker = ThreadPicker()  # issue 5: at most picker.max_threads stacks per tick, unbiased weights
         self._sampler_ident: int | None = None
@@ -161,6 +162,7 @@ class Sampler:
         self._tickers: dict[int, threading.Thread] = {}
         self._ticker_clocks: dict[int, int | None] = {}
         self._retired_cpu = 0  # CPU of extra tick requesters that have ended
+        self._busy_mark = (0, 0)  # (monotonic, process CPU) at the previous slowed tick
         self._wake_r: int | None = None
         self._wake_w: int | None = None
         self._proc_mark = 0
@@ -427,10 +429,11 @@ class Sampler:
     def _new_thread(self, ident: int, baseline: bool = False) -> _Thread | None:
         thread = threading._active.get(ident)  # type: ignore[attr-defined]
         name = thread.name if thread is not None else f"Thread-{ident}"
+        native = getattr(thread, "native_id", None) if thread is not None else None
+        self._natives[ident] = native
         if name.startswith(AGENT_THREAD_PREFIX) or ident == self._sampler_ident:
             self._threads[ident] = _SKIP
             return _SKIP
-        native = getattr(thread, "native_id", None) if thread is not None else None
         clock = thread_cpu_clock(native, ident)
         last = 0
         if baseline and clock is not None:
@@ -450,6 +453,7 @@ class Sampler:
         wall = elapsed if elapsed < _MAX_WALL_NS else _MAX_WALL_NS
         self.ticks += 1
         threads = self._threads
+        natives = self._natives
         active = threading._active  # type: ignore[attr-defined]
         main = self._main_ident
         signal_mode = self.mode == "signal"
@@ -468,7 +472,9 @@ class Sampler:
                 samples, wall_i = weights[ident]
             else:
                 continue
-            if ident in threads:
+            thread = active.get(ident)
+            # Idents are reused as soon as a thread ends: a different native id is a different thread.
+            if ident in threads and (thread is None or natives.get(ident) == thread._native_id):
                 info = threads[ident]
                 if info is None:
                     continue
@@ -476,7 +482,6 @@ class Sampler:
                 info = self._new_thread(ident)
                 if info is None:
                     continue
-            thread = active.get(ident)
             if thread is not None and thread._name is not info.name:
                 info.name = thread._name
                 info.labels = (("thread_name", info.name),)
@@ -512,6 +517,7 @@ class Sampler:
         if len(threads) > len(frames) + 16:
             for ident in [i for i in threads if i not in frames]:
                 del threads[ident]
+                natives.pop(ident, None)
         app_threads = sum(1 for ident in frames if threads.get(ident) is not None)
         if app_threads > 1 and self._app_threads <= 1:
             self._proc_mark = process_cpu_ns()
@@ -638,7 +644,22 @@ class Sampler:
             now = clock.monotonic_ns()
         if now - self._last_tick >= self._tick_period_ns >> 1:
             self._thread_tick(now)
+            if self._tick_period_ns > self._period_ns:
+                self._wake_if_busy(now)
         return False
+
+    def _wake_if_busy(self, now: int) -> None:
+        """Slowed wall ticks (an idle app) go back to the signal's rate at the first tick that finds the app
+        busy again (over 5% of a core since the previous tick), not a governor step or two later: work in
+        other threads than the main one is seen by these ticks only."""
+        proc = process_cpu_ns()
+        mono, cpu = self._busy_mark
+        self._busy_mark = (now, proc)
+        if proc - cpu > 0.05 * (now - mono):
+            self.governor.tick_hz = self.governor.hz
+            self._tick_period_ns = self._period_ns
+            with self._slot_lock:
+                self._slot = min(self._slot, now + self._period_ns)
 
     def _ticker(self, index: int) -> None:
         """An extra tick requester, alive while the hand-off delay needs more than `index` of them."""
@@ -663,6 +684,7 @@ class Sampler:
     def _loop(self) -> None:
         self._sampler_ident = threading.get_ident()
         self._threads[self._sampler_ident] = _SKIP
+        self._natives[self._sampler_ident] = threading.get_native_id()
         self._sampler_clock = thread_cpu_clock(threading.get_native_id(), self._sampler_ident)
         clock = self.clock
         now = clock.monotonic_ns()
@@ -693,7 +715,11 @@ class Sampler:
                     handled = self.handler_ticks - gov_mark[3]
                     self._fill = handled < 0.8 * self.hz * span / 1e9
                 self._set_rate(governor.hz if self.mode == "signal" else governor.tick_hz, now)
-                self._tick_period_ns = max(self._period_ns, int(1e9 / governor.tick_hz))
+                self._tick_period_ns = period = max(self._period_ns, int(1e9 / governor.tick_hz))
+                if slot is not None and slot > now + period:  # a faster rate starts now, not at the old deadline
+                    slot = now + period
+                with self._slot_lock:
+                    self._slot = min(self._slot, now + period)
                 # Busy threads hand the GIL round in switch intervals (5 ms), so a requester waits for
                 # about one interval per busy thread: with 4 of them one requester cannot tick every
                 # 10 ms. Several requesters taking turns at the slots can.

@@ -257,22 +257,28 @@ def test_busy_threads_get_tick_requesters_and_keep_their_cpu():
     sampler = Sampler(sample_hz=100, max_overhead_pct=100)
     spent = {}
     seen = set()
+    done = threading.Event()
 
     def work(name):
         out = []
         Burner().spin(0.6, out)
         spent[name] = out[0]
+        done.wait(10)  # stay alive (and idle) so a tick after the spin reads the thread's last CPU
 
     workers = [threading.Thread(target=work, args=(f"busy-{i}",), name=f"busy-{i}") for i in range(4)]
     sampler.start()
     try:
         for t in workers:
             t.start()
-        while any(t.is_alive() for t in workers):
+        while len(spent) < len(workers):
             seen.update(t.name for t in threading.enumerate())
             time.sleep(0.05)
+        time.sleep(0.2)
         batch = sampler.drain()
     finally:
+        done.set()
+        for t in workers:
+            t.join()
         sampler.stop()
     assert any(name.startswith("cloudprof-ticker-") for name in seen), seen
     assert not [t for t in threading.enumerate() if t.name.startswith("cloudprof-ticker-")]  # stop() joined them
@@ -280,3 +286,53 @@ def test_busy_threads_get_tick_requesters_and_keep_their_cpu():
     for name, cpu_s in spent.items():
         assert per_thread[name][1] == pytest.approx(cpu_s * 1e9, rel=0.10), (name, per_thread[name], cpu_s)
     assert not any(name.startswith("cloudprof") for name in per_thread)  # the agent does not sample itself
+
+
+def test_wall_ticks_slowed_by_an_idle_app_come_back_when_a_thread_gets_busy():
+    """An idle app's wall ticks slow down (they are all the agent costs there); a burst in a worker thread,
+    which only those ticks see, is sampled at the full rate again from the first tick that notices it."""
+    sampler = Sampler(sample_hz=100, max_overhead_pct=1.0)
+    go = threading.Event()
+    spent = []
+    worker = threading.Thread(target=lambda: (go.wait(), Burner().spin(2.0, spent)), name="worker")
+    sampler.start()
+    try:
+        worker.start()
+        time.sleep(4.0)
+        assert sampler.governor.tick_hz < 50, sampler.governor.tick_hz  # idle: slowed wall ticks
+        sampler.drain()
+        go.set()
+        worker.join()
+        batch = sampler.drain()
+    finally:
+        sampler.stop()
+    assert batch.ticks >= 70, batch.ticks  # about 2 s of work: most of it at 100 Hz
+    per_thread, _ = totals(batch)
+    assert per_thread["worker"][1] == pytest.approx(spent[0] * 1e9, rel=0.10)
+
+
+def test_a_new_thread_behind_a_reused_ident_is_a_new_thread():
+    """pthread idents come back as soon as a thread ends: the next thread with the same ident has its own
+    CPU clock and name (glibc hands an ended thread's stack, and so its ident, to the next thread)."""
+    sampler = Sampler(sample_hz=100, max_overhead_pct=100)
+    sampler.start()
+    try:
+        for attempt in range(5):
+            first = threading.Thread(target=Burner().spin, args=(0.05,), name=f"first-{attempt}")
+            first.start()
+            first.join()
+            time.sleep(0.05)  # a tick sees that it is gone
+            spent = []
+            second = threading.Thread(target=lambda: (Burner().spin(0.2, spent), time.sleep(0.1)),
+                                      name=f"second-{attempt}")
+            second.start()
+            second.join()
+            if second.ident == first.ident:
+                break
+        batch = sampler.drain()
+    finally:
+        sampler.stop()
+    assert second.ident == first.ident, "no ident was reused in 5 tries"
+    per_thread, _ = totals(batch)
+    assert second.name in per_thread, (second.name, per_thread)
+    assert per_thread[second.name][1] == pytest.approx(spent[0] * 1e9, rel=0.10), per_thread
