@@ -90,6 +90,7 @@ class Uploader:
         self._queue: collections.deque[_Item] = collections.deque()
         self._queue_bytes = 0
         self._inflight = 0
+        self._parking = 0
         self._counts = dict.fromkeys(COUNTERS, 0)
         self._failures = 0  # consecutive, across items: the health of the store
         self._head_attempts = (0, 0)  # (seq, attempts) of the profile at the head of the line
@@ -218,7 +219,8 @@ class Uploader:
         return out
 
     def _pending_locked(self) -> int:
-        return len(self._queue) + self._inflight + (len(self.spool) if self.spool is not None else 0)
+        return (len(self._queue) + self._inflight + self._parking
+                + (len(self.spool) if self.spool is not None else 0))
 
     # -- the worker -------------------------------------------------------------------
 
@@ -297,9 +299,9 @@ class Uploader:
             self._delivered(item)
 
     def _delivered(self, item: _Item) -> None:
-        if item.spooled is not None:
-            self.spool.remove_entry(item.spooled)
-        with self._cond:
+        with self._cond:  # the entry leaves the spool and joins the count at once: flush() sees both or neither
+            if item.spooled is not None:
+                self.spool.remove_entry(item.spooled)
             self._counts["uploaded"] += 1
             if item.spooled is not None:
                 self._counts["replayed"] += 1
@@ -314,9 +316,9 @@ class Uploader:
             log.info("cloudprof: uploads to %s work again; replaying spooled profiles", self.store.url)
 
     def _give_up(self, item: _Item, exc: BaseException) -> None:
-        if item.spooled is not None:
-            self.spool.remove_entry(item.spooled)
         with self._cond:
+            if item.spooled is not None:
+                self.spool.remove_entry(item.spooled)
             self._counts["failed"] += 1
             if item.spooled is None:
                 self._inflight = 0
@@ -412,7 +414,13 @@ class Uploader:
                     return
                 item = self._queue.popleft()
                 self._queue_bytes -= len(item.data)
-            self._park(item, reason=reason)
+                self._parking += 1  # neither queued nor spooled for a moment: flush() must still wait for it
+            try:
+                self._park(item, reason=reason)
+            finally:
+                with self._cond:
+                    self._parking -= 1
+                    self._cond.notify_all()
 
     def _log_once(self, topic: str, level: int, message: str, *args: Any, exc_info: bool = False) -> None:
         with self._lock:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 import pytest
 
@@ -110,7 +111,10 @@ def test_jitter_keeps_half_the_delay_at_least(tmp_path):
     store.failures = 2
     up, fake = make(store, tmp_path, random=lambda: 0.0)
     up.submit("raw/a", b"a")
-    assert up.flush(5.0)
+    deadline = time.monotonic() + 5.0  # not flush(): it cuts a backoff short ("one try now")
+    while not store.order and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert store.order == ["raw/a"]
     assert sum(fake.sleeps) == pytest.approx(0.5 + 1.0)
     up.close()
 
