@@ -672,7 +672,8 @@ class Sampler:
         finally:
             self._ticker_clocks.pop(ident, None)
             self._retired_cpu += time.thread_time_ns()
-            self._tickers.pop(index, None)
+            if self._tickers.get(index) is threading.current_thread():  # not a successor started meanwhile
+                del self._tickers[index]
 
     def _start_tickers(self) -> None:
         for index in range(1, self._want_tickers):

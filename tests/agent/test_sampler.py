@@ -257,12 +257,15 @@ def test_busy_threads_get_tick_requesters_and_keep_their_cpu():
     sampler = Sampler(sample_hz=100, max_overhead_pct=100)
     spent = {}
     seen = set()
-    done = threading.Event()
+    stop_spinning, done = threading.Event(), threading.Event()
 
     def work(name):
-        out = []
-        Burner().spin(0.6, out)
-        spent[name] = out[0]
+        total = 0.0
+        while not stop_spinning.is_set():
+            out = []
+            Burner().spin(0.02, out)
+            total += out[0]
+        spent[name] = total
         done.wait(10)  # stay alive (and idle) so a tick after the spin reads the thread's last CPU
 
     workers = [threading.Thread(target=work, args=(f"busy-{i}",), name=f"busy-{i}") for i in range(4)]
@@ -270,12 +273,18 @@ def test_busy_threads_get_tick_requesters_and_keep_their_cpu():
     try:
         for t in workers:
             t.start()
-        while len(spent) < len(workers):
+        deadline = time.monotonic() + 10.0  # requesters start at a governor step (each second) once needed
+        while time.monotonic() < deadline and not any(n.startswith("cloudprof-ticker-") for n in seen):
             seen.update(t.name for t in threading.enumerate())
             time.sleep(0.05)
+        time.sleep(0.3)
+        stop_spinning.set()
+        while len(spent) < len(workers):
+            time.sleep(0.01)
         time.sleep(0.2)
         batch = sampler.drain()
     finally:
+        stop_spinning.set()
         done.set()
         for t in workers:
             t.join()
@@ -315,18 +324,29 @@ def test_a_new_thread_behind_a_reused_ident_is_a_new_thread():
     """pthread idents come back as soon as a thread ends: the next thread with the same ident has its own
     CPU clock and name (glibc hands an ended thread's stack, and so its ident, to the next thread)."""
     sampler = Sampler(sample_hz=100, max_overhead_pct=100)
+
+    def ticks_pass(n):  # a loaded box may starve the sampler: wait for its ticks, not for a time
+        target, deadline = sampler.ticks + n, time.monotonic() + 10
+        while sampler.ticks < target and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def run(name, cpu_s, spent):
+        release = threading.Event()
+        thread = threading.Thread(target=lambda: (Burner().spin(cpu_s, spent), release.wait(10)), name=name)
+        thread.start()
+        while not spent:
+            time.sleep(0.01)
+        ticks_pass(3)  # sampled after its spin, while alive
+        release.set()
+        thread.join()
+        return thread
+
     sampler.start()
     try:
         for attempt in range(5):
-            first = threading.Thread(target=Burner().spin, args=(0.05,), name=f"first-{attempt}")
-            first.start()
-            first.join()
-            time.sleep(0.05)  # a tick sees that it is gone
+            first = run(f"first-{attempt}", 0.05, [])
             spent = []
-            second = threading.Thread(target=lambda: (Burner().spin(0.2, spent), time.sleep(0.1)),
-                                      name=f"second-{attempt}")
-            second.start()
-            second.join()
+            second = run(f"second-{attempt}", 0.2, spent)
             if second.ident == first.ident:
                 break
         batch = sampler.drain()
