@@ -51,14 +51,19 @@ SCRIPT = textwrap.dedent('''
 ''')
 
 
+def run_profiled(tmp_path, service: str, script: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run `script` as tmp_path/<service>.py (in tmp_path) with profiling on into tmp_path/store."""
+    (tmp_path / f"{service}.py").write_text(script)
+    env = dict(os.environ, CLOUDPROF_ENABLED="1", CLOUDPROF_SERVICE=service,
+               CLOUDPROF_STORAGE=f"file://{tmp_path / 'store'}", CLOUDPROF_KILL_SWITCH_FILE=str(tmp_path / "kill"))
+    return subprocess.run([sys.executable, str(tmp_path / f"{service}.py")], env=env, capture_output=True,
+                          text=True, timeout=timeout, cwd=tmp_path)
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_forked_children_profile_themselves_and_exec_is_safe(tmp_path):
     store = tmp_path / "store"
-    (tmp_path / "forker.py").write_text(SCRIPT)
-    env = dict(os.environ, CLOUDPROF_ENABLED="1", CLOUDPROF_SERVICE="forker", CLOUDPROF_STORAGE=f"file://{store}",
-               CLOUDPROF_KILL_SWITCH_FILE=str(tmp_path / "kill"))
-    proc = subprocess.run([sys.executable, str(tmp_path / "forker.py")], env=env, capture_output=True, text=True,
-                          timeout=120)
+    proc = run_profiled(tmp_path, "forker", SCRIPT)
     assert proc.returncode == 0, proc.stderr
     assert "exec-ok" in proc.stdout, proc.stdout + proc.stderr
     line = next(l for l in proc.stdout.splitlines() if l.startswith("children"))
@@ -110,11 +115,7 @@ POOL_SCRIPT = textwrap.dedent('''
 def test_multiprocessing_fork_pool_workers_flush_before_os_exit(tmp_path):
     """Pool workers leave through os._exit (no atexit): their last window is flushed by a multiprocessing finalizer."""
     store = tmp_path / "store"
-    (tmp_path / "pool.py").write_text(POOL_SCRIPT)
-    env = dict(os.environ, CLOUDPROF_ENABLED="1", CLOUDPROF_SERVICE="pool", CLOUDPROF_STORAGE=f"file://{store}",
-               CLOUDPROF_KILL_SWITCH_FILE=str(tmp_path / "kill"))
-    proc = subprocess.run([sys.executable, str(tmp_path / "pool.py")], env=env, capture_output=True, text=True,
-                          timeout=120, cwd=tmp_path)
+    proc = run_profiled(tmp_path, "pool", POOL_SCRIPT)
     assert proc.returncode == 0, proc.stderr
     workers = {int(w) for w in next(l for l in proc.stdout.splitlines() if l.startswith("workers")).split()[1:]}
     by_pid: dict[int, int] = {}
@@ -144,11 +145,7 @@ EXEC_SCRIPT = textwrap.dedent('''
 
 def test_exec_from_a_profiled_process_does_not_pass_on_the_timer(tmp_path):
     """Interval timers survive exec; the exec'd program (here a busy shell) must not die of SIGPROF."""
-    (tmp_path / "execer.py").write_text(EXEC_SCRIPT)
-    env = dict(os.environ, CLOUDPROF_ENABLED="1", CLOUDPROF_SERVICE="execer",
-               CLOUDPROF_STORAGE=f"file://{tmp_path / 'store'}", CLOUDPROF_KILL_SWITCH_FILE=str(tmp_path / "kill"))
-    proc = subprocess.run([sys.executable, str(tmp_path / "execer.py")], env=env, capture_output=True, text=True,
-                          timeout=60)
+    proc = run_profiled(tmp_path, "execer", EXEC_SCRIPT, timeout=60)
     assert proc.returncode == 0, (proc.returncode, proc.stderr)
     assert "timer after failed exec True" in proc.stdout
     assert proc.stdout.strip().endswith("exec-ok")
