@@ -198,21 +198,26 @@ class GCSStore:
         check_prefix(prefix)
         return self._pages(prefix, page_size or self.page_size)
 
-    def _pages(self, prefix: str, page_size: int) -> Iterator[ObjectInfo]:
-        cut = len(self.prefix)
+    def _list_pages(self, prefix: str, page_size: int, **extra: str) -> Iterator[tuple[Any, list]]:
+        """(page, its blobs) under `prefix`; each fetch's errors mapped as a listing's."""
         with self._errors("list", prefix):
             blobs = self.client.list_blobs(
                 self.bucket_name, prefix=self.prefix + prefix, page_size=page_size,
-                timeout=self._timeout, retry=self._retry,
+                timeout=self._timeout, retry=self._retry, **extra,
             )
             pages = iter(blobs.pages)
         while True:
             with self._errors("list", prefix):
                 page = next(pages, None)
                 items = list(page) if page is not None else None
-            if items is None:
+            if page is None:
                 return
-            for blob in items:
+            yield page, items
+
+    def _pages(self, prefix: str, page_size: int) -> Iterator[ObjectInfo]:
+        cut = len(self.prefix)
+        for _, blobs in self._list_pages(prefix, page_size):
+            for blob in blobs:
                 yield self._info(blob.name[cut:], blob, with_metadata=False)
 
     def prefixes(self, prefix: str = "", *, page_size: int | None = None) -> Iterator[str]:
@@ -223,20 +228,9 @@ class GCSStore:
         # Each page carries its own `prefixes` (the iterator's set only accumulates them, unordered),
         # filled in as the page is fetched. A folder may come back on more than one page: yield it once.
         cut = len(self.prefix)
-        with self._errors("list", prefix):
-            blobs = self.client.list_blobs(
-                self.bucket_name, prefix=self.prefix + prefix, delimiter="/", page_size=page_size,
-                timeout=self._timeout, retry=self._retry,
-            )
-            pages = iter(blobs.pages)
         seen: set[str] = set()
-        while True:
-            with self._errors("list", prefix):
-                page = next(pages, None)
-            if page is None:
-                return
-            found = sorted(page.prefixes)
-            for full in found:
+        for page, _ in self._list_pages(prefix, page_size, delimiter="/"):
+            for full in sorted(page.prefixes):
                 if full not in seen:
                     seen.add(full)
                     yield full[cut:]

@@ -201,18 +201,22 @@ class S3Store:
         check_prefix(prefix)
         return self._pages(prefix, page_size or self.page_size)
 
-    def _pages(self, prefix: str, page_size: int) -> Iterator[ObjectInfo]:
+    def _list_pages(self, prefix: str, page_size: int, **extra: str) -> Iterator[dict]:
+        """The list_objects_v2 pages under `prefix`; each fetch's errors mapped as a listing's."""
         paginator = self.client.get_paginator("list_objects_v2")
-        pages = paginator.paginate(
-            Bucket=self.bucket, Prefix=self.prefix + prefix, PaginationConfig={"PageSize": page_size}
-        )
-        cut = len(self.prefix)
-        iterator = iter(pages)
+        pages = iter(paginator.paginate(
+            Bucket=self.bucket, Prefix=self.prefix + prefix, PaginationConfig={"PageSize": page_size}, **extra
+        ))
         while True:
             with self._errors("list", prefix):
-                page = next(iterator, None)
+                page = next(pages, None)
             if page is None:
                 return
+            yield page
+
+    def _pages(self, prefix: str, page_size: int) -> Iterator[ObjectInfo]:
+        cut = len(self.prefix)
+        for page in self._list_pages(prefix, page_size):
             for item in page.get("Contents", ()):
                 yield ObjectInfo(item["Key"][cut:], int(item["Size"]), _etag(item.get("ETag")), item["LastModified"], {})
 
@@ -222,18 +226,9 @@ class S3Store:
 
     def _folder_pages(self, prefix: str, page_size: int) -> Iterator[str]:
         # S3 rolls each folder up into one CommonPrefixes entry, in key order across pages.
-        paginator = self.client.get_paginator("list_objects_v2")
-        pages = paginator.paginate(
-            Bucket=self.bucket, Prefix=self.prefix + prefix, Delimiter="/", PaginationConfig={"PageSize": page_size}
-        )
         cut = len(self.prefix)
-        iterator = iter(pages)
         last = None
-        while True:
-            with self._errors("list", prefix):
-                page = next(iterator, None)
-            if page is None:
-                return
+        for page in self._list_pages(prefix, page_size, Delimiter="/"):
             for item in page.get("CommonPrefixes", ()):
                 folder = item["Prefix"][cut:]
                 if folder != last:
