@@ -224,22 +224,31 @@ class LocalStore:
             return iter(())
         return self._walk(prefix)
 
+    def _start(self, prefix: str) -> tuple[Path, str, str]:
+        """Where a listing of `prefix` starts: the deepest folder it names, that folder's key prefix, the rest."""
+        folder, _, partial = prefix.rpartition("/")
+        if not folder:
+            return self.root, "", partial
+        return self._path(folder), folder + "/", partial
+
+    def _scan(self, path: Path, base: str) -> list[os.DirEntry]:
+        """The entries of one folder (none if it is gone); a denial names the permission a listing needs."""
+        try:
+            with os.scandir(path) as it:
+                return list(it)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        except PermissionError as exc:
+            raise AccessDenied(f"{self.url}/{base}: permission denied for list; the process needs read access") from exc
+
     def _walk(self, prefix: str) -> Iterator[ObjectInfo]:
         # Walk only below the deepest folder the prefix names, in key order: a folder
         # "a" sorts as "a/", so "a-b" (0x2d) comes before everything in "a/" (0x2f).
-        folder, _, partial = prefix.rpartition("/")
-        start = self._path(folder) if folder else self.root
-        base = folder + "/" if folder else ""
-        yield from self._walk_dir(start, base, partial, top=not folder)
+        start, base, partial = self._start(prefix)
+        yield from self._walk_dir(start, base, partial, top=not base)
 
     def _walk_dir(self, path: Path, base: str, partial: str, top: bool) -> Iterator[ObjectInfo]:
-        try:
-            with os.scandir(path) as it:
-                entries = [(e.name + ("/" if e.is_dir(follow_symlinks=False) else ""), e) for e in it]
-        except (FileNotFoundError, NotADirectoryError):
-            return
-        except PermissionError as exc:
-            raise AccessDenied(f"{self.url}/{base}: permission denied for list; the process needs read access") from exc
+        entries = [(e.name + ("/" if e.is_dir(follow_symlinks=False) else ""), e) for e in self._scan(path, base)]
         for sort_name, entry in sorted(entries, key=lambda pair: pair[0]):
             if not sort_name.startswith(partial):
                 continue
@@ -262,18 +271,11 @@ class LocalStore:
         return self._folders(prefix)
 
     def _folders(self, prefix: str) -> Iterator[str]:
-        folder, _, partial = prefix.rpartition("/")
-        path = self._path(folder) if folder else self.root
-        base = folder + "/" if folder else ""
-        try:
-            with os.scandir(path) as it:
-                names = [e.name + "/" for e in it if e.is_dir(follow_symlinks=False) and e.name.startswith(partial)]
-        except (FileNotFoundError, NotADirectoryError):
-            return
-        except PermissionError as exc:
-            raise AccessDenied(f"{self.url}/{base}: permission denied for list; the process needs read access") from exc
+        path, base, partial = self._start(prefix)
+        names = [e.name + "/" for e in self._scan(path, base)
+                 if e.is_dir(follow_symlinks=False) and e.name.startswith(partial)]
         for name in sorted(names):  # with the '/', as keys sort: "a-b/" before "a/"
-            if not folder and name.startswith(RESERVED):
+            if not base and name.startswith(RESERVED):
                 continue
             # A folder is a prefix only while a key is under it, as in a bucket; an empty one
             # (a delete racing a put, or made by hand) is not.
