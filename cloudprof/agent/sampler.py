@@ -657,9 +657,14 @@ class Sampler:
         self._busy_mark = (now, proc)
         if proc - cpu > 0.05 * (now - mono):
             self.governor.tick_hz = self.governor.hz
-            self._tick_period_ns = self._period_ns
-            with self._slot_lock:
-                self._slot = min(self._slot, now + self._period_ns)
+            self._set_tick_period(self._period_ns, now)
+
+    def _set_tick_period(self, period: int, now: int) -> int:
+        """The thread's tick period from now on; a faster one starts now, not at the deadline already set."""
+        self._tick_period_ns = period
+        with self._slot_lock:
+            self._slot = min(self._slot, now + period)
+        return period
 
     def _ticker(self, index: int) -> None:
         """An extra tick requester, alive while the hand-off delay needs more than `index` of them."""
@@ -716,11 +721,9 @@ class Sampler:
                     handled = self.handler_ticks - gov_mark[3]
                     self._fill = handled < 0.8 * self.hz * span / 1e9
                 self._set_rate(governor.hz if self.mode == "signal" else governor.tick_hz, now)
-                self._tick_period_ns = period = max(self._period_ns, int(1e9 / governor.tick_hz))
+                period = self._set_tick_period(max(self._period_ns, int(1e9 / governor.tick_hz)), now)
                 if slot is not None and slot > now + period:  # a faster rate starts now, not at the old deadline
                     slot = now + period
-                with self._slot_lock:
-                    self._slot = min(self._slot, now + period)
                 # Busy threads hand the GIL round in switch intervals (5 ms), so a requester waits for
                 # about one interval per busy thread: with 4 of them one requester cannot tick every
                 # 10 ms. Several requesters taking turns at the slots can.
