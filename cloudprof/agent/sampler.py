@@ -63,6 +63,8 @@ _MAX_TICKERS = 4  # threads that may take turns requesting ticks (see _loop)
 _MAX_WALL_NS = 1_000_000_000  # one tick never carries more wall time than this (suspended process)
 _SKIP = None
 _SIGPROF_BYTE = bytes([signal.SIGPROF]) if hasattr(signal, "SIGPROF") else b""
+_DELTA_TAKEN = "cpu delta (the application owns the signal wakeup fd)"
+_DELTA_REPLACED = "cpu delta (the application set its own signal wakeup fd)"
 UNSAMPLED = "<cpu after the last sample>"  # issue 5: a str leaf, named as is by stacks.Symbolizer
 
 
@@ -80,6 +82,7 @@ class Batch(NamedTuple):
     mode: str  # "signal" or "thread"
     reason: str  # why not "signal", or ""
     errors: int
+    main_weights: str  # what weighs the main thread's signal samples ("" in thread mode)
 
 
 def next_deadline(deadline: int, now: int, period: int) -> int:
@@ -165,6 +168,9 @@ class Sampler:
         self._busy_mark = (0, 0)  # (monotonic, process CPU) at the previous slowed tick
         self._wake_r: int | None = None
         self._wake_w: int | None = None
+        self._counting = False  # the expiry pipe is the wakeup fd: the handler weighs samples by expiries
+        self._empty_reads = 0  # handler calls in a row that found the pipe empty
+        self.main_weights = ""
         self._proc_mark = 0
         self._app_threads = 1  # threads sampled at the last tick (not the agent's)
         self._thread: threading.Thread | None = None
@@ -253,27 +259,35 @@ class Sampler:
         previous sample and the start of that call (half a period on average): weighting by the delta
         charges it to the C call, by 10-25 points on such programs. Weighting by the expiries that fell in
         the interval (each one a period of process CPU, scaled by the main thread's part of it) does not.
-        Only when nobody else owns the wakeup fd (an asyncio loop in the main thread does; then the delta).
+        Only when nobody else owns the wakeup fd (an asyncio loop in the main thread does; then the delta,
+        also when the app sets one later: see `_lost_count`). `main_weights` says which, in each profile.
         """
         self._wake_r = self._wake_w = None
         try:
             r, w = os.pipe()
+        except OSError as exc:
+            self.main_weights = f"cpu delta (no expiry pipe: {exc})"
+            return
+        try:
             os.set_blocking(r, False)
             os.set_blocking(w, False)
             previous = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
-            if previous != -1:
-                signal.set_wakeup_fd(previous)  # someone else's (an event loop): give it back, keep out
-                raise OSError("wakeup fd in use")
-            self._wake_r, self._wake_w = r, w
-            self._proc_mark = process_cpu_ns()
-        except (OSError, ValueError, AttributeError):
-            try:
-                os.close(r)
-                os.close(w)
-            except (OSError, UnboundLocalError):
-                pass
+        except (OSError, ValueError) as exc:
+            self.main_weights = f"cpu delta (no expiry pipe: {exc})"
+        else:
+            if previous == -1:
+                self._wake_r, self._wake_w = r, w
+                self._counting, self._empty_reads = True, 0
+                self.main_weights = "timer expiries"
+                self._proc_mark = process_cpu_ns()
+                return
+            signal.set_wakeup_fd(previous)  # someone else's (an event loop): give it back, keep out
+            self.main_weights = _DELTA_TAKEN
+        os.close(r)
+        os.close(w)
 
     def _close_expiry_counter(self) -> None:
+        self._counting = False
         if self._wake_w is None:
             return
         try:
@@ -288,6 +302,15 @@ class Sampler:
             except OSError:
                 pass
         self._wake_r = self._wake_w = None
+
+    def _lost_count(self) -> None:
+        """The handler found no expiry byte. Every call follows a delivery whose C handler wrote one, so one
+        empty read is a race (the signal went to another thread, still writing); three in a row mean the app
+        has since set a wakeup fd of its own (gunicorn's workers, an asyncio loop): weigh by CPU deltas."""
+        self._empty_reads += 1
+        if self._empty_reads >= 3:
+            self._counting = False
+            self.main_weights = _DELTA_REPLACED
 
     def _expiries(self) -> int:
         """SIGPROF deliveries since the previous call (0 when not counting)."""
@@ -378,7 +401,7 @@ class Sampler:
             ticks=cur["ticks"] - mark["ticks"], signal_samples=cur["signal"] - mark["signal"],
             agent_cpu_ns=cur["agent"] - mark["agent"], process_cpu_ns=cur["process"] - mark["process"],
             period_ns=period or self._period_ns, mode=self.mode, reason=self.reason,
-            errors=cur["errors"] - mark["errors"],
+            errors=cur["errors"] - mark["errors"], main_weights=self.main_weights if self.mode == "signal" else "",
         )
 
     def tables(self) -> tuple[StackTable, ...]:
@@ -536,15 +559,18 @@ class Sampler:
             measured = t0 - self._main_cpu_mark
             mtable = self._mtable
             mtable.measured += measured
-            if self._wake_r is None:
-                cpu = measured  # no expiry count (the app owns the wakeup fd): the CPU delta
-            else:
-                cpu = self._expiries() * self._period_ns
-                if cpu and self._app_threads > 1:  # other threads' CPU also makes the timer expire
+            cpu = self._expiries() * self._period_ns if self._counting else 0
+            if cpu:
+                self._empty_reads = 0
+                if self._app_threads > 1:  # other threads' CPU also makes the timer expire
                     proc = process_cpu_ns()
                     span, self._proc_mark = proc - self._proc_mark, proc
                     if span > measured:
                         cpu = int(cpu * measured / span)
+            else:
+                cpu = measured  # no expiry count: the CPU delta
+                if self._counting:
+                    self._lost_count()
             if frame is not None:
                 mtable.weighted += cpu
                 frame = where_cpu_went(frame)

@@ -188,6 +188,35 @@ def test_expiry_counter_leaves_the_wakeup_fd_as_it_found_it():
     assert signal.set_wakeup_fd(-1) == -1  # restored to "none"
 
 
+def test_a_wakeup_fd_set_by_the_app_after_start_switches_the_main_thread_to_cpu_deltas():
+    """gunicorn's workers and asyncio loops set a wakeup fd of their own after the agent started: the expiry
+    pipe then stays empty, and weighing by it gave the main thread's samples no CPU at all."""
+    import socket
+
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    sampler = Sampler(sample_hz=100, max_overhead_pct=100)
+    sampler.start()
+    try:
+        assert sampler.main_weights == "timer expiries"
+        signal.set_wakeup_fd(a.fileno())
+        try:
+            sampler.drain()
+            spent = []
+            Burner().spin(0.5, spent)
+            batch = sampler.drain()
+        finally:
+            sampler.stop()
+            assert signal.set_wakeup_fd(-1) == a.fileno()  # stop() left the app's fd in place
+    finally:
+        a.close()
+        b.close()
+    assert batch.main_weights == "cpu delta (the application set its own signal wakeup fd)"
+    _, leaves = totals(batch)
+    burnt = sum(cpu for name, cpu in leaves.items() if name.endswith("Burner.spin"))  # stacks through spin
+    assert burnt == pytest.approx(spent[0] * 1e9, rel=0.15)
+
+
 def test_an_apps_wakeup_fd_is_kept_and_samples_still_flow():
     import socket
 
