@@ -104,9 +104,10 @@ def _after_in_parent() -> None:
 
 
 def _after_in_child() -> None:
-    from cloudprof.agent import labels, lifecycle
+    from cloudprof.agent import exits, labels, lifecycle
 
     try:
+        exits.forget_all()
         if _state["held"]:
             _state["held"] = False
             lifecycle._lock.release()  # the forking thread is this thread in the child: it owns the lock

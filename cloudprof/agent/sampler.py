@@ -17,7 +17,9 @@ after a long C call (zlib, hashing, JSON) the delta also holds the time before
 the call began, and would charge it to the call. A sample taken at a function's
 entry RESUME is the caller's (stacks.where_cpu_went). Rate changes and missed
 ticks leave totals right. A thread with no CPU since its previous sample has not
-moved: its previous stack takes the tick's wall time without a new walk.
+moved: its previous stack takes the tick's wall time without a new walk. A
+thread that ends reports its clock as it goes (exits.py): its CPU since its last
+sample, or all of it if it lived between two ticks, is not lost.
 
 Ticks (one stack per thread, for wall time and non-main threads' CPU) are taken
 by the signal handler while the main thread runs Python, which costs no thread
@@ -48,6 +50,7 @@ import threading
 import time
 from typing import NamedTuple
 
+from cloudprof.agent import exits
 from cloudprof.agent.clocks import SYSTEM_CLOCK, Clock, process_cpu_ns, thread_cpu_clock, thread_cpu_ns
 from cloudprof.agent.fairness import ThreadPicker
 from cloudprof.agent.governor import Governor
@@ -151,6 +154,7 @@ class Sampler:
         self._tick_lock = threading.Lock()
         self._threads: dict[int, _Thread | None] = {}
         self._natives: dict[int, int | None] = {}  # ident -> native id of the thread _threads[ident] describes
+        self._ended = None  # exits.Ended readings of threads that have ended, while running
         self._main_ident = threading.main_thread().ident
         self.picker = ThreadPicker()  # issue 5: at most picker.max_threads stacks per tick, unbiased weights
         self._sampler_ident: int | None = None
@@ -203,6 +207,8 @@ class Sampler:
         now = self.clock.monotonic_ns()
         self._last_tick = now
         self._period_mark = now
+        exits.install()
+        self._ended = exits.watch()
         for ident in sys._current_frames():
             self._new_thread(ident, baseline=True)
         main = self._threads.get(self._main_ident)
@@ -249,6 +255,8 @@ class Sampler:
         for thread in [self._thread, *list(self._tickers.values())]:
             if thread is not None and thread is not threading.current_thread():
                 thread.join(max(0.0, deadline - time.monotonic()))
+        exits.unwatch(self._ended)
+        self._take_ended(self._htable, max(0.0, deadline - time.monotonic()))
         self._active = False
 
     def _open_expiry_counter(self) -> None:
@@ -382,10 +390,11 @@ class Sampler:
 
     def drain(self) -> Batch:
         """Everything sampled since the previous drain; sampling goes on into fresh tables."""
+        nested = threading.current_thread() is threading.main_thread() and self._in_handler
+        self._take_ended(self._ttable, 0.0 if nested else 0.5)
         mtable, self._mtable = self._mtable, _MainTable()
         htable, self._htable = self._htable, StackTable()
         ttable, self._ttable = self._ttable, StackTable()
-        nested = threading.current_thread() is threading.main_thread() and self._in_handler
         deadline = time.monotonic() + 0.5
         while (self._tbusy or (self._in_handler and not nested)) and time.monotonic() < deadline:
             time.sleep(0.0005)
@@ -449,6 +458,46 @@ class Sampler:
 
     # --- sampling --------------------------------------------------------------
 
+    def _take_ended(self, table: StackTable, timeout: float) -> None:
+        """Fold ended threads into `table` now, outside a tick (a window's end, stop)."""
+        if self._ended and self._tick_lock.acquire(True, timeout):
+            try:
+                self._fold_ended(table)
+            finally:
+                self._tick_lock.release()
+
+    def _fold_ended(self, table: StackTable) -> None:
+        """The CPU of threads that ended, since their last sample (all of it if they were never sampled).
+
+        Where it went after the last sample is unknown: it gets the `UNSAMPLED` leaf under the code the
+        thread ran. Called with the tick lock held. The thread is then remembered as done, so that a tick
+        which still finds its last frames does not count it again.
+        """
+        ended, threads, natives = self._ended, self._threads, self._natives
+        while ended:
+            e = ended.popleft()
+            known = e.ident in threads and natives.get(e.ident) == e.native_id
+            info = threads[e.ident] if known else None
+            if (known and info is None) or e.ident == self._main_ident or e.name.startswith(AGENT_THREAD_PREFIX):
+                continue
+            threads[e.ident], natives[e.ident] = _SKIP, e.native_id
+            if info is not None:
+                cpu, labels = e.cpu_ns - info.last_cpu, info.labels
+            else:
+                cpu, labels = e.cpu_ns, (("thread_name", e.name),)
+            if cpu <= 0:
+                continue
+            if e.target is None:
+                key = (labels, UNSAMPLED, 0)
+            else:
+                key = (labels, UNSAMPLED, 0, id(e.target), -1)
+                table.codes[id(e.target)] = e.target
+            acc = table.stacks.get(key)
+            if acc is None:
+                table.stacks[key] = [0, cpu, 0]
+            else:
+                acc[1] += cpu
+
     def _new_thread(self, ident: int, baseline: bool = False) -> _Thread | None:
         thread = threading._active.get(ident)  # type: ignore[attr-defined]
         name = thread.name if thread is not None else f"Thread-{ident}"
@@ -475,6 +524,8 @@ class Sampler:
         self._last_tick = now
         wall = elapsed if elapsed < _MAX_WALL_NS else _MAX_WALL_NS
         self.ticks += 1
+        if self._ended:
+            self._fold_ended(table)
         threads = self._threads
         natives = self._natives
         active = threading._active  # type: ignore[attr-defined]

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from cloudprof.agent.sampler import Sampler
+from cloudprof.agent.sampler import UNSAMPLED, Sampler
 from cloudprof.agent.stacks import Symbolizer
 
 
@@ -186,6 +186,31 @@ def test_expiry_counter_leaves_the_wakeup_fd_as_it_found_it():
     finally:
         sampler.stop()
     assert signal.set_wakeup_fd(-1) == -1  # restored to "none"
+
+
+@pytest.mark.parametrize("use_signal", [True, False], ids=["signal", "thread"])
+def test_threads_that_end_between_ticks_keep_their_cpu(use_signal):
+    """A thread-per-request server's threads live less than a tick: their CPU used to be in no profile."""
+    sampler = Sampler(sample_hz=100, max_overhead_pct=100, use_signal=use_signal)
+    sampler.start()
+    spent = []
+    try:
+        for i in range(60):
+            thread = threading.Thread(target=Burner().spin, args=(0.004, spent), name=f"request-{i}")
+            thread.start()
+            thread.join()
+        long = threading.Thread(target=Burner().spin, args=(0.3, spent), name="long")
+        long.start()
+        long.join()
+        batch = sampler.drain()  # no tick since the last thread ended: the drain counts it
+    finally:
+        sampler.stop()
+    per_thread, leaves = totals(batch)
+    short = sum(v[1] for name, v in per_thread.items() if name.startswith("request-"))
+    assert short == pytest.approx(sum(spent[:60]) * 1e9, rel=0.1)
+    assert per_thread["long"][1] == pytest.approx(spent[60] * 1e9, rel=0.1)  # sampled, then its end: once
+    assert leaves["Burner.spin"] >= 0.9 * sum(spent) * 1e9  # unsampled CPU still under the code the thread ran
+    assert leaves[UNSAMPLED] > 0
 
 
 def test_a_wakeup_fd_set_by_the_app_after_start_switches_the_main_thread_to_cpu_deltas():

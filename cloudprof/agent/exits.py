@@ -1,0 +1,101 @@
+"""Threads report their own end: the CPU they used after the sampler last saw them would otherwise be lost.
+
+A thread's CPU clock cannot be read once the thread is gone, and ticks come
+every 10 ms or less often. A thread-per-request server's threads often live
+less than that: without this, most of their CPU was in no profile. Wrapping
+`threading.Thread` (once, for the life of the process) lets each thread read
+its own clock as it ends and queue the reading for the samplers; ticks turn
+the queue into samples.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+from collections import deque
+from types import CodeType
+from typing import NamedTuple
+
+__all__ = ["Ended", "forget_all", "install", "unwatch", "watch"]
+
+_QUEUE_MAX = 100_000  # readings kept for a sampler that does not tick (oldest dropped beyond)
+_watchers: list[deque] = []
+_state = {"installed": False}
+
+
+class Ended(NamedTuple):
+    ident: int
+    native_id: int | None
+    cpu_ns: int  # the thread's CPU clock at its end
+    name: str
+    target: CodeType | None  # the code the thread ran (its target or its run method)
+
+
+def install() -> None:
+    """Wrap Thread.start and Thread._delete once; threads started from now on report their end.
+
+    `_delete` is the last thing a thread does (from `_bootstrap_inner`), in the thread itself; `start`
+    notes the code the thread will run, which `run()` forgets as it ends. Neither adds a frame to the
+    stacks of a running thread.
+    """
+    if _state["installed"]:
+        return
+    cls = threading.Thread
+    start, delete = cls.start, cls._delete  # type: ignore[attr-defined]
+
+    def _start(self) -> None:
+        if _watchers:
+            try:
+                self._cloudprof_target = _target_code(self)
+            except Exception:  # noqa: BLE001 - odd targets (proxies, slotted subclasses) are named no further
+                pass
+        start(self)
+
+    def _delete(self) -> None:
+        try:
+            if _watchers:
+                _report(self, getattr(self, "_cloudprof_target", None))
+        finally:
+            delete(self)
+
+    cls.start = functools.update_wrapper(_start, start)
+    cls._delete = functools.update_wrapper(_delete, delete)  # type: ignore[attr-defined]
+    _state["installed"] = True
+
+
+def watch() -> deque:
+    """A new queue that receives an `Ended` for each thread that ends from now on."""
+    queue: deque = deque(maxlen=_QUEUE_MAX)
+    _watchers.append(queue)
+    return queue
+
+
+def unwatch(queue: deque) -> None:
+    try:
+        _watchers.remove(queue)
+    except ValueError:
+        pass
+
+
+def forget_all() -> None:
+    """In a forked child: the parent's samplers are gone, their queues would only grow."""
+    _watchers.clear()
+
+
+def _report(thread: threading.Thread, target: CodeType | None) -> None:
+    try:
+        ended = Ended(threading.get_ident(), threading.get_native_id(), time.thread_time_ns(), thread.name, target)
+        for queue in list(_watchers):
+            queue.append(ended)
+    except Exception:  # noqa: BLE001 - a thread's end must never fail because of us
+        pass
+
+
+def _target_code(thread: threading.Thread) -> CodeType | None:
+    target = getattr(thread, "_target", None)
+    if target is None and type(thread).run is not threading.Thread.run:
+        target = type(thread).run  # a subclass's own run()
+    target = getattr(target, "__func__", target)  # a bound method: its function
+    code = getattr(target, "__code__", None)
+    return code if isinstance(code, CodeType) else None
