@@ -39,9 +39,9 @@ def install() -> None:
     notes the code the thread will run, which `run()` forgets as it ends. Neither adds a frame to the
     stacks of a running thread.
     """
-    if _state["installed"]:
-        return
     cls = threading.Thread
+    if _state["installed"] or not hasattr(cls, "_delete"):  # a threading without it: ends go unreported
+        return
     start, delete = cls.start, cls._delete  # type: ignore[attr-defined]
 
     def _start(self) -> None:
