@@ -3,8 +3,7 @@
 gunicorn, uwsgi and Celery start the app (and often the agent) in a master, then
 fork workers. A forked child has none of the parent's threads, may hold copies of
 locks some other thread held at the fork, and carries the parent's sample
-buffers, upload queue, SIGPROF handler and signal wakeup fd (the parent's
-timer-expiry pipe). So the child drops the parent's agent object without
+buffers, upload queue and SIGPROF handler. So the child drops the parent's agent object without
 touching it (its threads do not exist, its buffers are the parent's samples:
 uploading them again would count them twice) and starts a new Agent from the
 same settings: new sampler, window thread, uploader and locks, keyed by its pid.
@@ -140,10 +139,6 @@ def _restart(parent) -> None:
             signal.signal(signal.SIGPROF, sampler._prev_handler or signal.SIG_DFL)
         except (OSError, ValueError):
             pass
-        # So is the wakeup fd, the write end of the parent's expiry pipe: left in place, the child's expiries
-        # would be counted by the parent (charged to whatever its main thread runs next) and the child's new
-        # sampler, finding the fd taken, would count none.
-        sampler._close_expiry_counter()
     store = parent._store  # an explicit store object is reused; otherwise the child opens its own clients
     agent = lifecycle.Agent(parent.settings, clock=parent.clock, store=store, use_signal=parent._use_signal,
                             spool_dir=parent._spool_dir)

@@ -8,13 +8,15 @@ it interrupted: the sample lands where the main thread spends CPU.
 
 Weights come from the kernel, not from the nominal period. Other threads: the
 delta of each thread's own CPU clock since its previous sample; wall: the time
-since the previous tick. The main thread: the timer expiries that fell since the
-previous handler (counted through the wakeup fd), times the period, times the
+since the previous tick. The main thread: the process CPU between the timer
+expiry behind its previous signal and the one behind this signal (the CPU delta
+since the previous handler, less the CPU since this expiry plus that since the
+previous one: `getitimer` gives it as the period less the time left), times the
 main thread's part of the process CPU; a window's main-thread samples are then
-scaled to add up to the CPU its clock measured (a loaded machine's kernel folds
-expiries). Not the plain CPU delta: the handler runs at the next check point, so
-after a long C call (zlib, hashing, JSON) the delta also holds the time before
-the call began, and would charge it to the call. A sample taken at a function's
+scaled to add up to the CPU its clock measured. Not the plain CPU delta: the
+handler runs at the next check point, so after a long C call (zlib, hashing,
+JSON) the delta also holds the time before the call began, and would charge it
+to the call, by 10-25 points on such programs. A sample taken at a function's
 entry RESUME is the caller's (stacks.where_cpu_went). Rate changes and missed
 ticks leave totals right. A thread with no CPU since its previous sample has not
 moved: its previous stack takes the tick's wall time without a new walk. A
@@ -65,9 +67,6 @@ _GOVERN_NS = 1_000_000_000
 _MAX_TICKERS = 4  # threads that may take turns requesting ticks (see _loop)
 _MAX_WALL_NS = 1_000_000_000  # one tick never carries more wall time than this (suspended process)
 _SKIP = None
-_SIGPROF_BYTE = bytes([signal.SIGPROF]) if hasattr(signal, "SIGPROF") else b""
-_DELTA_TAKEN = "cpu delta (the application owns the signal wakeup fd)"
-_DELTA_REPLACED = "cpu delta (the application set its own signal wakeup fd)"
 UNSAMPLED = "<cpu after the last sample>"  # issue 5: a str leaf, named as is by stacks.Symbolizer
 
 
@@ -85,7 +84,6 @@ class Batch(NamedTuple):
     mode: str  # "signal" or "thread"
     reason: str  # why not "signal", or ""
     errors: int
-    main_weights: str  # what weighs the main thread's signal samples ("" in thread mode)
 
 
 def next_deadline(deadline: int, now: int, period: int) -> int:
@@ -170,11 +168,8 @@ class Sampler:
         self._ticker_clocks: dict[int, int | None] = {}
         self._retired_cpu = 0  # CPU of extra tick requesters that have ended
         self._busy_mark = (0, 0)  # (monotonic, process CPU) at the previous slowed tick
-        self._wake_r: int | None = None
-        self._wake_w: int | None = None
-        self._counting = False  # the expiry pipe is the wakeup fd: the handler weighs samples by expiries
-        self._empty_reads = 0  # handler calls in a row that found the pipe empty
-        self.main_weights = ""
+        self._tail = 0  # process CPU from the timer's last expiry to the previous handler (see _on_signal)
+        self._rearmed = False  # the timer's period changed since the previous handler
         self._proc_mark = 0
         self._app_threads = 1  # threads sampled at the last tick (not the agent's)
         self._thread: threading.Thread | None = None
@@ -224,7 +219,6 @@ class Sampler:
                 signal.siginterrupt(signal.SIGPROF, False)  # SA_RESTART: spare C extensions' syscalls an EINTR
                 self._main_cpu_mark = time.thread_time_ns()
                 self.mode = "signal"
-                self._open_expiry_counter()
                 self._arm()
                 # Interpreter shutdown resets SIGPROF to its default (terminate) while the timer may still run.
                 atexit.register(self._disarm_at_exit)
@@ -246,7 +240,6 @@ class Sampler:
                 signal.setitimer(signal.ITIMER_PROF, 0, 0)
                 time.sleep(0.002)  # let a signal already generated be delivered to our handler
                 self._record_main_residue()
-                self._close_expiry_counter()
                 if signal.getsignal(signal.SIGPROF) == self._on_signal:
                     signal.signal(signal.SIGPROF, self._prev_handler or signal.SIG_DFL)
             except (OSError, ValueError):
@@ -258,83 +251,6 @@ class Sampler:
         exits.unwatch(self._ended)
         self._take_ended(self._htable, max(0.0, deadline - time.monotonic()))
         self._active = False
-
-    def _open_expiry_counter(self) -> None:
-        """Count timer expiries: CPython's C-level handler writes one byte per delivered signal to the wakeup fd.
-
-        Why: the Python handler runs at the next check point, so after a long C call (zlib, hashing, JSON
-        decoding) with no check point inside, the main thread's CPU delta also holds the time between the
-        previous sample and the start of that call (half a period on average): weighting by the delta
-        charges it to the C call, by 10-25 points on such programs. Weighting by the expiries that fell in
-        the interval (each one a period of process CPU, scaled by the main thread's part of it) does not.
-        Only when nobody else owns the wakeup fd (an asyncio loop in the main thread does; then the delta,
-        also when the app sets one later: see `_lost_count`). `main_weights` says which, in each profile.
-        """
-        self._wake_r = self._wake_w = None
-        try:
-            r, w = os.pipe()
-        except OSError as exc:
-            self.main_weights = f"cpu delta (no expiry pipe: {exc})"
-            return
-        try:
-            os.set_blocking(r, False)
-            os.set_blocking(w, False)
-            previous = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
-        except (OSError, ValueError) as exc:
-            self.main_weights = f"cpu delta (no expiry pipe: {exc})"
-        else:
-            if previous == -1:
-                self._wake_r, self._wake_w = r, w
-                self._counting, self._empty_reads = True, 0
-                self.main_weights = "timer expiries"
-                self._proc_mark = process_cpu_ns()
-                return
-            signal.set_wakeup_fd(previous)  # someone else's (an event loop): give it back, keep out
-            self.main_weights = _DELTA_TAKEN
-        os.close(r)
-        os.close(w)
-
-    def _close_expiry_counter(self) -> None:
-        self._counting = False
-        if self._wake_w is None:
-            return
-        try:
-            current = signal.set_wakeup_fd(-1)
-            if current != self._wake_w:
-                signal.set_wakeup_fd(current)  # replaced since: not ours to clear
-        except (OSError, ValueError):
-            pass
-        for fd in (self._wake_r, self._wake_w):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        self._wake_r = self._wake_w = None
-
-    def _lost_count(self) -> None:
-        """The handler found no expiry byte. Every call follows a delivery whose C handler wrote one, so one
-        empty read is a race (the signal went to another thread, still writing); three in a row mean the app
-        has since set a wakeup fd of its own (gunicorn's workers, an asyncio loop): weigh by CPU deltas."""
-        self._empty_reads += 1
-        if self._empty_reads >= 3:
-            self._counting = False
-            self.main_weights = _DELTA_REPLACED
-
-    def _expiries(self) -> int:
-        """SIGPROF deliveries since the previous call (0 when not counting)."""
-        r = self._wake_r
-        if r is None:
-            return 0
-        n = 0
-        try:
-            while True:
-                data = os.read(r, 4096)
-                n += data.count(_SIGPROF_BYTE)
-                if len(data) < 4096:
-                    break
-        except (BlockingIOError, OSError):
-            pass
-        return n
 
     def _disarm_at_exit(self) -> None:
         if self._active and self.mode == "signal":
@@ -367,6 +283,7 @@ class Sampler:
             acc[1] += cpu
 
     def _arm(self) -> None:
+        self._rearmed = True
         seconds = self._period_ns / 1e9
         # issue 5 fix: a rate change must not restart the countdown, or a process using less CPU than one
         # period between two governor steps (a throttled, bursty worker) would never get a signal.
@@ -410,7 +327,7 @@ class Sampler:
             ticks=cur["ticks"] - mark["ticks"], signal_samples=cur["signal"] - mark["signal"],
             agent_cpu_ns=cur["agent"] - mark["agent"], process_cpu_ns=cur["process"] - mark["process"],
             period_ns=period or self._period_ns, mode=self.mode, reason=self.reason,
-            errors=cur["errors"] - mark["errors"], main_weights=self.main_weights if self.mode == "signal" else "",
+            errors=cur["errors"] - mark["errors"],
         )
 
     def tables(self) -> tuple[StackTable, ...]:
@@ -420,9 +337,10 @@ class Sampler:
     def _settle(self, table: _MainTable) -> None:
         """Scale a window's main-thread samples so their CPU adds up to what the main thread's clock measured.
 
-        The expiries set the shares; the kernel, on a loaded (virtual) machine, checks CPU timers late and
-        folds several expiries into one signal, so they undercount by a varying factor that the measured
-        CPU corrects over the whole window (a running ratio over the last samples overshot after each fold).
+        The expiry-to-expiry weights set the shares. Their sum misses the CPU after the window's last
+        expiry (the next window's first sample carries it), and a kernel that checks CPU timers late (a
+        loaded virtual machine) shifts CPU between samples: scaling to the measured CPU keeps each window's
+        total exact (a running ratio over the last samples overshot).
         """
         measured, weighted = table.measured, table.weighted
         if weighted > 0:
@@ -610,18 +528,23 @@ class Sampler:
             measured = t0 - self._main_cpu_mark
             mtable = self._mtable
             mtable.measured += measured
-            cpu = self._expiries() * self._period_ns if self._counting else 0
-            if cpu:
-                self._empty_reads = 0
-                if self._app_threads > 1:  # other threads' CPU also makes the timer expire
-                    proc = process_cpu_ns()
-                    span, self._proc_mark = proc - self._proc_mark, proc
-                    if span > measured:
-                        cpu = int(cpu * measured / span)
+            # The weight: the CPU between the timer expiry behind the previous signal and the one behind
+            # this, i.e. the delta less the CPU since this expiry (the next sample's) plus that since the
+            # previous one. The timer's time left tells both; other threads' CPU also runs it down.
+            left, interval = signal.getitimer(signal.ITIMER_PROF)
+            tail = int((interval - left) * 1e9) if 0 < left < interval else 0
+            if self._rearmed:  # a new period since the previous signal: this once, the plain delta
+                self._rearmed = False
+                cpu = measured
+            elif self._app_threads > 1:
+                proc = process_cpu_ns()
+                span, self._proc_mark = proc - self._proc_mark, proc
+                cpu = int((span + self._tail - tail) * measured / span) if span > measured else measured
             else:
-                cpu = measured  # no expiry count: the CPU delta
-                if self._counting:
-                    self._lost_count()
+                cpu = measured + self._tail - tail
+            self._tail = tail
+            if cpu < 0:
+                cpu = 0
             if frame is not None:
                 mtable.weighted += cpu
                 frame = where_cpu_went(frame)

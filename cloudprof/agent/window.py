@@ -88,8 +88,6 @@ def build_profile(batch: Batch, start_ns: int, end_ns: int, identity: Mapping[st
     builder.comment(f"sampler={batch.mode}")
     if batch.reason:
         builder.comment(f"sampler_fallback={batch.reason}")
-    if batch.main_weights:
-        builder.comment(f"main_cpu_weights={batch.main_weights}")
     builder.comment(f"sample_hz={1e9 / max(1, batch.period_ns):.1f}")
     builder.comment(f"ticks_per_s={batch.ticks / wall_s if wall_s > 0 else 0:.1f}")
     builder.comment(f"ticks={batch.ticks}")

@@ -150,39 +150,3 @@ def test_exec_from_a_profiled_process_does_not_pass_on_the_timer(tmp_path):
     assert "timer after failed exec True" in proc.stdout
     assert proc.stdout.strip().endswith("exec-ok")
 
-
-EXPIRY_SCRIPT = textwrap.dedent('''
-    import os, signal, time
-    import cloudprof
-    from cloudprof.agent import lifecycle
-
-    cloudprof.start(strict=True)
-    sampler = lifecycle._agent.sampler
-    assert sampler.mode == "signal" and sampler._wake_w is not None
-    pid = os.fork()
-    if pid == 0:
-        child = lifecycle._agent.sampler
-        current = signal.set_wakeup_fd(-1)
-        signal.set_wakeup_fd(current)
-        print("child_counts", int(child._wake_w is not None and current == child._wake_w), flush=True)
-        start = time.thread_time()
-        while time.thread_time() - start < 0.6:
-            sum(range(300))
-        cloudprof.stop()
-        os._exit(0)
-    sampler._expiries()  # from here on the main thread is blocked, so its handler does not empty the pipe
-    os.waitpid(pid, 0)
-    print("parent", sampler._expiries(), flush=True)
-    cloudprof.stop()
-''')
-
-
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-def test_a_forked_child_counts_its_timer_expiries_and_the_parent_does_not(tmp_path):
-    """The signal wakeup fd is inherited: a child writing its expiries into the parent's pipe made the parent
-    charge the child's CPU to whatever its main thread sampled next (a blocked waitpid got 40% of its CPU)."""
-    proc = run_profiled(tmp_path, "expiries", EXPIRY_SCRIPT, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    counts = dict(line.split() for line in proc.stdout.splitlines())
-    assert counts["child_counts"] == "1", counts  # the child's wakeup fd is its own sampler's pipe
-    assert int(counts["parent"]) <= 5, counts  # blocked in waitpid while the child burnt 0.4 s after arming

@@ -93,9 +93,6 @@ def test_gunicorn_prefork_workers_profile_themselves(tmp_path):
         for profile in by_pid[pid]:
             assert helpers.total(profile, 0, function="master_warmup") == 0, f"worker {pid} counted the master"
             assert helpers.comments(profile)["forks"] == "1"
-            if helpers.total(profile, 1, function="burn_request") > 0.05e9:
-                # gunicorn's worker sets a signal wakeup fd of its own after the fork: its first samples tell.
-                assert helpers.comments(profile)["main_cpu_weights"].startswith("cpu delta (the application set")
     # No request work ran in the (idle) master.
     assert sum(helpers.total(p, 0, function="burn_request") for p in by_pid.get(server.pid, [])) == 0
 
