@@ -136,9 +136,9 @@ def test_uvicorn_task_names_and_endpoint_labels_survive_aggregation(tmp_path):
         data = read_merged(store, part.manifest_key, part.kind)
         merged.append(decode(data))
     assert merged
-    # Exact: no sample of one endpoint's work carries the other's label, none is unlabelled. Statistical:
-    # the event loop owns the signal wakeup fd, so a sample carries the CPU since the previous one to where
-    # it lands (see cloudprof.agent.sampler): per-endpoint CPU is checked loosely and the sum more tightly.
+    # Exact: no sample of one endpoint's work carries the other's label, none is unlabelled. Statistical
+    # (about 160 samples per endpoint): each endpoint's CPU, and more tightly their sum. The event loop owns
+    # the signal wakeup fd, which the weights no longer depend on.
     expected_ns = PER_ENDPOINT * BURN_MS * 1e6
     both = 0
     for endpoint, mine, other in (("/checkout", "checkout_work", "search_work"),
@@ -147,9 +147,9 @@ def test_uvicorn_task_names_and_endpoint_labels_survive_aggregation(tmp_path):
         cpu_mine = sum(helpers.total(p, 1, function=mine) for p in split)
         cpu_other = sum(helpers.total(p, 1, function=other) for p in split)
         assert cpu_other == 0, (endpoint, cpu_other)
-        assert 0.5 * expected_ns <= cpu_mine <= 1.5 * expected_ns, (endpoint, cpu_mine / 1e6)
+        assert 0.75 * expected_ns <= cpu_mine <= 1.25 * expected_ns, (endpoint, cpu_mine / 1e6)
         both += sum(helpers.total(p, 1) for p in split)
         # every sample of the endpoint's work carries the label after the merge
         unlabelled = sum(helpers.total(p, 1, function=mine) for p in merged) - cpu_mine
         assert unlabelled == 0, (endpoint, unlabelled)
-    assert 0.7 * 2 * expected_ns <= both <= 1.3 * 2 * expected_ns, both / 1e6
+    assert 0.85 * 2 * expected_ns <= both <= 1.15 * 2 * expected_ns, both / 1e6
