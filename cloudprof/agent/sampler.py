@@ -45,7 +45,6 @@ written. Ticks are serialised by a lock taken without blocking.
 from __future__ import annotations
 
 import atexit
-import os
 import signal
 import sys
 import threading
@@ -184,6 +183,7 @@ class Sampler:
         self.ticks = 0
         self.signal_samples = 0
         self.handler_ns = 0
+        self.handler_tick_ns = 0  # of which all-thread ticks taken in the handler (wall-time work, see _loop)
         self.handler_ticks = 0
         self.errors = 0
         self._period_integral = 0
@@ -524,6 +524,7 @@ class Sampler:
             return
         self._in_handler = True
         t0 = time.thread_time_ns()
+        ticked_all = False
         try:
             measured = t0 - self._main_cpu_mark
             mtable = self._mtable
@@ -533,15 +534,15 @@ class Sampler:
             # previous one. The timer's time left tells both; other threads' CPU also runs it down.
             left, interval = signal.getitimer(signal.ITIMER_PROF)
             tail = int((interval - left) * 1e9) if 0 < left < interval else 0
+            cpu = measured + self._tail - tail
+            if self._app_threads > 1:  # the main thread's part of it
+                proc = process_cpu_ns()
+                span, self._proc_mark = proc - self._proc_mark, proc
+                if span > measured:
+                    cpu = int((span + self._tail - tail) * measured / span)
             if self._rearmed:  # a new period since the previous signal: this once, the plain delta
                 self._rearmed = False
                 cpu = measured
-            elif self._app_threads > 1:
-                proc = process_cpu_ns()
-                span, self._proc_mark = proc - self._proc_mark, proc
-                cpu = int((span + self._tail - tail) * measured / span) if span > measured else measured
-            else:
-                cpu = measured + self._tail - tail
             self._tail = tail
             if cpu < 0:
                 cpu = 0
@@ -550,8 +551,9 @@ class Sampler:
                 frame = where_cpu_went(frame)
                 now = self.clock.monotonic_ns()
                 table = self._htable
-                tick_due = now - self._last_tick >= self._period_ns >> 1
-                if tick_due and self._app_threads <= 1 and self.ticks & 15 and self._tick_lock.acquire(False):
+                since = now - self._last_tick
+                if (self._app_threads <= 1 and self.ticks & 15 and since >= self._period_ns >> 1
+                        and self._tick_lock.acquire(False)):
                     # Only the main thread to sample (every 16th tick still looks for new threads):
                     # its tick is this very sample, with the wall time since the previous tick.
                     try:
@@ -566,11 +568,13 @@ class Sampler:
                                cpu, wall if wall < _MAX_WALL_NS else _MAX_WALL_NS)
                     finally:
                         self._tick_lock.release()
-                elif tick_due and self._tick_lock.acquire(False):
+                elif since >= self._tick_period_ns >> 1 and self._tick_lock.acquire(False):
+                    # All threads, at the wall-tick rate: the governor counts this as the ticks' cost.
                     try:
                         self._tick(now, table, frame, cpu, mtable)
                         self._last_handler_tick = now
                         self.handler_ticks += 1
+                        ticked_all = True
                     finally:
                         self._tick_lock.release()
                 else:
@@ -584,6 +588,8 @@ class Sampler:
         finally:
             t1 = time.thread_time_ns()
             self.handler_ns += t1 - t0
+            if ticked_all:
+                self.handler_tick_ns += t1 - t0
             self._main_cpu_mark = t1
             self._in_handler = False
 
@@ -696,7 +702,8 @@ class Sampler:
         now = clock.monotonic_ns()
         self._slot = now + self._tick_period_ns
         next_govern = now + _GOVERN_NS
-        gov_mark = (now, self.agent_cpu_ns(), process_cpu_ns(), self.handler_ticks, self.handler_ns)
+        gov_mark = (now, self.agent_cpu_ns(), process_cpu_ns(), self.handler_ticks, self.handler_ns,
+                    self.handler_tick_ns)
         # In signal mode the thread only watches while the handler alone holds the rate (a busy main
         # thread); it fills in when the handler falls short (main thread blocked, or waiting for the GIL
         # behind other busy threads), so the two together keep the tick rate.
@@ -710,7 +717,8 @@ class Sampler:
                 span = now - gov_mark[0]
                 governor = self.governor
                 governor.update(own - gov_mark[1], proc - gov_mark[2], span,
-                                thread_ns=own - gov_mark[1] - (self.handler_ns - gov_mark[4]))
+                                thread_ns=own - gov_mark[1] - (self.handler_ns - gov_mark[4])
+                                + (self.handler_tick_ns - gov_mark[5]))
                 if not self._govern or warming_up:  # the first second holds the agent's own start-up
                     warming_up = False
                     governor.reset()
@@ -719,7 +727,7 @@ class Sampler:
                     # The thread fills in when that falls short of the rate: main thread blocked or idle,
                     # or waiting for the GIL behind other busy threads.
                     handled = self.handler_ticks - gov_mark[3]
-                    self._fill = handled < 0.8 * self.hz * span / 1e9
+                    self._fill = handled < 0.8 * span / self._tick_period_ns
                 self._set_rate(governor.hz if self.mode == "signal" else governor.tick_hz, now)
                 period = self._set_tick_period(max(self._period_ns, int(1e9 / governor.tick_hz)), now)
                 if slot is not None and slot > now + period:  # a faster rate starts now, not at the old deadline
@@ -731,7 +739,7 @@ class Sampler:
                 self._want_tickers = min(_MAX_TICKERS, want)
                 if self._want_tickers > 1:
                     self._start_tickers()
-                gov_mark = (now, own, proc, self.handler_ticks, self.handler_ns)
+                gov_mark = (now, own, proc, self.handler_ticks, self.handler_ns, self.handler_tick_ns)
                 next_govern = now + _GOVERN_NS
             if self._fill or now - self._last_handler_tick > _WATCH_NS:
                 if slot is None:
