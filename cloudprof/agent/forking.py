@@ -3,10 +3,11 @@
 gunicorn, uwsgi and Celery start the app (and often the agent) in a master, then
 fork workers. A forked child has none of the parent's threads, may hold copies of
 locks some other thread held at the fork, and carries the parent's sample
-buffers, upload queue and SIGPROF handler. So the child drops the parent's agent object without
-touching it (its threads do not exist, its buffers are the parent's samples:
-uploading them again would count them twice) and starts a new Agent from the
-same settings: new sampler, window thread, uploader and locks, keyed by its pid.
+buffers, upload queue and SIGPROF handler. So the child drops the parent's agent
+object without touching it (its threads do not exist, its buffers are the
+parent's samples: uploading them again would count them twice) and starts a new
+Agent from the same settings: new sampler, window thread, uploader and locks,
+keyed by its pid.
 
 Interval timers survive `execve`, and a child that forks only to exec
 (os.spawn*, pty.spawn, daemonisers) would be killed by a SIGPROF it cannot
