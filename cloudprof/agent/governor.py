@@ -26,7 +26,7 @@ class Governor:
     `hz` is the CPU-time signal's rate, `tick_hz` (never above it) the sampler thread's.
     """
 
-    __slots__ = ("target_hz", "max_pct", "min_hz", "floor_pct", "hz", "tick_hz", "last_share_pct")
+    __slots__ = ("target_hz", "max_pct", "min_hz", "floor_pct", "hz", "tick_hz", "last_share_pct", "ticks_slowed_idle")
 
     def __init__(self, target_hz: float, max_pct: float, *, min_hz: float = 1.0, floor_pct: float = 0.05) -> None:
         self.target_hz = float(target_hz)
@@ -35,9 +35,11 @@ class Governor:
         self.floor_pct = floor_pct
         self.hz = self.tick_hz = self.target_hz
         self.last_share_pct = 0.0
+        self.ticks_slowed_idle = False  # the last cut of tick_hz was for a nearly idle app (the floor budget)
 
     def reset(self) -> None:
         self.hz = self.tick_hz = self.target_hz
+        self.ticks_slowed_idle = False
 
     def update(self, own_ns: int, process_ns: int, wall_ns: int, thread_ns: int = 0) -> float:
         """One step: the agent used `own_ns` (of which its threads `thread_ns`) of the `process_ns` CPU the
@@ -46,12 +48,14 @@ class Governor:
             return self.hz
         app_ns = max(process_ns - own_ns, 1)
         self.last_share_pct = 100.0 * own_ns / app_ns
-        budget = max(self.max_pct / 100.0 * app_ns, self.floor_pct / 100.0 * wall_ns)
+        floor = self.floor_pct / 100.0 * wall_ns
+        budget = max(self.max_pct / 100.0 * app_ns, floor)
         if own_ns > budget:
             # Cost scales with the rate; aim 10% under the budget so noise does not flap it.
             cut = 0.9 * budget / own_ns
             if thread_ns * 2 >= own_ns:
                 self.tick_hz = max(self.min_hz, self.tick_hz * cut)
+                self.ticks_slowed_idle = budget == floor
             else:
                 self.hz = max(self.min_hz, self.hz * cut)
                 self.tick_hz = min(self.tick_hz, self.hz)

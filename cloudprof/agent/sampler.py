@@ -108,7 +108,7 @@ def signal_unavailable_reason() -> str:
 
 
 class _MainTable(StackTable):
-    """The main thread's signal samples, CPU in timer-expiry units until `Sampler._settle` scales them."""
+    """The main thread's signal samples, CPU in expiry-to-expiry weights until `Sampler._settle` scales them."""
 
     __slots__ = ("measured", "weighted")
 
@@ -392,14 +392,20 @@ class Sampler:
         which still finds its last frames does not count it again.
         """
         ended, threads, natives = self._ended, self._threads, self._natives
+        active = threading._active  # type: ignore[attr-defined]
         while ended:
             e = ended.popleft()
             known = e.ident in threads and natives.get(e.ident) == e.native_id
             info = threads[e.ident] if known else None
             if (known and info is None) or e.ident == self._main_ident or e.name.startswith(AGENT_THREAD_PREFIX):
                 continue
+            newer = active.get(e.ident)
+            if not known and newer is not None and natives.get(e.ident) == newer._native_id:
+                continue  # a new thread already holds the ident and its entry (and this one's last reading)
             threads[e.ident], natives[e.ident] = _SKIP, e.native_id
             if info is not None:
+                if info.clock is None:
+                    continue  # its samples carried wall time as CPU: nothing to add
                 cpu, labels = e.cpu_ns - info.last_cpu, info.labels
             else:
                 cpu, labels = e.cpu_ns, (("thread_name", e.name),)
@@ -552,9 +558,11 @@ class Sampler:
                 now = self.clock.monotonic_ns()
                 table = self._htable
                 since = now - self._last_tick
-                if (self._app_threads <= 1 and self.ticks & 15 and since >= self._period_ns >> 1
+                # Checked at every signal: due within half a signal period of the wall-tick period.
+                all_due = since >= self._tick_period_ns - (self._period_ns >> 1)
+                if (self._app_threads <= 1 and (self.ticks & 15 or not all_due) and since >= self._period_ns >> 1
                         and self._tick_lock.acquire(False)):
-                    # Only the main thread to sample (every 16th tick still looks for new threads):
+                    # Only the main thread to sample (every 16th tick, when due, still looks for new threads):
                     # its tick is this very sample, with the wall time since the previous tick.
                     try:
                         wall, self._last_tick = now - self._last_tick, now
@@ -568,13 +576,15 @@ class Sampler:
                                cpu, wall if wall < _MAX_WALL_NS else _MAX_WALL_NS)
                     finally:
                         self._tick_lock.release()
-                elif since >= self._tick_period_ns >> 1 and self._tick_lock.acquire(False):
+                elif all_due and self._tick_lock.acquire(False):
                     # All threads, at the wall-tick rate: the governor counts this as the ticks' cost.
                     try:
                         self._tick(now, table, frame, cpu, mtable)
                         self._last_handler_tick = now
                         self.handler_ticks += 1
                         ticked_all = True
+                        if self._tick_period_ns > self._period_ns:
+                            self._wake_if_busy(now)
                     finally:
                         self._tick_lock.release()
                 else:
@@ -655,14 +665,16 @@ class Sampler:
         return False
 
     def _wake_if_busy(self, now: int) -> None:
-        """Slowed wall ticks (an idle app) go back to the signal's rate at the first tick that finds the app
+        """Wall ticks slowed for an idle app go back to the signal's rate at the first tick that finds the app
         busy again (over 5% of a core since the previous tick), not a governor step or two later: work in
-        other threads than the main one is seen by these ticks only."""
+        other threads than the main one is seen by these ticks only. (Slowed for cost in a busy app, they
+        stay slowed.)"""
         proc = process_cpu_ns()
         mono, cpu = self._busy_mark
         self._busy_mark = (now, proc)
-        if proc - cpu > 0.05 * (now - mono):
+        if proc - cpu > 0.05 * (now - mono) and self.governor.ticks_slowed_idle:
             self.governor.tick_hz = self.governor.hz
+            self.governor.ticks_slowed_idle = False
             self._set_tick_period(self._period_ns, now)
 
     def _set_tick_period(self, period: int, now: int) -> int:

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from cloudprof.agent.governor import Governor
 from cloudprof.agent.sampler import UNSAMPLED, Sampler
 from cloudprof.agent.stacks import Symbolizer
 
@@ -345,6 +346,40 @@ def test_wall_ticks_slowed_by_an_idle_app_come_back_when_a_thread_gets_busy():
     assert batch.ticks >= 70, batch.ticks  # about 2 s of work: most of it at 100 Hz
     per_thread, _ = totals(batch)
     assert per_thread["worker"][1] == pytest.approx(spent[0] * 1e9, rel=0.10)
+
+
+def test_ticks_in_the_signal_handler_keep_to_the_wall_tick_rate():
+    """With the wall ticks slowed to 10 Hz and the signal at 100 Hz, the handler takes all-thread ticks about 10
+    times a second. It used to take one as soon as half a tick period had passed: twice the rate asked."""
+
+    class TenTicks(Governor):
+        def update(self, *args, **kwargs):
+            self.tick_hz = 10.0
+            return self.hz
+
+        def reset(self):
+            self.hz, self.tick_hz = self.target_hz, 10.0
+
+    sampler = Sampler(sample_hz=100)
+    sampler.governor = TenTicks(100, 1.0)
+    waiter = threading.Event()
+    other = threading.Thread(target=waiter.wait, name="waiting")  # a second thread: all-thread ticks
+    other.start()
+    sampler.start()
+    try:
+        deadline = time.monotonic() + 10
+        while sampler._tick_period_ns < 50_000_000 and time.monotonic() < deadline:  # after the first step
+            Burner().spin(0.05)
+        sampler.drain()
+        Burner().spin(1.5)
+        batch = sampler.drain()
+    finally:
+        sampler.stop()
+        waiter.set()
+        other.join()
+    wall_s = (batch.mono_end_ns - batch.mono_start_ns) / 1e9
+    assert batch.signal_samples / wall_s > 50  # the main thread is busy: the signal keeps its rate
+    assert 6 <= batch.ticks / wall_s <= 14, batch.ticks / wall_s
 
 
 def test_a_new_thread_behind_a_reused_ident_is_a_new_thread():

@@ -94,6 +94,11 @@ def test_governor_slows_the_thread_not_the_signal_when_the_app_idles():
     # an idle app (0.2 ms of CPU) and 3 ms of the agent's thread ticks: over the floor of 0.05% of a core
     g.update(own_ns=3_000_000, process_ns=3_200_000, wall_ns=second, thread_ns=3_000_000)
     assert g.tick_hz < 20 and g.hz == 100  # the signal costs nothing while idle: a burst gets the full rate
+    assert g.ticks_slowed_idle  # so the first busy tick may restore them
+    # a busy app whose ticks (many threads) cost too much: slowed for cost, they stay slowed when it is busy
+    g = Governor(100, 1.0)
+    g.update(own_ns=30_000_000, process_ns=1_030_000_000, wall_ns=second, thread_ns=29_000_000)
+    assert g.tick_hz < 35 and g.hz == 100 and not g.ticks_slowed_idle
     # a busy app whose cost is the signal handler's: the signal slows, the thread never runs faster than it
     g = Governor(100, 1.0)
     g.update(own_ns=30_000_000, process_ns=1_030_000_000, wall_ns=second, thread_ns=1_000_000)
