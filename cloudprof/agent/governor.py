@@ -53,9 +53,10 @@ class Governor:
         if own_ns > budget:
             # Cost scales with the rate; aim 10% under the budget so noise does not flap it.
             cut = 0.9 * budget / own_ns
-            if thread_ns * 2 >= own_ns:
+            idle = budget == floor  # the app barely ran: the signal, which fires per CPU, cannot be the cost
+            if thread_ns * 2 >= own_ns or idle:
                 self.tick_hz = max(self.min_hz, self.tick_hz * cut)
-                self.ticks_slowed_idle = budget == floor
+                self.ticks_slowed_idle = idle
             else:
                 self.hz = max(self.min_hz, self.hz * cut)
                 self.tick_hz = min(self.tick_hz, self.hz)

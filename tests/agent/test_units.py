@@ -95,6 +95,10 @@ def test_governor_slows_the_thread_not_the_signal_when_the_app_idles():
     g.update(own_ns=3_000_000, process_ns=3_200_000, wall_ns=second, thread_ns=3_000_000)
     assert g.tick_hz < 20 and g.hz == 100  # the signal costs nothing while idle: a burst gets the full rate
     assert g.ticks_slowed_idle  # so the first busy tick may restore them
+    # even when a rare signal (set off by the agent's own CPU) cost more than the ticks in that step
+    g = Governor(100, 1.0)
+    g.update(own_ns=3_000_000, process_ns=3_200_000, wall_ns=second, thread_ns=1_000_000)
+    assert g.tick_hz < 20 and g.hz == 100
     # a busy app whose ticks (many threads) cost too much: slowed for cost, they stay slowed when it is busy
     g = Governor(100, 1.0)
     g.update(own_ns=30_000_000, process_ns=1_030_000_000, wall_ns=second, thread_ns=29_000_000)
