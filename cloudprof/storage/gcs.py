@@ -95,7 +95,13 @@ class GCSStore:
         if self._client is None:
             with self._client_lock:
                 if self._client is None:
-                    self._client = self._storage.Client(project=self._project)
+                    client = self._storage.Client(project=self._project)
+                    # google-cloud-storage 3.x looks up each bucket's project and location for its tracing
+                    # spans in a thread of its own (a bucket GET, needing storage.buckets.get). Our uploads
+                    # run inside the user's app: they start no threads and make no requests but their own.
+                    if getattr(client, "_bucket_metadata_cache", None) is not None:
+                        client._bucket_metadata_cache = None
+                    self._client = client
         return self._client
 
     def _bucket(self):

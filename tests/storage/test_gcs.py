@@ -25,6 +25,26 @@ def test_etag_is_the_generation(fake_gcs):
         store.put("k", b"w", if_match='"d41d8cd98f00b204e9800998ecf8427e"')
 
 
+def test_our_client_starts_no_threads_of_its_own(fake_gcs, monkeypatch):
+    """google-cloud-storage 3.x fetches bucket metadata for tracing in a background thread: an agent uploading
+    from inside the user's app must not start threads (or make requests) beyond its own."""
+    import threading
+
+    bucket = fake_gcs.new_bucket()
+    started = []
+    original = threading.Thread.start
+
+    def start(self):
+        started.append(self.name)
+        original(self)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    store = open_store(f"gs://{bucket}/p")
+    store.put("k", b"v")
+    assert store.get("k") == b"v" and [o.key for o in store.list("")] == ["k"]
+    assert started == []
+
+
 def test_passed_in_client_without_the_environment(fake_gcs, monkeypatch):
     bucket = fake_gcs.new_bucket()
     monkeypatch.delenv("STORAGE_EMULATOR_HOST")
