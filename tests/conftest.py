@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -7,6 +8,11 @@ import pytest
 from tests import support
 
 pytest_plugins = ["tests.servers"]
+
+# google-cloud-storage 3.x clients fetch each bucket's metadata in a background thread (with a randomised retry
+# backoff that outlives the test that made the client, and trips hypothesis's check on the global `random` in
+# later tests). The tests' own clients do without; cloudprof's turn it off themselves (tests/storage/test_gcs.py).
+os.environ.setdefault("DISABLE_GCS_PYTHON_CLIENT_OTEL_BUCKET_METADATA", "true")
 
 
 @pytest.fixture(scope="session")

@@ -30,6 +30,7 @@ def test_our_client_starts_no_threads_of_its_own(fake_gcs, monkeypatch):
     from inside the user's app must not start threads (or make requests) beyond its own."""
     import threading
 
+    monkeypatch.delenv("DISABLE_GCS_PYTHON_CLIENT_OTEL_BUCKET_METADATA", raising=False)  # see tests/conftest.py
     bucket = fake_gcs.new_bucket()
     started = []
     original = threading.Thread.start
