@@ -107,6 +107,15 @@ def signal_unavailable_reason() -> str:
     return ""
 
 
+def _add_cpu(table: StackTable, key: tuple, cpu: int) -> None:
+    """CPU with no sample of its own (an `UNSAMPLED` leaf) into `table`."""
+    acc = table.stacks.get(key)
+    if acc is None:
+        table.stacks[key] = [0, cpu, 0]
+    else:
+        acc[1] += cpu
+
+
 class _MainTable(StackTable):
     """The main thread's signal samples, CPU in expiry-to-expiry weights until `Sampler._settle` scales them."""
 
@@ -275,12 +284,7 @@ class Sampler:
         if cpu <= 0:
             return
         self._main_cpu_mark += cpu
-        key = (main.labels, UNSAMPLED, 0)
-        acc = self._htable.stacks.get(key)
-        if acc is None:
-            self._htable.stacks[key] = [0, cpu, 0]
-        else:
-            acc[1] += cpu
+        _add_cpu(self._htable, (main.labels, UNSAMPLED, 0), cpu)
 
     def _arm(self) -> None:
         self._rearmed = True
@@ -348,10 +352,11 @@ class Sampler:
             for acc in table.stacks.values():
                 acc[1] = int(acc[1] * factor)
         elif measured > 0:  # CPU without a sample to carry it (no expiry fell in this window): say so
-            main = self._threads.get(self._main_ident)
-            labels = main.labels if main is not None else (("thread_name", "MainThread"),)
-            acc = table.stacks.setdefault((labels, UNSAMPLED, 0), [0, 0, 0])
-            acc[1] += measured
+            _add_cpu(table, (self._main_labels(), UNSAMPLED, 0), measured)
+
+    def _main_labels(self) -> tuple:
+        main = self._threads.get(self._main_ident)
+        return main.labels if main is not None else (("thread_name", "MainThread"),)
 
     def _counters(self, now: int) -> dict[str, int]:
         return {"mono": now, "ticks": self.ticks, "signal": self.signal_samples, "agent": self.agent_cpu_ns(),
@@ -412,15 +417,10 @@ class Sampler:
             if cpu <= 0:
                 continue
             if e.target is None:
-                key = (labels, UNSAMPLED, 0)
+                _add_cpu(table, (labels, UNSAMPLED, 0), cpu)
             else:
-                key = (labels, UNSAMPLED, 0, id(e.target), -1)
                 table.codes[id(e.target)] = e.target
-            acc = table.stacks.get(key)
-            if acc is None:
-                table.stacks[key] = [0, cpu, 0]
-            else:
-                acc[1] += cpu
+                _add_cpu(table, (labels, UNSAMPLED, 0, id(e.target), -1), cpu)
 
     def _new_thread(self, ident: int, baseline: bool = False) -> _Thread | None:
         thread = threading._active.get(ident)  # type: ignore[attr-defined]
@@ -569,8 +569,7 @@ class Sampler:
                         self.ticks += 1
                         self._last_handler_tick = now
                         self.handler_ticks += 1
-                        main = self._threads.get(self._main_ident)
-                        labels = main.labels if main is not None else (("thread_name", "MainThread"),)
+                        labels = self._main_labels()
                         more = current_extra()
                         record(mtable, labels + more if more else labels, frame, self.max_depth, 1,
                                cpu, wall if wall < _MAX_WALL_NS else _MAX_WALL_NS)
@@ -583,13 +582,11 @@ class Sampler:
                         self._last_handler_tick = now
                         self.handler_ticks += 1
                         ticked_all = True
-                        if self._tick_period_ns > self._period_ns:
-                            self._wake_if_busy(now)
+                        self._wake_if_busy(now)
                     finally:
                         self._tick_lock.release()
                 else:
-                    main = self._threads.get(self._main_ident)
-                    labels = main.labels if main is not None else (("thread_name", "MainThread"),)
+                    labels = self._main_labels()
                     more = current_extra()
                     record(mtable, labels + more if more else labels, frame, self.max_depth, 1, cpu, 0)
                 self.signal_samples += 1
@@ -660,8 +657,7 @@ class Sampler:
             now = clock.monotonic_ns()
         if now - self._last_tick >= self._tick_period_ns >> 1:
             self._thread_tick(now)
-            if self._tick_period_ns > self._period_ns:
-                self._wake_if_busy(now)
+            self._wake_if_busy(now)
         return False
 
     def _wake_if_busy(self, now: int) -> None:
@@ -669,6 +665,8 @@ class Sampler:
         busy again (over 5% of a core since the previous tick), not a governor step or two later: work in
         other threads than the main one is seen by these ticks only. (Slowed for cost in a busy app, they
         stay slowed.)"""
+        if self._tick_period_ns <= self._period_ns:
+            return  # not slowed
         proc = process_cpu_ns()
         mono, cpu = self._busy_mark
         self._busy_mark = (now, proc)
