@@ -10,9 +10,11 @@ Two rates, because the two costs scale differently. The CPU-time signal fires pe
 period of the process's CPU, so its cost is a fixed share of the app's CPU and
 nothing at all while the app idles. The all-thread ticks (wall time, other
 threads; taken by the sampler thread, or by the handler when it is due) come per
-period of wall time, so in an idle process they are the whole cost. Over budget, the governor lowers the rate of whichever part cost more; so an
-idle process keeps its wall ticks cheap without slowing the signal, and a burst of
-work after a quiet minute is sampled at the full rate from its first millisecond.
+period of wall time, so in an idle process they are the whole cost. Over budget,
+the governor lowers the rate of whichever part cost more (only the ticks' when the
+app barely ran); so an idle process keeps its wall ticks cheap without slowing the
+signal, and a burst of work after a quiet minute is sampled at the full rate from
+its first millisecond.
 """
 
 from __future__ import annotations
