@@ -95,6 +95,7 @@ def _settings_model() -> type:
         environment: str = ""
         # issue 5 (production): threads per tick, label cardinality, safety switches
         max_threads: int = Field(64, ge=1, le=100_000)
+        thread_cpu_timers: bool = True  # other threads' CPU samples from per-thread CPU timers (agent/_threadcpu.c)
         label_max_values: int = Field(100, ge=1, le=100_000)
         kill_switch_file: str = "/tmp/cloudprof.kill"
         max_memory_mb: float = Field(128.0, gt=0)

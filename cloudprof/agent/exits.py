@@ -19,10 +19,11 @@ from collections import deque
 from types import CodeType
 from typing import NamedTuple
 
-__all__ = ["Ended", "forget_all", "install", "unwatch", "watch"]
+__all__ = ["Ended", "forget_all", "install", "on_end", "unwatch", "watch"]
 
 _QUEUE_MAX = 100_000  # readings kept for a sampler that does not tick (oldest dropped beyond)
 _watchers: list[deque] = []
+_enders: list = []  # called in each ending thread, after it left threading._active and before it reports
 _state = {"installed": False}
 
 
@@ -56,14 +57,25 @@ def install() -> None:
 
     def _delete(self) -> None:
         try:
+            delete(self)
+        finally:
+            for ender in _enders:
+                try:
+                    ender()
+                except Exception:  # noqa: BLE001 - a thread's end must never fail because of us
+                    pass
             if _watchers:
                 _report(self, getattr(self, "_cloudprof_target", None))
-        finally:
-            delete(self)
 
     cls.start = functools.update_wrapper(_start, start)
     cls._delete = functools.update_wrapper(_delete, delete)  # type: ignore[attr-defined]
     _state["installed"] = True
+
+
+def on_end(ender) -> None:
+    """Call `ender()` in every thread that ends from now on (once per callable, for the life of the process)."""
+    if ender not in _enders:
+        _enders.append(ender)
 
 
 def watch() -> deque:

@@ -73,7 +73,7 @@ class Agent:
         self.uploader = Uploader(store, spool_dir=self._spool_dir).start()
         s = self.settings
         self.sampler = Sampler(sample_hz=s.sample_hz, max_depth=s.max_depth, max_overhead_pct=s.max_overhead_pct,
-                               use_signal=self._use_signal, clock=self.clock)
+                               use_signal=self._use_signal, thread_timers=s.thread_cpu_timers, clock=self.clock)
         self.schedule = WindowSchedule(self.clock, s.upload_interval_s)
         self._production_hooks()
         self.sampler.start()

@@ -45,6 +45,7 @@ written. Ticks are serialised by a lock taken without blocking.
 from __future__ import annotations
 
 import atexit
+import os
 import signal
 import sys
 import threading
@@ -58,7 +59,13 @@ from cloudprof.agent.governor import Governor
 from cloudprof.agent.labels import current_extra, tick_labels
 from cloudprof.agent.stacks import StackTable, record, where_cpu_went
 
-__all__ = ["AGENT_THREAD_PREFIX", "Batch", "Sampler", "next_deadline", "signal_unavailable_reason"]
+try:
+    from cloudprof.agent import _threadcpu
+except ImportError:  # not built: no compiler at install time, or not CPython on Linux
+    _threadcpu = None
+
+__all__ = ["AGENT_THREAD_PREFIX", "Batch", "Sampler", "next_deadline", "signal_unavailable_reason",
+           "timers_unavailable_reason"]
 
 AGENT_THREAD_PREFIX = "cloudprof"  # threads named so are the agent's own and are not sampled
 _WATCH_NS = 250_000_000  # how often the thread checks that the handler still takes ticks
@@ -67,6 +74,8 @@ _MAX_TICKERS = 4  # threads that may take turns requesting ticks (see _loop)
 _MAX_WALL_NS = 1_000_000_000  # one tick never carries more wall time than this (suspended process)
 _SKIP = None
 UNSAMPLED = "<cpu after the last sample>"  # issue 5: a str leaf, named as is by stacks.Symbolizer
+_NO_FRAME = "<no Python frame>"  # a timer sample of a thread that was not running Python code
+_timers_owner: list = []  # the one sampler whose threads have CPU timers (the C module is one per process)
 
 
 class Batch(NamedTuple):
@@ -83,6 +92,8 @@ class Batch(NamedTuple):
     mode: str  # "signal" or "thread"
     reason: str  # why not "signal", or ""
     errors: int
+    timer_samples: int = 0  # other threads' CPU samples from their CPU timers
+    timers_reason: str = ""  # why other threads' CPU comes from ticks instead, or ""
 
 
 def next_deadline(deadline: int, now: int, period: int) -> int:
@@ -107,6 +118,18 @@ def signal_unavailable_reason() -> str:
     return ""
 
 
+def timers_unavailable_reason() -> str:
+    """Why other threads cannot have per-thread CPU timers here, or "" if they can."""
+    if _threadcpu is None:
+        return "cloudprof.agent._threadcpu is not built (it needs a C compiler at install time)"
+    if _threadcpu.UNSUPPORTED:
+        return _threadcpu.UNSUPPORTED
+    owner = _timers_owner[0] if _timers_owner else None
+    if owner is not None and owner._active and owner._pid == os.getpid():
+        return "another sampler in this process has them"
+    return ""
+
+
 def _add_cpu(table: StackTable, key: tuple, cpu: int) -> None:
     """CPU with no sample of its own (an `UNSAMPLED` leaf) into `table`."""
     acc = table.stacks.get(key)
@@ -128,11 +151,13 @@ class _MainTable(StackTable):
 
 
 class _Thread:
-    __slots__ = ("clock", "last_cpu", "name", "labels", "key", "table")
+    __slots__ = ("clock", "last_cpu", "seen", "slot", "name", "labels", "key", "table")
 
     def __init__(self, clock: int | None, last_cpu: int, name: str) -> None:
         self.clock = clock
-        self.last_cpu = last_cpu
+        self.last_cpu = last_cpu  # the CPU its samples carry so far (clock reading, or timer weights added)
+        self.seen = last_cpu  # its clock at the previous tick
+        self.slot: int | None = None  # its CPU timer (-1: it cannot have one)
         self.name = name
         self.labels = (("thread_name", name),)
         self.key: tuple | None = None  # the stack of this thread's previous sample, and the table holding it
@@ -143,11 +168,17 @@ class Sampler:
     """Samples this process; `start()`, `drain()` per window, `stop()`."""
 
     def __init__(self, *, sample_hz: float = 100.0, max_depth: int = 128, max_overhead_pct: float = 1.0,
-                 use_signal: bool = True, govern: bool = True, clock: Clock = SYSTEM_CLOCK) -> None:
+                 use_signal: bool = True, thread_timers: bool = True, govern: bool = True,
+                 clock: Clock = SYSTEM_CLOCK) -> None:
         self.max_depth = max_depth
         self.clock = clock
         self.governor = Governor(sample_hz, max_overhead_pct)
         self._want_signal = use_signal
+        self._want_timers = thread_timers
+        self.timers = False  # other threads' CPU from their CPU timers (see _pull_timers)
+        self.timers_reason = ""
+        self._timer_ns0 = 0
+        self._pid = os.getpid()
         self._govern = govern
         self.mode = "thread"
         self.reason = ""
@@ -194,6 +225,7 @@ class Sampler:
         self.handler_ns = 0
         self.handler_tick_ns = 0  # of which all-thread ticks taken in the handler (wall-time work, see _loop)
         self.handler_ticks = 0
+        self.timer_samples = 0
         self.errors = 0
         self._period_integral = 0
         self._period_mark = 0
@@ -234,6 +266,7 @@ class Sampler:
             except (OSError, ValueError, RuntimeError) as exc:
                 self.reason = f"cannot install the SIGPROF handler: {exc}"
                 self.mode = "thread"
+        self._start_timers()
         self._mark = self._counters(now)
         self._thread = threading.Thread(target=self._run, name=f"{AGENT_THREAD_PREFIX}-sampler", daemon=True)
         self._thread.start()
@@ -257,9 +290,25 @@ class Sampler:
         for thread in [self._thread, *list(self._tickers.values())]:
             if thread is not None and thread is not threading.current_thread():
                 thread.join(max(0.0, deadline - time.monotonic()))
+        if self.timers:
+            _threadcpu.stop()  # no timer from here on; the samples already taken are pulled below
         exits.unwatch(self._ended)
-        self._take_ended(self._htable, max(0.0, deadline - time.monotonic()))
+        self._catch_up(self._htable, max(0.0, deadline - time.monotonic()))
         self._active = False
+
+    def _start_timers(self) -> None:
+        self.timers = False
+        reason = timers_unavailable_reason() if self._want_timers else "turned off (thread_cpu_timers)"
+        if not reason:
+            try:
+                _threadcpu.start(self.max_depth)
+                exits.on_end(_threadcpu.remove_self)
+                self._timer_ns0 = _threadcpu.counters()["handler_ns"]
+                _timers_owner[:] = [self]
+                self.timers = True
+            except OSError as exc:
+                reason = f"cannot set up per-thread CPU timers: {exc}"
+        self.timers_reason = reason
 
     def _disarm_at_exit(self) -> None:
         if self._active and self.mode == "signal":
@@ -306,13 +355,15 @@ class Sampler:
                 self._arm()
             except (OSError, ValueError):
                 self.errors += 1
+        if self.timers and self._active:
+            _threadcpu.set_period(period)
 
     # --- windows ---------------------------------------------------------------
 
     def drain(self) -> Batch:
         """Everything sampled since the previous drain; sampling goes on into fresh tables."""
         nested = threading.current_thread() is threading.main_thread() and self._in_handler
-        self._take_ended(self._ttable, 0.0 if nested else 0.5)
+        self._catch_up(self._ttable, 0.0 if nested else 0.5, window_end=True)
         mtable, self._mtable = self._mtable, _MainTable()
         htable, self._htable = self._htable, StackTable()
         ttable, self._ttable = self._ttable, StackTable()
@@ -331,7 +382,8 @@ class Sampler:
             ticks=cur["ticks"] - mark["ticks"], signal_samples=cur["signal"] - mark["signal"],
             agent_cpu_ns=cur["agent"] - mark["agent"], process_cpu_ns=cur["process"] - mark["process"],
             period_ns=period or self._period_ns, mode=self.mode, reason=self.reason,
-            errors=cur["errors"] - mark["errors"],
+            errors=cur["errors"] - mark["errors"], timer_samples=cur["timer"] - mark["timer"],
+            timers_reason=self.timers_reason,
         )
 
     def tables(self) -> tuple[StackTable, ...]:
@@ -360,6 +412,7 @@ class Sampler:
 
     def _counters(self, now: int) -> dict[str, int]:
         return {"mono": now, "ticks": self.ticks, "signal": self.signal_samples, "agent": self.agent_cpu_ns(),
+                "timer": self.timer_samples,
                 "process": process_cpu_ns(), "errors": self.errors,
                 "period_integral": self._period_integral + self._period_ns * (now - self._period_mark)}
 
@@ -377,19 +430,87 @@ class Sampler:
                     extra += thread_cpu_ns(clock)
                 except OSError:
                     pass  # ending: its final reading is about to join _retired_cpu
+        if self.timers:  # the timer handler runs in the app's threads, timed by itself
+            extra += _threadcpu.counters()["handler_ns"] - self._timer_ns0
         return self.handler_ns + self._sampler_cpu + extra
 
     # --- sampling --------------------------------------------------------------
 
-    def _take_ended(self, table: StackTable, timeout: float) -> None:
-        """Fold ended threads into `table` now, outside a tick (a window's end, stop)."""
-        if self._ended and self._tick_lock.acquire(True, timeout):
+    def _catch_up(self, table: StackTable, timeout: float, window_end: bool = False) -> None:
+        """Timer samples and ended threads into `table` now, outside a tick (a window's end, stop)."""
+        if (self._ended or self.timers) and self._tick_lock.acquire(True, timeout):
             try:
-                self._fold_ended(table)
+                ending = len(self._ended) if self._ended else 0
+                if self.timers:
+                    self._pull_timers(table, tick_labels())
+                    if window_end:  # the window's tables hold the code objects its keys name from now on
+                        _threadcpu.forget_codes()
+                if ending:
+                    self._fold_ended(table, ending)
             finally:
                 self._tick_lock.release()
 
-    def _fold_ended(self, table: StackTable) -> None:
+    def _pull_timers(self, table: StackTable, extra: dict) -> None:
+        """The CPU timers' samples since the previous pull into `table`, labelled as the thread is now.
+
+        Each carries the CPU its timer counted (the period times the expirations it stands for), which is
+        added to the thread's `last_cpu`: what a thread used after its last expiry is its end's to report.
+        Called with the tick lock held, at every tick, so labels are as fresh as the ticks'.
+        """
+        records = _threadcpu.drain()
+        if not records:
+            return
+        codes = _threadcpu.codes()
+        threads, stacks, table_codes = self._threads, table.stacks, table.codes
+        for ident, weight, frames in records:
+            info = threads.get(ident)
+            labels = info.labels if info is not None else (("thread_name", f"Thread-{ident}"),)
+            more = extra.get(ident)
+            key = (labels + more if more else labels,) + (frames or (_NO_FRAME, 0))
+            acc = stacks.get(key)
+            if acc is None:
+                stacks[key] = [1, weight, 0]
+                for code_id in frames[::2]:
+                    if code_id.__class__ is int and code_id:
+                        table_codes[code_id] = codes[code_id]
+            else:
+                acc[0] += 1
+                acc[1] += weight
+            if info is not None:
+                info.last_cpu += weight
+        self.timer_samples += len(records)
+
+    def _register(self, ident: int, info: _Thread, thread: threading.Thread | None) -> None:
+        """A CPU timer for this thread, which signals the thread itself after every period of its CPU.
+
+        Only for threading's own threads (their end unregisters them, in exits' `Thread._delete` hook, before
+        their thread state is freed), and only while `threading._active` still holds the thread: checked
+        under threading's lock, which the ending thread takes to leave it. That lock is only tried: this may
+        run in the signal handler, which may have interrupted its holder. The next tick tries again.
+        """
+        if thread is None or isinstance(thread, threading._DummyThread) or not thread.native_id:  # type: ignore[attr-defined]
+            info.slot = -1
+            return
+        lock = threading._active_limbo_lock  # type: ignore[attr-defined]
+        if not lock.acquire(False):
+            return
+        try:
+            if threading._active.get(ident) is not thread:  # type: ignore[attr-defined]
+                info.slot = -1
+                return
+            info.slot = _threadcpu.add(ident, thread.native_id, self._period_ns)
+        except (OSError, LookupError, OverflowError, RuntimeError):
+            info.slot = -1
+            self.errors += 1
+            return
+        finally:
+            lock.release()
+        try:
+            info.last_cpu = info.seen = thread_cpu_ns(info.clock)  # the timer counts from here
+        except OSError:
+            pass
+
+    def _fold_ended(self, table: StackTable, count: int) -> None:
         """The CPU of threads that ended, since their last sample (all of it if they were never sampled).
 
         Where it went after the last sample is unknown: it gets the `UNSAMPLED` leaf under the code the
@@ -398,7 +519,7 @@ class Sampler:
         """
         ended, threads, natives = self._ended, self._threads, self._natives
         active = threading._active  # type: ignore[attr-defined]
-        while ended:
+        for _ in range(count):
             e = ended.popleft()
             known = e.ident in threads and natives.get(e.ident) == e.native_id
             info = threads[e.ident] if known else None
@@ -448,8 +569,14 @@ class Sampler:
         self._last_tick = now
         wall = elapsed if elapsed < _MAX_WALL_NS else _MAX_WALL_NS
         self.ticks += 1
-        if self._ended:
-            self._fold_ended(table)
+        # issue 5 hooks: task_name + user labels per thread; at most max_threads stacks, weighted to stay unbiased
+        extra = tick_labels()
+        ending = len(self._ended) if self._ended else 0  # before the pull: a thread's samples precede its end
+        timers = self.timers
+        if timers:
+            self._pull_timers(table, extra)
+        if ending:
+            self._fold_ended(table, ending)
         threads = self._threads
         natives = self._natives
         active = threading._active  # type: ignore[attr-defined]
@@ -457,8 +584,6 @@ class Sampler:
         signal_mode = self.mode == "signal"
         depth = self.max_depth
         frames = sys._current_frames()
-        # issue 5 hooks: task_name + user labels per thread; at most max_threads stacks, weighted to stay unbiased
-        extra = tick_labels()
         picker = self.picker
         weights = None
         if len(frames) > picker.max_threads or picker.last:
@@ -494,11 +619,18 @@ class Sampler:
                 try:
                     c = thread_cpu_ns(info.clock)
                 except OSError:
-                    c = info.last_cpu
-                cpu = c - info.last_cpu
-                info.last_cpu = c
+                    c = info.seen
+                moved = c != info.seen
+                info.seen = c
+                if info.slot is None or info.slot < 0:
+                    cpu = c - info.last_cpu
+                    info.last_cpu = c
+                    if timers and info.slot is None and (ident != main or not signal_mode):
+                        self._register(ident, info, thread)  # its CPU from now on comes from its timer
+                else:
+                    cpu = 0  # its timer's samples carry its CPU
                 labels = info.labels + more if more else info.labels
-                if cpu == 0 and info.table is table and info.key[0] == labels:
+                if not moved and info.table is table and info.key[0] == labels:
                     # Not a nanosecond of CPU since its previous sample: the thread has not moved (blocked or
                     # waiting), so that stack, still in this table, takes the wall time without a new walk.
                     acc = table.stacks[info.key]
@@ -745,7 +877,7 @@ class Sampler:
                 # Busy threads hand the GIL round in switch intervals (5 ms), so a requester waits for
                 # about one interval per busy thread: with 4 of them one requester cannot tick every
                 # 10 ms. Several requesters taking turns at the slots can.
-                want = 1 + int(self._late_ns // self._tick_period_ns) if self._fill else 1
+                want = 1 + int(self._late_ns // self._tick_period_ns) if self._fill and not self.timers else 1
                 self._want_tickers = min(_MAX_TICKERS, want)
                 if self._want_tickers > 1:
                     self._start_tickers()
