@@ -489,6 +489,14 @@ static PyObject *py_counters(PyObject *self, PyObject *noargs)
                          "handler_ns", atomic_load(&handler_ns));
 }
 
+static PyObject *py_in_use(PyObject *self, PyObject *noargs)
+{
+    long n = 0;
+    for (int i = 0; i < NSLOTS; i++)
+        n += slots[i].tid != 0;
+    return PyLong_FromLong(n);
+}
+
 static PyObject *py_signal(PyObject *self, PyObject *noargs)
 {
     return PyLong_FromLong(our_handler_installed() ? signo : 0);
@@ -505,6 +513,7 @@ static PyMethodDef methods[] = {
     {"codes", py_codes, METH_NOARGS, "the code objects drained keys name, by id"},
     {"forget_codes", py_forget_codes, METH_NOARGS, "drop the references to named code objects"},
     {"counters", py_counters, METH_NOARGS, "samples, dropped, handler_ns since the module loaded"},
+    {"in_use", py_in_use, METH_NOARGS, "how many threads have a timer"},
     {"signal", py_signal, METH_NOARGS, "the signal in use while our handler is installed, else 0"},
     {NULL, NULL, 0, NULL},
 };

@@ -19,11 +19,12 @@ from collections import deque
 from types import CodeType
 from typing import NamedTuple
 
-__all__ = ["Ended", "forget_all", "install", "on_end", "unwatch", "watch"]
+__all__ = ["Ended", "forget_all", "install", "off_start", "on_end", "on_start", "unwatch", "watch"]
 
 _QUEUE_MAX = 100_000  # readings kept for a sampler that does not tick (oldest dropped beyond)
 _watchers: list[deque] = []
 _enders: list = []  # called in each ending thread, after it left threading._active and before it reports
+_starters: list = []  # called with each thread that started, by the thread that started it
 _state = {"installed": False}
 
 
@@ -54,6 +55,11 @@ def install() -> None:
             except Exception:  # noqa: BLE001 - odd targets (proxies, slotted subclasses) are named no further
                 pass
         start(self)
+        for starter in _starters:
+            try:
+                starter(self)
+            except Exception:  # noqa: BLE001 - starting a thread must never fail because of us
+                pass
 
     def _delete(self) -> None:
         try:
@@ -78,6 +84,19 @@ def on_end(ender) -> None:
         _enders.append(ender)
 
 
+def on_start(starter) -> None:
+    """Call `starter(thread)` after each `thread.start()` from now on (it runs by then); `off_start` undoes it."""
+    if starter not in _starters:
+        _starters.append(starter)
+
+
+def off_start(starter) -> None:
+    try:
+        _starters.remove(starter)
+    except ValueError:
+        pass
+
+
 def watch() -> deque:
     """A new queue that receives an `Ended` for each thread that ends from now on."""
     queue: deque = deque(maxlen=_QUEUE_MAX)
@@ -95,6 +114,7 @@ def unwatch(queue: deque) -> None:
 def forget_all() -> None:
     """In a forked child: the parent's samplers are gone, their queues would only grow."""
     _watchers.clear()
+    _starters.clear()
 
 
 def _report(thread: threading.Thread, target: CodeType | None) -> None:

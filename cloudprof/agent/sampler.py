@@ -186,6 +186,7 @@ class Sampler:
         self._mtable = _MainTable()
         self._htable = StackTable()
         self._ttable = StackTable()
+        self._xtable = StackTable()  # the CPU timers' samples, written under the tick lock
         self._in_handler = False  # also the handler's busy flag for drain()
         self._tbusy = False
         self._tick_lock = threading.Lock()
@@ -291,9 +292,12 @@ class Sampler:
             if thread is not None and thread is not threading.current_thread():
                 thread.join(max(0.0, deadline - time.monotonic()))
         if self.timers:
+            exits.off_start(self._on_thread_start)
             _threadcpu.stop()  # no timer from here on; the samples already taken are pulled below
         exits.unwatch(self._ended)
         self._catch_up(self._htable, max(0.0, deadline - time.monotonic()))
+        if self.timers:
+            _timers_owner.clear()
         self._active = False
 
     def _start_timers(self) -> None:
@@ -306,6 +310,7 @@ class Sampler:
                 self._timer_ns0 = _threadcpu.counters()["handler_ns"]
                 _timers_owner[:] = [self]
                 self.timers = True
+                exits.on_start(self._on_thread_start)
             except OSError as exc:
                 reason = f"cannot set up per-thread CPU timers: {exc}"
         self.timers_reason = reason
@@ -363,7 +368,7 @@ class Sampler:
     def drain(self) -> Batch:
         """Everything sampled since the previous drain; sampling goes on into fresh tables."""
         nested = threading.current_thread() is threading.main_thread() and self._in_handler
-        self._catch_up(self._ttable, 0.0 if nested else 0.5, window_end=True)
+        xtable = self._catch_up(self._ttable, 0.0 if nested else 0.5, window_end=True)
         mtable, self._mtable = self._mtable, _MainTable()
         htable, self._htable = self._htable, StackTable()
         ttable, self._ttable = self._ttable, StackTable()
@@ -378,7 +383,7 @@ class Sampler:
         span = now - mark["mono"]
         period = int((period_integral - mark["period_integral"]) / span) if span > 0 else self._period_ns
         return Batch(
-            tables=(mtable, htable, ttable), mono_start_ns=mark["mono"], mono_end_ns=now,
+            tables=(mtable, htable, ttable, xtable), mono_start_ns=mark["mono"], mono_end_ns=now,
             ticks=cur["ticks"] - mark["ticks"], signal_samples=cur["signal"] - mark["signal"],
             agent_cpu_ns=cur["agent"] - mark["agent"], process_cpu_ns=cur["process"] - mark["process"],
             period_ns=period or self._period_ns, mode=self.mode, reason=self.reason,
@@ -388,7 +393,7 @@ class Sampler:
 
     def tables(self) -> tuple[StackTable, ...]:
         """The tables being written now (for size estimates; `drain()` is how samples are taken out)."""
-        return (self._mtable, self._htable, self._ttable)
+        return (self._mtable, self._htable, self._ttable, self._xtable)
 
     def _settle(self, table: _MainTable) -> None:
         """Scale a window's main-thread samples so their CPU adds up to what the main thread's clock measured.
@@ -436,22 +441,30 @@ class Sampler:
 
     # --- sampling --------------------------------------------------------------
 
-    def _catch_up(self, table: StackTable, timeout: float, window_end: bool = False) -> None:
-        """Timer samples and ended threads into `table` now, outside a tick (a window's end, stop)."""
+    def _catch_up(self, table: StackTable, timeout: float, window_end: bool = False) -> StackTable:
+        """Timer samples and ended threads in now, outside a tick (a window's end, stop).
+
+        At a window's end, returns the timer samples' table, swapped for a new one (an empty table if the
+        tick lock could not be had: those samples go to the next window).
+        """
+        xtable = StackTable()
         if (self._ended or self.timers) and self._tick_lock.acquire(True, timeout):
             try:
                 ending = len(self._ended) if self._ended else 0
                 if self.timers:
-                    self._pull_timers(table, tick_labels())
-                    if window_end:  # the window's tables hold the code objects its keys name from now on
-                        _threadcpu.forget_codes()
+                    self._pull_timers(tick_labels())
                 if ending:
                     self._fold_ended(table, ending)
+                if window_end:
+                    xtable, self._xtable = self._xtable, xtable
+                    if self.timers:  # the window's tables hold the code objects its keys name from now on
+                        _threadcpu.forget_codes()
             finally:
                 self._tick_lock.release()
+        return xtable
 
-    def _pull_timers(self, table: StackTable, extra: dict) -> None:
-        """The CPU timers' samples since the previous pull into `table`, labelled as the thread is now.
+    def _pull_timers(self, extra: dict) -> None:
+        """The CPU timers' samples since the previous pull into their table, labelled as the thread is now.
 
         Each carries the CPU its timer counted (the period times the expirations it stands for), which is
         added to the thread's `last_cpu`: what a thread used after its last expiry is its end's to report.
@@ -461,6 +474,7 @@ class Sampler:
         if not records:
             return
         codes = _threadcpu.codes()
+        table = self._xtable
         threads, stacks, table_codes = self._threads, table.stacks, table.codes
         for ident, weight, frames in records:
             info = threads.get(ident)
@@ -479,6 +493,29 @@ class Sampler:
             if info is not None:
                 info.last_cpu += weight
         self.timer_samples += len(records)
+
+    def _on_thread_start(self, thread: threading.Thread) -> None:
+        """A thread the app just started gets its timer now, not at the next tick (which, behind busy threads,
+        may be 100 ms away). Only if no tick is running: a tick registers it otherwise."""
+        if not self._active or not self._tick_lock.acquire(False):
+            return
+        try:
+            if self._ended:  # an ended thread that held this ident is folded first, under its own entry
+                ending = len(self._ended)
+                self._pull_timers(tick_labels())
+                self._tbusy = True  # drain() waits for it (the tick lock keeps thread ticks out meanwhile)
+                try:
+                    self._fold_ended(self._ttable, ending)
+                finally:
+                    self._tbusy = False
+            ident = thread.ident
+            info = self._threads.get(ident)
+            if info is None or self._natives.get(ident) != thread.native_id:
+                info = self._new_thread(ident)
+            if info is not None and info.slot is None and info.clock is not None:
+                self._register(ident, info, thread)
+        finally:
+            self._tick_lock.release()
 
     def _register(self, ident: int, info: _Thread, thread: threading.Thread | None) -> None:
         """A CPU timer for this thread, which signals the thread itself after every period of its CPU.
@@ -506,7 +543,9 @@ class Sampler:
         finally:
             lock.release()
         try:
-            info.last_cpu = info.seen = thread_cpu_ns(info.clock)  # the timer counts from here
+            # Its clock now, for the ticks' "has it moved" test. Its CPU before the timer started is not
+            # lost: what the timer counts is added to last_cpu, and the thread's end reports the rest.
+            info.seen = thread_cpu_ns(info.clock)
         except OSError:
             pass
 
@@ -574,7 +613,7 @@ class Sampler:
         ending = len(self._ended) if self._ended else 0  # before the pull: a thread's samples precede its end
         timers = self.timers
         if timers:
-            self._pull_timers(table, extra)
+            self._pull_timers(extra)
         if ending:
             self._fold_ended(table, ending)
         threads = self._threads

@@ -229,6 +229,7 @@ def test_profiles_pass_go_tool_pprof_and_carry_identity(tmp_path, go_bin):
         assert (c["service"], c["version"], c["environment"], c["pid"]) == (
             "pprof-check", "1.2.3", "test", path.name.split(".")[1])
         assert c["agent"].startswith("cloudprof/") and c["tags"] == "team=perf" and c["sampler"] == "signal"
+        assert c["thread_cpu"] == "timers" and "thread_cpu_fallback" not in c
         assert float(c["agent_cpu_pct"]) >= 0
         table = strings(p)
         assert [table[st.type] + "/" + table[st.unit] for st in p.sample_type] == [
