@@ -40,6 +40,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 WORD = re.compile(r"[a-z]+\d*")
+NO_TIMERS = False  # --no-timers, passed on to the children
 
 
 def fib(n):
@@ -111,19 +112,25 @@ def child(args) -> None:
     if args.profile:
         c = time.process_time()
         cloudprof.start(enabled=True, service="bench", storage=f"file://{store}", sample_hz=args.hz,
-                        max_overhead_pct=args.budget, upload_interval_s=60, strict=True)
+                        max_overhead_pct=args.budget, upload_interval_s=60, thread_cpu_timers=not args.no_timers,
+                        strict=True)
         stats["start_cpu"] = time.process_time() - c
         s = lifecycle.current().sampler
-        s0 = (s.ticks, s.signal_samples, time.monotonic(), s.agent_cpu_ns())
+        s0 = (s.ticks, s.signal_samples, time.monotonic(), s.agent_cpu_ns(), s.timer_samples, time.process_time())
     # steady state: from a running agent to just before stop (start-up and the final flush are reported apart)
     c0, w0 = time.process_time(), time.perf_counter()
     workload(args.units, args.threads)
     cpu, wall = time.process_time() - c0, time.perf_counter() - w0
     if args.profile:
-        s1 = (s.ticks, s.signal_samples, time.monotonic(), s.agent_cpu_ns())
+        s.drain()  # pulls the CPU timers' last samples
+        s1 = (s.ticks, s.signal_samples, time.monotonic(), s.agent_cpu_ns(), s.timer_samples, time.process_time())
         span = s1[2] - s0[2]
+        app_cpu = (s1[5] - s0[5]) - (s1[3] - s0[3]) / 1e9
         stats.update({"ticks_per_s": (s1[0] - s0[0]) / span, "signals_per_s": (s1[1] - s0[1]) / span,
-                      "hz": s.hz, "agent_cpu_s": (s1[3] - s0[3]) / 1e9, "mode": s.mode})
+                      "hz": s.hz, "agent_cpu_s": (s1[3] - s0[3]) / 1e9, "mode": s.mode,
+                      # CPU samples (main thread's signal + other threads' timers) per second of the app's CPU
+                      "cpu_samples_per_cpu_s": ((s1[1] - s0[1]) + (s1[4] - s0[4])) / max(1e-9, app_cpu),
+                      "thread_cpu": "timers" if s.timers else "ticks"})
         c = time.process_time()
         cloudprof.stop(flush=True, timeout=10)
         stats["stop_cpu"] = time.process_time() - c
@@ -132,7 +139,7 @@ def child(args) -> None:
 
 def start_child(profile, units, threads, hz=100.0, budget=1.0, seed=0):
     cmd = [sys.executable, __file__, "--child", "--units", str(units), "--threads", str(threads), "--hz", str(hz),
-           "--budget", str(budget)] + (["--profile"] if profile else [])
+           "--budget", str(budget)] + (["--profile"] if profile else []) + (["--no-timers"] if NO_TIMERS else [])
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDPROF_")}
     # the same string hashes on both sides of a pair: dict layouts (and this workload's speed) vary with the seed
     env["PYTHONHASHSEED"] = str(seed)
@@ -157,7 +164,7 @@ def pairs(name, n, units, threads, hz=100.0, budget=1.0, concurrent=False):
     Run at once, on a 2-core box each side has a core and both meet the same neighbours, frequency and
     memory traffic at the same moment: what the box does to one it does to the other, which interleaving
     alone only evens out over many pairs."""
-    cpu, wall, rates, sig, own, hzs, edges = [], [], [], [], [], [], []
+    cpu, wall, rates, sig, own, hzs, edges, per_cpu = [], [], [], [], [], [], [], []
     for i in range(n):
         order = (False, True) if i % 2 == 0 else (True, False)
         if concurrent:
@@ -170,6 +177,7 @@ def pairs(name, n, units, threads, hz=100.0, budget=1.0, concurrent=False):
         wall.append(100 * (prof["wall"] / bare["wall"] - 1))
         rates.append(prof["ticks_per_s"])
         sig.append(prof["signals_per_s"])
+        per_cpu.append(prof["cpu_samples_per_cpu_s"])
         own.append(100 * prof["agent_cpu_s"] / max(1e-9, prof["cpu"] - prof["agent_cpu_s"]))
         hzs.append(prof["hz"])
         edges.append((prof["start_cpu"] + prof["stop_cpu"]) * 1000)
@@ -177,6 +185,7 @@ def pairs(name, n, units, threads, hz=100.0, budget=1.0, concurrent=False):
     name += ", side by side" if concurrent else ", interleaved"
     print(f"{name:<48} CPU {qc[1]:+6.2f}% [{qc[0]:+.2f}, {qc[2]:+.2f}]  wall {qw[1]:+6.2f}% [{qw[0]:+.2f}, {qw[2]:+.2f}]"
           f"  ticks/s {statistics.median(rates):6.1f}  signals/s {statistics.median(sig):6.1f}"
+          f"  CPU samples per CPU-s {statistics.median(per_cpu):5.1f} (thread CPU from {prof['thread_cpu']})"
           f"  self-timed {statistics.median(own):.2f}%  governor at {statistics.median(hzs):.0f} Hz"
           f"  start+stop {statistics.median(edges):.0f} ms CPU  (n={n}, bare CPU {bare['cpu']:.2f}s)", flush=True)
 
@@ -191,7 +200,8 @@ def abba(units, segments, threads=1):
 
     def segment(on):
         if on:
-            cloudprof.start(enabled=True, service="bench", storage=f"file://{store}", strict=True)
+            cloudprof.start(enabled=True, service="bench", storage=f"file://{store}", strict=True,
+                            thread_cpu_timers=not NO_TIMERS)
         c0 = time.process_time()
         workload(units, threads)
         c = time.process_time() - c0
@@ -363,12 +373,16 @@ def main(argv=None) -> int:
     ap.add_argument("--segments", type=int, default=6, help="ABBA groups in process")
     ap.add_argument("--long-seconds", type=float, default=600.0, help="length of the memory run (issue: 600)")
     ap.add_argument("--skip-long", action="store_true")
+    ap.add_argument("--no-timers", action="store_true",
+                    help="other threads' CPU from the ticks, not per-thread CPU timers (thread_cpu_timers=false)")
     ap.add_argument("--only", choices=["pairs", "abba", "cost", "startup", "idle", "memory", "governor", "mainplus3"],
                     action="append")
     args = ap.parse_args(argv)
     if args.child:
         child(args)
         return 0
+    global NO_TIMERS
+    NO_TIMERS = args.no_timers
     only = set(args.only or ["pairs", "abba", "cost", "startup", "idle", "memory"])
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}, "
           f"units={args.units}", flush=True)

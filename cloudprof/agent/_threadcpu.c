@@ -12,8 +12,9 @@
  * its weight is the period times the expirations it stands for.
  *
  * Safety: the handler reads only the interrupted thread's own frames, which no
- * other thread changes; it checks every code object's type before use and walks
- * at most `max_depth` frames. A thread unregisters itself as it ends (blocking
+ * other thread changes (faulthandler walks them from a signal handler the same
+ * way); it checks every frame's alignment and code object's type before use and
+ * walks at most `max_depth` frames. A thread unregisters itself as it ends (blocking
  * the signal first), before its thread state is freed. Code addresses are turned
  * into objects under the GIL in `drain()`: an address not seen before is read
  * through a pipe (a bad address gives EFAULT, never a crash) and accepted only
@@ -80,9 +81,11 @@ static inline long long mono_ns(void)
 static inline _PyInterpreterFrame *shown(_PyInterpreterFrame *f, int *budget)
 {
     while (f != NULL && (*budget)-- > 0) {
-        PyCodeObject *co = f->f_code;
-        if (co == NULL || Py_TYPE(co) != &PyCode_Type)
+        if ((uintptr_t)f % sizeof(void *))
             return NULL; /* not a frame we can read: stop here */
+        PyCodeObject *co = f->f_code;
+        if (co == NULL || (uintptr_t)co % sizeof(void *) || Py_TYPE(co) != &PyCode_Type)
+            return NULL;
         if (!_PyFrame_IsIncomplete(f))
             return f;
         f = f->previous;

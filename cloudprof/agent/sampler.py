@@ -6,7 +6,17 @@ CPU. ITIMER_PROF fires after every `period` of process CPU, and CPython runs the
 Python handler in the main thread at the next bytecode boundary, with the frame
 it interrupted: the sample lands where the main thread spends CPU.
 
-Weights come from the kernel, not from the nominal period. Other threads: the
+Other threads get the same treatment from their own CPU timers (`_threadcpu`, a
+C extension): after every `period` of a thread's CPU the kernel signals that very
+thread, and the C handler copies its frames, without the GIL. A sampler thread
+would see a thread mostly where it releases the GIL (a thread that hashes showed
+100% in hashing against a truth near 50%), and behind busy threads it waits for
+the GIL and falls to 40-60 ticks a second; the timers keep 100 samples per second
+of each thread's CPU. Where the extension is not built (or `thread_cpu_timers` is
+off), the ticks weigh each thread by its CPU clock instead, and profiles say so.
+
+Weights come from the kernel, not from the nominal period. Timer samples: the
+period times the expirations they stand for. Other threads without a timer: the
 delta of each thread's own CPU clock since its previous sample; wall: the time
 since the previous tick. The main thread: the process CPU between the timer
 expiry behind its previous signal and the one behind this signal (the CPU delta
@@ -23,7 +33,7 @@ moved: its previous stack takes the tick's wall time without a new walk. A
 thread that ends reports its clock as it goes (exits.py): its CPU since its last
 sample, or all of it if it lived between two ticks, is not lost.
 
-Ticks (one stack per thread, for wall time and non-main threads' CPU) are taken
+Ticks (one stack per thread, for wall time and CPU without a timer) are taken
 by the signal handler while the main thread runs Python, which costs no thread
 wake-up and no GIL hand-off, and by the sampler thread when the handler is not
 running (main thread blocked or idle). The sampler thread then checks back only
@@ -33,8 +43,9 @@ the reason is reported.
 
 Busy threads pass the GIL round once per switch interval (5 ms), so a thread
 that wants it waits about one interval per busy thread: behind four, one
-requester cannot tick every 10 ms. When the measured wait says so, up to
-`_MAX_TICKERS` threads take turns at the deadlines.
+requester cannot tick every 10 ms. Without CPU timers, when the measured wait
+says so, up to `_MAX_TICKERS` threads take turns at the deadlines (with them, the
+ticks only carry wall time, and one requester is enough).
 
 Concurrency: each writer (handler, threads) owns its StackTables and sets a busy
 flag before it reads the table attribute; `drain()` swaps tables and waits for
