@@ -1,6 +1,7 @@
 """Our agent against py-spy, on the same run: per-function self and total CPU shares side by side.
 
     .venv/bin/python benchmarks/accuracy/compare.py [PROGRAM.py ...] [--threshold 5] [--min-samples 2000] [--runs N]
+                                                    [--no-timers]
 
 Each program runs under `py-spy record -r 100 -f raw` (out of process,
 reads memory without the GIL: the reference) with our agent started inside it
@@ -23,7 +24,9 @@ the thread is runnable (a busy machine), and the expiries that fall during one
 long GIL-holding C call make one weighted sample (p3's sorts: ~400 against
 ~2,000). Each program's header prints the binomial figure for its two sample
 counts (a rough guide where samples are weighted). --runs N instead runs every program exactly
-N times. All 9 programs take about 5 minutes on 2 cores.
+N times. All 10 programs take about 5 minutes on 2 cores. --no-timers runs the agent with
+`thread_cpu_timers=false` (other threads' CPU from the sampler thread's ticks), to see the GIL
+bias that the per-thread CPU timers remove (p10).
 
 One known, systematic difference: a function with no check point of its own
 (no loop, no call: p3's `lambda row: (row[1], row[2])` sort key) has only its
@@ -98,12 +101,13 @@ def shares(stacks, program: str):
     return ({k: 100 * v / all_ for k, v in self_.items()}, {k: 100 * v / all_ for k, v in total.items()})
 
 
-def run(program: Path, py_spy: str, workdir: Path, runs: int = 0, min_samples: int = 2000, max_runs: int = 40):
+def run(program: Path, py_spy: str, workdir: Path, runs: int = 0, min_samples: int = 2000, max_runs: int = 40,
+        timers: bool = True):
     """Pool runs of `program`: exactly `runs` of them, or (runs=0) until py-spy has `min_samples` in the program."""
     spy, ours = [], []
     i = 0
     while (i < runs) if runs else (i < max_runs and _in_program(spy, program.name) < min_samples):
-        s, o = _run_once(program, py_spy, workdir / str(i))
+        s, o = _run_once(program, py_spy, workdir / str(i), timers)
         spy += s
         ours += o
         i += 1
@@ -122,13 +126,13 @@ def _in_program(stacks, name: str) -> int:
     return sum(c for f, c in stacks if any(x == name for _, x in f))
 
 
-def _run_once(program: Path, py_spy: str, workdir: Path):
+def _run_once(program: Path, py_spy: str, workdir: Path, timers: bool = True):
     workdir.mkdir(parents=True)
     store = workdir / "store"
     raw = workdir / "py-spy.txt"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDPROF_")}
     env.update({"CLOUDPROF_ENABLED": "1", "CLOUDPROF_SERVICE": "accuracy", "CLOUDPROF_STORAGE": f"file://{store}",
-                "CLOUDPROF_UPLOAD_INTERVAL_S": "3600",
+                "CLOUDPROF_UPLOAD_INTERVAL_S": "3600", "CLOUDPROF_THREAD_CPU_TIMERS": str(timers).lower(),
                 "PYTHONPATH": os.pathsep.join([str(BOOTSTRAP_DIR), str(REPO)])})
     subprocess.run([py_spy, "record", "-r", "100", "-f", "raw", "-o", str(raw), "--", sys.executable, str(program)],
                    env=env, check=True, capture_output=True, cwd=workdir)
@@ -143,6 +147,7 @@ def main(argv=None) -> int:
                     help="pool runs of each program until py-spy has this many samples in it (default 2000)")
     ap.add_argument("--max-runs", type=int, default=40, help="cap on pooled runs per program with --min-samples")
     ap.add_argument("--runs", type=int, default=0, help="run every program exactly this many times instead")
+    ap.add_argument("--no-timers", action="store_true", help="the agent without per-thread CPU timers")
     args = ap.parse_args(argv)
     programs = args.programs or sorted(HERE.glob("p*_*.py"))
     py_spy = shutil.which("py-spy", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]))
@@ -154,7 +159,7 @@ def main(argv=None) -> int:
         program = program.resolve()
         with tempfile.TemporaryDirectory() as tmp:
             (spy_self, spy_total), (our_self, our_total), agent_pct, (spy_n, our_s, our_n, runs) = run(
-                program, py_spy, Path(tmp), args.runs, args.min_samples, args.max_runs)
+                program, py_spy, Path(tmp), args.runs, args.min_samples, args.max_runs, not args.no_timers)
         se = 100 * (0.25 / max(spy_n, 1) + 0.25 / max(our_n, 1)) ** 0.5
         print(f"\n## {program.name}: {runs} runs; py-spy {spy_n} samples, ours {our_n} samples, {our_s:.2f} CPU s; "
               f"py-spy sees {agent_pct:.2f}% of samples inside our handler; "

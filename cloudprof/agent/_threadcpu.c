@@ -9,17 +9,24 @@
  * CPU, and this C handler, running in the thread, copies the thread's own frame
  * chain (code object address, instruction offset) into a ring buffer. No GIL, no
  * wake-up, no other thread: the sample lands where the thread spends CPU, and
- * its weight is the period times the expirations it stands for.
+ * its weight is the thread's CPU since its previous sample (its clock, read in
+ * the handler), so totals stay exact across rate changes and late expiries.
  *
  * Safety: the handler reads only the interrupted thread's own frames, which no
- * other thread changes (faulthandler walks them from a signal handler the same
- * way); it checks every frame's alignment and code object's type before use and
- * walks at most `max_depth` frames. A thread unregisters itself as it ends (blocking
- * the signal first), before its thread state is freed. Code addresses are turned
- * into objects under the GIL in `drain()`: an address not seen before is read
- * through a pipe (a bad address gives EFAULT, never a crash) and accepted only
- * if it still holds a live code object with the first line the handler saw.
- * Accepted code objects are held (strong references) until `forget_codes()`.
+ * other thread changes. CPython 3.11.1+ unlinks a frame before clearing it, but a
+ * few instructions at an eval loop's entry leave `current_frame` uninitialised,
+ * and a chunk of the frame stack is unmapped when its last frame returns. So a
+ * frame is read directly only if it lies in a live chunk of the thread's frame
+ * stack, below its top; any other frame (a generator's, inside its object) is
+ * copied with process_vm_readv on this process, which fails with EFAULT instead
+ * of faulting, and must say it belongs to a generator, as must its code object
+ * say it is one. At most `max_depth` frames are kept. A thread unregisters
+ * itself as it ends (blocking the signal first), before its thread state is
+ * freed; a slot is reused only when no handler is inside it. Code addresses are
+ * turned into objects under the GIL in `drain()`: an address not seen before is
+ * copied the same way and accepted only if it still holds a live code object with
+ * the first line the handler saw. Accepted code objects are held (strong
+ * references) until `forget_codes()`.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -34,13 +41,13 @@
 #undef Py_BUILD_CORE
 
 #include <errno.h>
-#include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -51,11 +58,12 @@
 
 typedef struct {
     _Atomic int active;
-    unsigned long ident; /* pthread_self() of the thread, Python's thread ident */
+    _Atomic int inflight; /* handlers inside this slot: release() waits for none */
+    unsigned long ident;  /* pthread_self() of the thread, Python's thread ident */
     pid_t tid;
     PyThreadState *tstate;
     timer_t timer;
-    _Atomic long long period_ns;
+    long long last_cpu_ns; /* the thread's CPU at its previous sample (written by its own handler) */
 } slot_t;
 
 static slot_t slots[NSLOTS];
@@ -63,12 +71,15 @@ static uint64_t *bufs[2];
 static _Atomic int cur;
 static _Atomic long writers[2];
 static _Atomic size_t heads[2];
+static _Atomic size_t full_at[2]; /* where the first record that did not fit would have gone */
 static _Atomic unsigned long long dropped, samples, handler_ns;
 static int max_depth = 128;
 static int signo;      /* 0: not started */
 static int last_signo; /* the signal the previous start() took */
-static int safe_pipe[2] = {-1, -1};
+static pid_t my_pid;
 static PyObject *known; /* address (int) -> code object */
+
+#define HEADER_WORDS 4 /* n | cut << 32, ident, weight, tid */
 
 static inline long long mono_ns(void)
 {
@@ -77,20 +88,89 @@ static inline long long mono_ns(void)
     return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
+/* Copy `size` bytes at `addr` of this process: 0, or -1 where nothing is mapped (never a fault). */
+static int safe_copy(void *dst, const void *addr, size_t size)
+{
+    struct iovec local = {dst, size}, remote = {(void *)addr, size};
+    return process_vm_readv(my_pid, &local, 1, &remote, 1, 0) == (ssize_t)size ? 0 : -1;
+}
+
+/* Does [p, p + size) lie in a live chunk of the thread's frame stack, below that chunk's top? */
+static int in_stack(PyThreadState *ts, const void *p, size_t size)
+{
+    _PyStackChunk *c = ts->datastack_chunk;
+    const char *hi = (const char *)ts->datastack_top;
+    for (int guard = 0; c != NULL && guard < 256; guard++) {
+        const char *lo = (const char *)&c->data[0];
+        if ((const char *)p >= lo && (const char *)p + size <= hi)
+            return 1;
+        c = c->previous;
+        if (c != NULL)
+            hi = (const char *)&c->data[c->top];
+    }
+    return 0;
+}
+
+#define SPECIALS offsetof(_PyInterpreterFrame, localsplus)
+
+/* A frame as the handler reads it: its code, the previous frame, and its offset in bytes; 0 if unreadable. */
+typedef struct {
+    PyCodeObject *code;
+    _PyInterpreterFrame *previous;
+    int lasti, firstlineno, incomplete;
+} view_t;
+
+/* `careful`: the top frame, which an eval loop's entry may not have set yet (its code is copied too) */
+static int view(PyThreadState *ts, _PyInterpreterFrame *f, view_t *v, int careful)
+{
+    if ((uintptr_t)f % sizeof(void *))
+        return 0;
+    _PyInterpreterFrame copy;
+    PyCodeObject *co, head;
+    int first_traceable;
+    if (in_stack(ts, f, SPECIALS)) {
+        copy.f_code = f->f_code;
+        copy.owner = f->owner;
+        copy.prev_instr = f->prev_instr;
+        copy.previous = f->previous;
+    }
+    else if (safe_copy(&copy, f, SPECIALS) != 0 || copy.owner != FRAME_OWNED_BY_GENERATOR) {
+        return 0; /* elsewhere only a running generator's frame, inside its object: copied, never dereferenced */
+    }
+    co = copy.f_code;
+    if (co == NULL || (uintptr_t)co % sizeof(void *))
+        return 0;
+    if (careful || copy.owner == FRAME_OWNED_BY_GENERATOR) {
+        if (safe_copy(&head, co, offsetof(PyCodeObject, co_code_adaptive)) != 0 || Py_TYPE(&head) != &PyCode_Type)
+            return 0;
+        v->firstlineno = head.co_firstlineno;
+        first_traceable = head._co_firsttraceable;
+    }
+    else { /* a frame linked below another holds its code object (3.11.1+ unlinks a frame before clearing it) */
+        if (Py_TYPE(co) != &PyCode_Type)
+            return 0;
+        v->firstlineno = co->co_firstlineno;
+        first_traceable = co->_co_firsttraceable;
+    }
+    _Py_CODEUNIT *code_start = _PyCode_CODE(co);
+    v->code = co;
+    v->previous = copy.previous;
+    v->lasti = (int)(copy.prev_instr - code_start) * (int)sizeof(_Py_CODEUNIT);
+    v->incomplete = copy.owner != FRAME_OWNED_BY_GENERATOR && copy.prev_instr < code_start + first_traceable;
+    return 1;
+}
+
 /* The next frame a sample shows, from `f` on: incomplete frames are skipped, as sys._current_frames does. */
-static inline _PyInterpreterFrame *shown(_PyInterpreterFrame *f, int *budget)
+static inline int shown(PyThreadState *ts, _PyInterpreterFrame *f, view_t *v, int *budget)
 {
     while (f != NULL && (*budget)-- > 0) {
-        if ((uintptr_t)f % sizeof(void *))
-            return NULL; /* not a frame we can read: stop here */
-        PyCodeObject *co = f->f_code;
-        if (co == NULL || (uintptr_t)co % sizeof(void *) || Py_TYPE(co) != &PyCode_Type)
-            return NULL;
-        if (!_PyFrame_IsIncomplete(f))
-            return f;
-        f = f->previous;
+        if (!view(ts, f, v, *budget == WALK_LIMIT - 1))
+            return 0; /* not a frame we can read: the stack stops here */
+        if (!v->incomplete)
+            return 1;
+        f = v->previous;
     }
-    return NULL;
+    return 0;
 }
 
 static void on_signal(int sig, siginfo_t *si, void *uc)
@@ -105,21 +185,31 @@ static void on_signal(int sig, siginfo_t *si, void *uc)
     if (idx < 0 || idx >= NSLOTS)
         goto out;
     slot_t *s = &slots[idx];
-    if (!atomic_load_explicit(&s->active, memory_order_acquire) || s->ident != (unsigned long)pthread_self())
-        goto out;
-    long long weight = atomic_load_explicit(&s->period_ns, memory_order_relaxed) * (1LL + (si->si_overrun > 0 ? si->si_overrun : 0));
-    _PyCFrame *cf = s->tstate->cframe;
+    atomic_fetch_add(&s->inflight, 1);
+    if (!atomic_load(&s->active) || s->ident != (unsigned long)pthread_self())
+        goto done;
+    struct timespec ts_cpu;
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts_cpu) != 0)
+        goto done;
+    long long cpu = (long long)ts_cpu.tv_sec * 1000000000LL + ts_cpu.tv_nsec;
+    long long weight = cpu - s->last_cpu_ns;
+    if (weight <= 0)
+        goto done;
+    s->last_cpu_ns = cpu;
+    PyThreadState *ts = s->tstate;
+    _PyCFrame *cf = ts->cframe;
     _PyInterpreterFrame *top = cf != NULL ? cf->current_frame : NULL;
 
     /* count, then write in place: the frames cannot change while this thread is in its handler */
     int budget = WALK_LIMIT, n = 0;
-    _PyInterpreterFrame *f = shown(top, &budget);
-    while (f != NULL && n < max_depth) {
+    view_t v;
+    int more = shown(ts, top, &v, &budget);
+    while (more && n < max_depth) {
         n++;
-        f = shown(f->previous, &budget);
+        more = shown(ts, v.previous, &v, &budget);
     }
-    int cut = f != NULL;
-    size_t words = 3 + 2 * (size_t)(n + cut);
+    int cut = more;
+    size_t words = HEADER_WORDS + 2 * (size_t)(n + cut);
 
     int b;
     for (;;) { /* see drain(): a writer counts itself in, then checks the buffer is still current */
@@ -131,30 +221,32 @@ static void on_signal(int sig, siginfo_t *si, void *uc)
     }
     size_t pos = atomic_fetch_add(&heads[b], words);
     if (pos + words > BUF_WORDS) {
+        /* records from here on do not fit: drain() reads up to the first of them */
+        size_t first = atomic_load(&full_at[b]);
+        while (pos < first && !atomic_compare_exchange_weak(&full_at[b], &first, pos))
+            ;
         atomic_fetch_add(&dropped, 1);
     } else {
         uint64_t *w = bufs[b] + pos;
+        budget = WALK_LIMIT;
+        int i = 0;
+        for (more = shown(ts, top, &v, &budget); more && i < n; more = shown(ts, v.previous, &v, &budget), i++) {
+            w[HEADER_WORDS + 2 * i] = (uint64_t)(uintptr_t)v.code;
+            w[HEADER_WORDS + 2 * i + 1] = ((uint64_t)(uint32_t)v.firstlineno << 32) | (uint32_t)v.lasti;
+        }
+        for (; i < n + cut; i++) { /* the truncation mark (the walk is the same as above, so nothing else) */
+            w[HEADER_WORDS + 2 * i] = 0;
+            w[HEADER_WORDS + 2 * i + 1] = UINT32_MAX;
+        }
         w[0] = ((uint64_t)cut << 32) | (uint64_t)n;
         w[1] = s->ident;
         w[2] = (uint64_t)weight;
-        w += 3;
-        budget = WALK_LIMIT;
-        f = shown(top, &budget);
-        for (int i = 0; i < n && f != NULL; i++) {
-            PyCodeObject *co = f->f_code;
-            w[0] = (uint64_t)(uintptr_t)co;
-            w[1] = ((uint64_t)(uint32_t)co->co_firstlineno << 32)
-                 | (uint32_t)(_PyInterpreterFrame_LASTI(f) * (int)sizeof(_Py_CODEUNIT));
-            w += 2;
-            f = shown(f->previous, &budget);
-        }
-        if (cut) {
-            w[0] = 0;
-            w[1] = UINT32_MAX;
-        }
+        w[3] = (uint64_t)s->tid;
         atomic_fetch_add(&samples, 1);
     }
     atomic_fetch_sub(&writers[b], 1);
+done:
+    atomic_fetch_sub(&s->inflight, 1);
 out:
     atomic_fetch_add(&handler_ns, (unsigned long long)(mono_ns() - t0));
     errno = saved_errno;
@@ -171,12 +263,15 @@ static void reset_in_child(void)
     /* POSIX timers are not inherited: forget the parent's slots and samples (no allocation here) */
     for (int i = 0; i < NSLOTS; i++) {
         atomic_store(&slots[i].active, 0);
+        atomic_store(&slots[i].inflight, 0);
         slots[i].tid = 0;
     }
-    atomic_store(&heads[0], 0);
-    atomic_store(&heads[1], 0);
-    atomic_store(&writers[0], 0);
-    atomic_store(&writers[1], 0);
+    for (int b = 0; b < 2; b++) {
+        atomic_store(&heads[b], 0);
+        atomic_store(&writers[b], 0);
+        atomic_store(&full_at[b], BUF_WORDS);
+    }
+    my_pid = getpid();
 }
 
 static PyObject *py_start(PyObject *self, PyObject *args)
@@ -188,13 +283,23 @@ static PyObject *py_start(PyObject *self, PyObject *args)
     if (our_handler_installed())
         return PyLong_FromLong(signo);
     if (bufs[0] == NULL) {
-        bufs[0] = PyMem_RawCalloc(BUF_WORDS, sizeof(uint64_t));
-        bufs[1] = PyMem_RawCalloc(BUF_WORDS, sizeof(uint64_t));
-        if (bufs[0] == NULL || bufs[1] == NULL)
+        uint64_t *a = PyMem_RawCalloc(BUF_WORDS, sizeof(uint64_t)), *b = PyMem_RawCalloc(BUF_WORDS, sizeof(uint64_t));
+        if (a == NULL || b == NULL) {
+            PyMem_RawFree(a);
+            PyMem_RawFree(b);
             return PyErr_NoMemory();
-        if (pipe2(safe_pipe, O_CLOEXEC | O_NONBLOCK) != 0)
+        }
+        my_pid = getpid();
+        uint64_t probe = 0;
+        if (safe_copy(&probe, &a[0], sizeof probe) != 0) { /* e.g. a seccomp profile without process_vm_readv */
+            PyMem_RawFree(a);
+            PyMem_RawFree(b);
             return PyErr_SetFromErrno(PyExc_OSError);
-        fcntl(safe_pipe[1], F_SETPIPE_SZ, 4096);
+        }
+        atomic_store(&full_at[0], BUF_WORDS);
+        atomic_store(&full_at[1], BUF_WORDS);
+        bufs[0] = a;
+        bufs[1] = b;
         pthread_atfork(NULL, NULL, reset_in_child);
     }
     if (known == NULL && (known = PyDict_New()) == NULL)
@@ -244,14 +349,15 @@ static int arm(timer_t timer, long long period_ns, int restart)
     return timer_settime(timer, 0, &it, NULL);
 }
 
-/* add(ident, native_id, period_ns) -> slot. With the GIL; the caller holds threading's _active_limbo_lock and has
- * seen the thread in threading._active, so the thread has not yet begun to end (see remove_self). */
+/* add(ident, native_id, period_ns, cpu_ns) -> slot: the thread's first sample weighs its CPU since `cpu_ns`.
+ * With the GIL; the caller holds threading's _active_limbo_lock and has seen the thread in threading._active or
+ * _limbo, so the thread has not yet begun to end (see remove_self). */
 static PyObject *py_add(PyObject *self, PyObject *args)
 {
     unsigned long ident;
     int tid;
-    long long period;
-    if (!PyArg_ParseTuple(args, "kiL", &ident, &tid, &period))
+    long long period, base;
+    if (!PyArg_ParseTuple(args, "kiLL", &ident, &tid, &period, &base))
         return NULL;
     if (!signo || period <= 0) {
         PyErr_SetString(PyExc_RuntimeError, "not started");
@@ -288,8 +394,8 @@ static PyObject *py_add(PyObject *self, PyObject *args)
     s->tid = tid;
     s->tstate = ts;
     s->timer = timer;
-    atomic_store(&s->period_ns, period);
-    atomic_store_explicit(&s->active, 1, memory_order_release);
+    s->last_cpu_ns = base;
+    atomic_store(&s->active, 1);
     if (arm(timer, period, 1) != 0) {
         int err = errno;
         atomic_store(&s->active, 0);
@@ -305,7 +411,8 @@ static void release(slot_t *s)
 {
     atomic_store(&s->active, 0);
     timer_delete(s->timer);
-    s->tstate = NULL;
+    while (atomic_load(&s->inflight) != 0) /* a handler that saw it active, in another thread: a few us */
+        sched_yield();
     s->tid = 0;
 }
 
@@ -346,10 +453,8 @@ static PyObject *py_set_period(PyObject *self, PyObject *args)
         return NULL;
     for (int i = 0; i < NSLOTS; i++) {
         slot_t *s = &slots[i];
-        if (s->tid != 0 && atomic_load(&s->active)) {
-            atomic_store(&s->period_ns, period);
+        if (s->tid != 0 && atomic_load(&s->active))
             arm(s->timer, period, 0);
-        }
     }
     Py_RETURN_NONE;
 }
@@ -370,25 +475,14 @@ static PyObject *py_stop(PyObject *self, PyObject *noargs)
     Py_RETURN_NONE;
 }
 
-/* Is `addr` a live code object whose first line is `line`? Read through a pipe: EFAULT, not SIGSEGV. */
+/* Is `addr` a live code object whose first line is `line`? Copied, never dereferenced: a freed one fails. */
 static int live_code(uintptr_t addr, int line)
 {
-    PyObject head;
-    int first;
-    char sink[64];
-    if (addr == 0 || addr % sizeof(void *))
+    PyCodeObject head;
+    if (addr == 0 || addr % sizeof(void *) || safe_copy(&head, (void *)addr, offsetof(PyCodeObject, co_code_adaptive)))
         return 0;
-    if (write(safe_pipe[1], (void *)addr, sizeof head) != (ssize_t)sizeof head)
-        return 0;
-    if (read(safe_pipe[0], &head, sizeof head) != (ssize_t)sizeof head)
-        return 0;
-    if (write(safe_pipe[1], (char *)addr + offsetof(PyCodeObject, co_firstlineno), sizeof first) != (ssize_t)sizeof first)
-        return 0;
-    if (read(safe_pipe[0], &first, sizeof first) != (ssize_t)sizeof first)
-        return 0;
-    while (read(safe_pipe[0], sink, sizeof sink) > 0) /* never leave bytes behind */
-        ;
-    return head.ob_type == &PyCode_Type && head.ob_refcnt > 0 && head.ob_refcnt < ((Py_ssize_t)1 << 40) && first == line;
+    return Py_TYPE(&head) == &PyCode_Type && Py_REFCNT(&head) > 0 && Py_REFCNT(&head) < ((Py_ssize_t)1 << 40)
+        && head.co_firstlineno == line;
 }
 
 /* The code object at `addr` as a key part: the address as an int (id() of the object) once accepted. */
@@ -414,7 +508,7 @@ static PyObject *code_id(uint64_t addr, int line)
     return PyUnicode_FromString("<code gone before it was named>");
 }
 
-/* drain() -> [(ident, weight_ns, (code id, offset, ...)), ...]; the samples since the previous drain */
+/* drain() -> [(ident, native_id, weight_ns, (code id, offset, ...)), ...]; the samples since the previous drain */
 static PyObject *py_drain(PyObject *self, PyObject *noargs)
 {
     if (bufs[0] == NULL)
@@ -423,24 +517,24 @@ static PyObject *py_drain(PyObject *self, PyObject *noargs)
     atomic_store(&cur, 1 - b);
     while (atomic_load(&writers[b]) != 0)
         sched_yield();
-    size_t end = atomic_load(&heads[b]);
-    if (end > BUF_WORDS)
-        end = BUF_WORDS;
+    size_t end = atomic_load(&heads[b]), full = atomic_load(&full_at[b]);
+    if (end > full)
+        end = full; /* after a record that did not fit: words of an earlier cycle */
     PyObject *out = PyList_New(0);
     uint64_t *w = bufs[b];
     size_t pos = 0;
-    while (out != NULL && pos + 3 <= end) {
+    while (out != NULL && pos + HEADER_WORDS <= end) {
         int n = (int)(w[pos] & 0xffffffffu), cut = (int)(w[pos] >> 32);
-        size_t words = 3 + 2 * (size_t)(n + cut);
+        size_t words = HEADER_WORDS + 2 * (size_t)(n + cut);
         if (pos + words > end)
-            break; /* a record cut off by a full buffer (it was counted as dropped) */
+            break;
         PyObject *frames = PyTuple_New(2 * (n + cut));
         if (frames == NULL)
             goto fail;
-        uint64_t *f = w + pos + 3;
+        uint64_t *f = w + pos + HEADER_WORDS;
         for (int i = 0; i < n + cut; i++) {
             PyObject *id, *off;
-            if (cut && i == n) {
+            if (f[2 * i] == 0) { /* the truncation mark */
                 id = PyLong_FromLong(0);
                 off = PyLong_FromLong(-1);
             } else {
@@ -456,7 +550,8 @@ static PyObject *py_drain(PyObject *self, PyObject *noargs)
             PyTuple_SET_ITEM(frames, 2 * i, id);
             PyTuple_SET_ITEM(frames, 2 * i + 1, off);
         }
-        PyObject *item = Py_BuildValue("(kKN)", (unsigned long)w[pos + 1], (unsigned long long)w[pos + 2], frames);
+        PyObject *item = Py_BuildValue("(kiKN)", (unsigned long)w[pos + 1], (int)w[pos + 3],
+                                       (unsigned long long)w[pos + 2], frames);
         if (item == NULL || PyList_Append(out, item) < 0) {
             Py_XDECREF(item);
             goto fail;
@@ -465,9 +560,11 @@ static PyObject *py_drain(PyObject *self, PyObject *noargs)
         pos += words;
     }
     atomic_store(&heads[b], 0);
+    atomic_store(&full_at[b], BUF_WORDS);
     return out;
 fail:
     atomic_store(&heads[b], 0);
+    atomic_store(&full_at[b], BUF_WORDS);
     Py_XDECREF(out);
     return NULL;
 }
@@ -507,12 +604,12 @@ static PyObject *py_signal(PyObject *self, PyObject *noargs)
 
 static PyMethodDef methods[] = {
     {"start", py_start, METH_VARARGS, "start(max_depth) -> the real-time signal used; installs the handler"},
-    {"add", py_add, METH_VARARGS, "add(ident, native_id, period_ns) -> slot: a CPU timer for that thread"},
+    {"add", py_add, METH_VARARGS, "add(ident, native_id, period_ns, cpu_ns) -> slot: a CPU timer for that thread"},
     {"remove", py_remove, METH_VARARGS, "remove(slot): delete a thread's timer"},
     {"remove_self", py_remove_self, METH_NOARGS, "in an ending thread: block the signal, delete its timer"},
     {"set_period", py_set_period, METH_VARARGS, "set_period(period_ns): re-arm every timer"},
     {"stop", py_stop, METH_NOARGS, "delete every timer; the signal is ignored from now on"},
-    {"drain", py_drain, METH_NOARGS, "drain() -> [(ident, weight_ns, (code id, offset, ...)), ...]"},
+    {"drain", py_drain, METH_NOARGS, "drain() -> [(ident, native_id, weight_ns, (code id, offset, ...)), ...]"},
     {"codes", py_codes, METH_NOARGS, "the code objects drained keys name, by id"},
     {"forget_codes", py_forget_codes, METH_NOARGS, "drop the references to named code objects"},
     {"counters", py_counters, METH_NOARGS, "samples, dropped, handler_ns since the module loaded"},

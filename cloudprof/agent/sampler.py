@@ -104,6 +104,7 @@ class Batch(NamedTuple):
     reason: str  # why not "signal", or ""
     errors: int
     timer_samples: int = 0  # other threads' CPU samples from their CPU timers
+    timer_dropped: int = 0  # of those, lost to a full buffer (their CPU goes to the thread's end)
     timers_reason: str = ""  # why other threads' CPU comes from ticks instead, or ""
 
 
@@ -188,7 +189,8 @@ class Sampler:
         self._want_timers = thread_timers
         self.timers = False  # other threads' CPU from their CPU timers (see _pull_timers)
         self.timers_reason = ""
-        self._timer_ns0 = 0
+        self._timer_mark = {"handler_ns": 0, "dropped": 0}
+        self._by_tid: dict[int, _Thread] = {}  # threads with a timer, by native id (idents are reused sooner)
         self._pid = os.getpid()
         self._govern = govern
         self.mode = "thread"
@@ -318,13 +320,19 @@ class Sampler:
             try:
                 _threadcpu.start(self.max_depth)
                 exits.on_end(_threadcpu.remove_self)
-                self._timer_ns0 = _threadcpu.counters()["handler_ns"]
+                self._timer_mark = _threadcpu.counters()
                 _timers_owner[:] = [self]
                 self.timers = True
                 exits.on_start(self._on_thread_start)
-            except OSError as exc:
+                # Interpreter shutdown frees the thread states of daemon threads that may still run C code.
+                atexit.register(self._timers_off_at_exit)
+            except Exception as exc:  # noqa: BLE001 - OSError, MemoryError: the ticks take over, never the app
                 reason = f"cannot set up per-thread CPU timers: {exc}"
         self.timers_reason = reason
+
+    def _timers_off_at_exit(self) -> None:
+        if self._active and self.timers:
+            _threadcpu.stop()
 
     def _disarm_at_exit(self) -> None:
         if self._active and self.mode == "signal":
@@ -399,6 +407,7 @@ class Sampler:
             agent_cpu_ns=cur["agent"] - mark["agent"], process_cpu_ns=cur["process"] - mark["process"],
             period_ns=period or self._period_ns, mode=self.mode, reason=self.reason,
             errors=cur["errors"] - mark["errors"], timer_samples=cur["timer"] - mark["timer"],
+            timer_dropped=cur["dropped"] - mark["dropped"],
             timers_reason=self.timers_reason,
         )
 
@@ -429,6 +438,7 @@ class Sampler:
     def _counters(self, now: int) -> dict[str, int]:
         return {"mono": now, "ticks": self.ticks, "signal": self.signal_samples, "agent": self.agent_cpu_ns(),
                 "timer": self.timer_samples,
+                "dropped": _threadcpu.counters()["dropped"] - self._timer_mark["dropped"] if self.timers else 0,
                 "process": process_cpu_ns(), "errors": self.errors,
                 "period_integral": self._period_integral + self._period_ns * (now - self._period_mark)}
 
@@ -447,7 +457,7 @@ class Sampler:
                 except OSError:
                     pass  # ending: its final reading is about to join _retired_cpu
         if self.timers:  # the timer handler runs in the app's threads, timed by itself
-            extra += _threadcpu.counters()["handler_ns"] - self._timer_ns0
+            extra += _threadcpu.counters()["handler_ns"] - self._timer_mark["handler_ns"]
         return self.handler_ns + self._sampler_cpu + extra
 
     # --- sampling --------------------------------------------------------------
@@ -477,18 +487,19 @@ class Sampler:
     def _pull_timers(self, extra: dict) -> None:
         """The CPU timers' samples since the previous pull into their table, labelled as the thread is now.
 
-        Each carries the CPU its timer counted (the period times the expirations it stands for), which is
-        added to the thread's `last_cpu`: what a thread used after its last expiry is its end's to report.
-        Called with the tick lock held, at every tick, so labels are as fresh as the ticks'.
+        Each carries the thread's CPU since its previous sample (its clock, read by the handler), which is
+        added to the thread's `last_cpu`: what a thread used after its last sample is its end's to report.
+        Threads are found by native id: an ident may already be another thread's. Called with the tick lock
+        held, at every tick, so labels are as fresh as the ticks' (a sample's labels are those at the pull).
         """
         records = _threadcpu.drain()
         if not records:
             return
         codes = _threadcpu.codes()
         table = self._xtable
-        threads, stacks, table_codes = self._threads, table.stacks, table.codes
-        for ident, weight, frames in records:
-            info = threads.get(ident)
+        by_tid, stacks, table_codes = self._by_tid, table.stacks, table.codes
+        for ident, tid, weight, frames in records:
+            info = by_tid.get(tid)
             labels = info.labels if info is not None else (("thread_name", f"Thread-{ident}"),)
             more = extra.get(ident)
             key = (labels + more if more else labels,) + (frames or (_NO_FRAME, 0))
@@ -522,7 +533,7 @@ class Sampler:
             ident = thread.ident
             info = self._threads.get(ident)
             if info is None or self._natives.get(ident) != thread.native_id:
-                info = self._new_thread(ident)
+                info = self._new_thread(ident, thread=thread)
             if info is not None and info.slot is None and info.clock is not None:
                 self._register(ident, info, thread)
         finally:
@@ -532,9 +543,10 @@ class Sampler:
         """A CPU timer for this thread, which signals the thread itself after every period of its CPU.
 
         Only for threading's own threads (their end unregisters them, in exits' `Thread._delete` hook, before
-        their thread state is freed), and only while `threading._active` still holds the thread: checked
-        under threading's lock, which the ending thread takes to leave it. That lock is only tried: this may
-        run in the signal handler, which may have interrupted its holder. The next tick tries again.
+        their thread state is freed), and only while `threading._active` (or `_limbo`, just started) still
+        holds the thread: checked under threading's lock, which the ending thread takes to leave it. That
+        lock is only tried: this may run in the signal handler, which may have interrupted its holder. The
+        next tick tries again. The timer's first sample weighs the thread's CPU since `last_cpu`.
         """
         if thread is None or isinstance(thread, threading._DummyThread) or not thread.native_id:  # type: ignore[attr-defined]
             info.slot = -1
@@ -543,10 +555,11 @@ class Sampler:
         if not lock.acquire(False):
             return
         try:
-            if threading._active.get(ident) is not thread:  # type: ignore[attr-defined]
+            if threading._active.get(ident) is not thread and thread not in threading._limbo:  # type: ignore[attr-defined]
                 info.slot = -1
                 return
-            info.slot = _threadcpu.add(ident, thread.native_id, self._period_ns)
+            info.slot = _threadcpu.add(ident, thread.native_id, self._period_ns, info.last_cpu)
+            self._by_tid[thread.native_id] = info
         except (OSError, LookupError, OverflowError, RuntimeError):
             info.slot = -1
             self.errors += 1
@@ -554,9 +567,7 @@ class Sampler:
         finally:
             lock.release()
         try:
-            # Its clock now, for the ticks' "has it moved" test. Its CPU before the timer started is not
-            # lost: what the timer counts is added to last_cpu, and the thread's end reports the rest.
-            info.seen = thread_cpu_ns(info.clock)
+            info.seen = thread_cpu_ns(info.clock)  # for the ticks' "has it moved" test
         except OSError:
             pass
 
@@ -571,14 +582,16 @@ class Sampler:
         active = threading._active  # type: ignore[attr-defined]
         for _ in range(count):
             e = ended.popleft()
-            known = e.ident in threads and natives.get(e.ident) == e.native_id
-            info = threads[e.ident] if known else None
+            timed = self._by_tid.pop(e.native_id, None)  # its entry, even if the ident is another thread's now
+            known = timed is not None or (e.ident in threads and natives.get(e.ident) == e.native_id)
+            info = timed or (threads[e.ident] if known else None)
             if (known and info is None) or e.ident == self._main_ident or e.name.startswith(AGENT_THREAD_PREFIX):
                 continue
             newer = active.get(e.ident)
             if not known and newer is not None and natives.get(e.ident) == newer._native_id:
                 continue  # a new thread already holds the ident and its entry (and this one's last reading)
-            threads[e.ident], natives[e.ident] = _SKIP, e.native_id
+            if natives.get(e.ident) == e.native_id or not (newer is not None and natives.get(e.ident) == newer._native_id):
+                threads[e.ident], natives[e.ident] = _SKIP, e.native_id
             if info is not None:
                 if info.clock is None:
                     continue  # its samples carried wall time as CPU: nothing to add
@@ -593,8 +606,9 @@ class Sampler:
                 table.codes[id(e.target)] = e.target
                 _add_cpu(table, (labels, UNSAMPLED, 0, id(e.target), -1), cpu)
 
-    def _new_thread(self, ident: int, baseline: bool = False) -> _Thread | None:
-        thread = threading._active.get(ident)  # type: ignore[attr-defined]
+    def _new_thread(self, ident: int, baseline: bool = False, thread: threading.Thread | None = None) -> _Thread | None:
+        if thread is None:
+            thread = threading._active.get(ident)  # type: ignore[attr-defined]
         name = thread.name if thread is not None else f"Thread-{ident}"
         native = getattr(thread, "native_id", None) if thread is not None else None
         self._natives[ident] = native

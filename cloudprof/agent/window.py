@@ -92,6 +92,7 @@ def build_profile(batch: Batch, start_ns: int, end_ns: int, identity: Mapping[st
     if batch.timers_reason:
         builder.comment(f"thread_cpu_fallback={batch.timers_reason}")
     builder.comment(f"timer_samples={batch.timer_samples}")
+    builder.comment(f"timer_samples_dropped={batch.timer_dropped}")
     builder.comment(f"sample_hz={1e9 / max(1, batch.period_ns):.1f}")
     builder.comment(f"ticks_per_s={batch.ticks / wall_s if wall_s > 0 else 0:.1f}")
     builder.comment(f"ticks={batch.ticks}")

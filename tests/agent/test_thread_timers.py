@@ -3,6 +3,7 @@ no GIL bias, and nothing left behind by threads that end, code that dies or a st
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import threading
 import time
@@ -165,6 +166,67 @@ def test_code_that_dies_right_after_it_ran_is_named_or_marked_never_read():
     assert per_thread["worker"][0] >= 100
     assert any(name.startswith("fresh_") for name in inclusive)
     assert cpu_by_thread(batch)["worker"] == pytest.approx(spent[0] * 1e9, rel=0.10)
+
+
+def test_coroutines_in_a_thread_are_named():
+    """Coroutine and generator frames live in their objects, not on the thread's frame stack: the handler copies
+    them (never dereferences them) and they are named."""
+    sampler = Sampler(sample_hz=100, max_overhead_pct=100)
+    spent = []
+
+    async def crunch():
+        return sum(i * i for i in range(20_000))
+
+    async def serve():
+        t0 = time.thread_time()
+        while time.thread_time() - t0 < 0.6:
+            await asyncio.gather(crunch(), crunch())
+        spent.append(time.thread_time() - t0)
+
+    worker = threading.Thread(target=asyncio.run, args=(serve(),), name="loop")
+    sampler.start()
+    try:
+        worker.start()
+        worker.join()
+        batch = sampler.drain()
+    finally:
+        sampler.stop()
+    per_thread, inclusive = timer_samples(batch)
+    crunch_cpu = sum(v for k, v in inclusive.items() if k.endswith("crunch"))
+    genexpr = sum(v for k, v in inclusive.items() if k.endswith("crunch.<locals>.<genexpr>"))
+    assert per_thread["loop"][0] >= 40
+    assert crunch_cpu >= 0.8 * per_thread["loop"][1], inclusive
+    assert genexpr >= 0.6 * per_thread["loop"][1], inclusive
+
+
+def test_a_rate_change_keeps_the_totals():
+    """Each sample weighs the thread's CPU since its previous one, read by the handler: slowing down or
+    speeding up mid-run (the governor) neither loses nor adds CPU."""
+    sampler = Sampler(sample_hz=100, max_overhead_pct=100)
+    spent = []
+    go_slow, went_slow = threading.Event(), threading.Event()
+
+    def work():
+        spin(0.3)
+        go_slow.set()
+        went_slow.wait(5)
+        spin(0.5)
+        spent.append(time.thread_time())
+
+    worker = threading.Thread(target=work, name="worker")
+    sampler.start()
+    try:
+        worker.start()
+        go_slow.wait(5)
+        sampler._set_rate(20, time.monotonic_ns())
+        went_slow.set()
+        worker.join()
+        batch = sampler.drain()
+    finally:
+        sampler.stop()
+    per_thread, _ = timer_samples(batch)
+    assert cpu_by_thread(batch)["worker"] == pytest.approx(spent[0] * 1e9, rel=0.05)
+    assert 35 <= per_thread["worker"][0] <= 50  # ~30 at 100 Hz, then ~10 at 20 Hz
 
 
 def test_threads_that_end_give_their_timer_back():
