@@ -15,12 +15,13 @@
  * Safety: the handler reads only the interrupted thread's own frames, which no
  * other thread changes. CPython 3.11.1+ unlinks a frame before clearing it, but a
  * few instructions at an eval loop's entry leave `current_frame` uninitialised,
- * and a chunk of the frame stack is unmapped when its last frame returns. So a
- * frame is read directly only if it lies in a live chunk of the thread's frame
- * stack, below its top; any other frame (a generator's, inside its object) is
- * copied with process_vm_readv on this process, which fails with EFAULT instead
- * of faulting, and must say it belongs to a generator, as must its code object
- * say it is one. At most `max_depth` frames are kept. A thread unregisters
+ * and a chunk of the frame stack is unmapped when its last frame returns. So the
+ * frame `current_frame` names is read directly only if it lies in a live chunk of
+ * the thread's frame stack, below its top; elsewhere (a running generator's frame,
+ * inside its object) it and its code object are copied with process_vm_readv on
+ * this process, which fails with EFAULT instead of faulting, and must say they
+ * are a generator's frame and a code object. Frames linked from a frame so
+ * checked are live. At most `max_depth` frames are kept. A thread unregisters
  * itself as it ends (blocking the signal first), before its thread state is
  * freed; a slot is reused only when no handler is inside it. Code addresses are
  * turned into objects under the GIL in `drain()`: an address not seen before is
@@ -81,10 +82,11 @@ static PyObject *known; /* address (int) -> code object */
 
 #define HEADER_WORDS 4 /* n | cut << 32, ident, weight, tid */
 
-static inline long long mono_ns(void)
+static inline long long thread_cpu_ns(void)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0)
+        return -1;
     return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
@@ -112,6 +114,27 @@ static int in_stack(PyThreadState *ts, const void *p, size_t size)
 }
 
 #define SPECIALS offsetof(_PyInterpreterFrame, localsplus)
+#define GEN_FRAME offsetof(PyGenObject, gi_iframe) /* the same in coroutines and async generators */
+
+/* Is `f` the frame of a generator (coroutine, async generator) that is running now? Its object and frame are
+ * copied in one call, never dereferenced: a live object of one of those types, running, whose code is the
+ * frame's. Then `copy` holds the frame, and its code is alive (the generator holds it). */
+static int running_generator(_PyInterpreterFrame *f, _PyInterpreterFrame *copy)
+{
+    union {
+        PyGenObject gen;
+        char bytes[GEN_FRAME + SPECIALS];
+    } u;
+    if (safe_copy(&u, (char *)f - GEN_FRAME, GEN_FRAME + SPECIALS) != 0)
+        return 0;
+    PyTypeObject *type = Py_TYPE(&u.gen);
+    if ((type != &PyGen_Type && type != &PyCoro_Type && type != &PyAsyncGen_Type)
+        || Py_REFCNT(&u.gen) <= 0 || Py_REFCNT(&u.gen) >= ((Py_ssize_t)1 << 40)
+        || u.gen.gi_frame_state != FRAME_EXECUTING)
+        return 0;
+    memcpy(copy, u.bytes + GEN_FRAME, SPECIALS);
+    return copy->owner == FRAME_OWNED_BY_GENERATOR && copy->f_code == u.gen.gi_code;
+}
 
 /* A frame as the handler reads it: its code, the previous frame, and its offset in bytes; 0 if unreadable. */
 typedef struct {
@@ -120,13 +143,15 @@ typedef struct {
     int lasti, firstlineno, incomplete;
 } view_t;
 
-/* `careful`: the top frame, which an eval loop's entry may not have set yet (its code is copied too) */
-static int view(PyThreadState *ts, _PyInterpreterFrame *f, view_t *v, int careful)
+/* `top`: the frame `current_frame` names, which an eval loop's entry may not have set yet. A frame in the
+ * thread's frame stack (below its top) is live and initialised whatever pointed to it; a frame elsewhere must
+ * be a running generator's (checked on a copy) unless a live frame links to it. */
+static int view(PyThreadState *ts, _PyInterpreterFrame *f, view_t *v, int top)
 {
     if ((uintptr_t)f % sizeof(void *))
         return 0;
     _PyInterpreterFrame copy;
-    PyCodeObject *co, head;
+    PyCodeObject *co;
     int first_traceable;
     if (in_stack(ts, f, SPECIALS)) {
         copy.f_code = f->f_code;
@@ -134,19 +159,16 @@ static int view(PyThreadState *ts, _PyInterpreterFrame *f, view_t *v, int carefu
         copy.prev_instr = f->prev_instr;
         copy.previous = f->previous;
     }
-    else if (safe_copy(&copy, f, SPECIALS) != 0 || copy.owner != FRAME_OWNED_BY_GENERATOR) {
-        return 0; /* elsewhere only a running generator's frame, inside its object: copied, never dereferenced */
+    else if (!top) {
+        memcpy(&copy, f, SPECIALS); /* linked from a live frame: a running generator's */
+    }
+    else if (!running_generator(f, &copy)) {
+        return 0;
     }
     co = copy.f_code;
     if (co == NULL || (uintptr_t)co % sizeof(void *))
         return 0;
-    if (careful || copy.owner == FRAME_OWNED_BY_GENERATOR) {
-        if (safe_copy(&head, co, offsetof(PyCodeObject, co_code_adaptive)) != 0 || Py_TYPE(&head) != &PyCode_Type)
-            return 0;
-        v->firstlineno = head.co_firstlineno;
-        first_traceable = head._co_firsttraceable;
-    }
-    else { /* a frame linked below another holds its code object (3.11.1+ unlinks a frame before clearing it) */
+    { /* a live frame holds its code object (3.11.1+ unlinks a frame before clearing it) */
         if (Py_TYPE(co) != &PyCode_Type)
             return 0;
         v->firstlineno = co->co_firstlineno;
@@ -178,7 +200,6 @@ static void on_signal(int sig, siginfo_t *si, void *uc)
     (void)sig;
     (void)uc;
     int saved_errno = errno;
-    long long t0 = mono_ns();
     if (si == NULL || si->si_code != SI_TIMER)
         goto out;
     int idx = si->si_value.sival_int;
@@ -188,14 +209,12 @@ static void on_signal(int sig, siginfo_t *si, void *uc)
     atomic_fetch_add(&s->inflight, 1);
     if (!atomic_load(&s->active) || s->ident != (unsigned long)pthread_self())
         goto done;
-    struct timespec ts_cpu;
-    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts_cpu) != 0)
+    /* the thread's CPU clock: the sample's weight, and the handler's own cost (the kernel's delivery, a
+     * microsecond or two, is not in it); a wall clock would also count time the thread was preempted */
+    long long t0 = thread_cpu_ns();
+    long long weight = t0 - s->last_cpu_ns;
+    if (t0 < 0 || weight <= 0)
         goto done;
-    long long cpu = (long long)ts_cpu.tv_sec * 1000000000LL + ts_cpu.tv_nsec;
-    long long weight = cpu - s->last_cpu_ns;
-    if (weight <= 0)
-        goto done;
-    s->last_cpu_ns = cpu;
     PyThreadState *ts = s->tstate;
     _PyCFrame *cf = ts->cframe;
     _PyInterpreterFrame *top = cf != NULL ? cf->current_frame : NULL;
@@ -245,10 +264,14 @@ static void on_signal(int sig, siginfo_t *si, void *uc)
         atomic_fetch_add(&samples, 1);
     }
     atomic_fetch_sub(&writers[b], 1);
+    long long t1 = thread_cpu_ns();
+    if (t1 < t0)
+        t1 = t0;
+    s->last_cpu_ns = t1; /* the handler's CPU is the agent's, not the next sample's */
+    atomic_fetch_add(&handler_ns, (unsigned long long)(t1 - t0));
 done:
     atomic_fetch_sub(&s->inflight, 1);
 out:
-    atomic_fetch_add(&handler_ns, (unsigned long long)(mono_ns() - t0));
     errno = saved_errno;
 }
 
