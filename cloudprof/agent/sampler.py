@@ -16,7 +16,7 @@ of each thread's CPU. Where the extension is not built (or `thread_cpu_timers` i
 off), the ticks weigh each thread by its CPU clock instead, and profiles say so.
 
 Weights come from the kernel, not from the nominal period. Timer samples: the
-period times the expirations they stand for. Other threads without a timer: the
+thread's CPU since its previous sample. Other threads without a timer: the
 delta of each thread's own CPU clock since its previous sample; wall: the time
 since the previous tick. The main thread: the process CPU between the timer
 expiry behind its previous signal and the one behind this signal (the CPU delta

@@ -289,3 +289,76 @@ def test_turned_off_or_taken_the_fallback_says_why():
         assert off.drain().timers_reason == "turned off (thread_cpu_timers)"
     finally:
         off.stop()
+
+
+STRESS = r"""
+import asyncio, sys, threading, time
+from cloudprof.agent.sampler import Sampler
+
+def chunky(depth):  # many locals: frames this size cross the 16 KiB chunks of the frame stack as it recurses
+    a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = a8 = a9 = b0 = b1 = b2 = b3 = b4 = b5 = b6 = b7 = b8 = b9 = depth
+    return depth if depth == 0 else chunky(depth - 1) + a9
+
+def recursion(stop):
+    while not stop.is_set():
+        for d in (40, 80, 160, 330):
+            chunky(d)
+
+def generators(stop):
+    async def leaf(n):
+        return sum(i for i in range(n))
+    async def tree():
+        while not stop.is_set():
+            await asyncio.gather(*(leaf(200) for _ in range(20)))
+    while not stop.is_set():
+        sum(sum(j for j in range(i)) for i in range(60))
+        asyncio.run(tree())
+
+def dying_code(stop):
+    i = 0
+    while not stop.is_set():
+        exec(compile(f"def f{i}():\n    return [x * x for x in range(300)]\nf{i}()\n", f"<d{i}>", "exec"), {})
+        i += 1
+
+def churn(stop):
+    while not stop.is_set():
+        ts = [threading.Thread(target=sum, args=(range(20_000),)) for _ in range(8)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+
+sampler = Sampler(sample_hz=1000, max_overhead_pct=100)
+sampler.start()
+stop = threading.Event()
+workers = [threading.Thread(target=f, args=(stop,)) for f in (recursion, generators, dying_code, churn)]
+for w in workers:
+    w.start()
+end = time.monotonic() + float(sys.argv[1])
+while time.monotonic() < end:
+    time.sleep(0.2)
+    sampler.drain()
+stop.set()
+for w in workers:
+    w.join()
+batch = sampler.drain()
+sampler.stop()
+from cloudprof.agent import _threadcpu
+print(sampler.timer_samples, _threadcpu.counters()["samples"], _threadcpu.in_use())
+"""
+
+
+def test_a_stress_run_at_1000_hz_ends_cleanly(tmp_path):
+    """Chunk-crossing recursion, generators and coroutines, code that dies as it returns, threads that come and
+    go, all sampled at 1000 Hz in a child process: it must exit normally (a bad read would kill it)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "stress.py"
+    script.write_text(STRESS)
+    out = subprocess.run([sys.executable, str(script), "5"], capture_output=True, text=True, timeout=120,
+                         cwd=support.REPO)
+    assert out.returncode == 0, (out.returncode, out.stderr[-2000:])
+    pulled, taken, in_use = map(int, out.stdout.split())
+    assert pulled > 300 and pulled == taken  # HZ=250 kernels check CPU timers every 4 ms: 250/s per thread at most
+    assert in_use == 0
