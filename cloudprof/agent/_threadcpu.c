@@ -459,16 +459,6 @@ static PyObject *py_remove_self(PyObject *self, PyObject *noargs)
     Py_RETURN_FALSE;
 }
 
-static PyObject *py_remove(PyObject *self, PyObject *args)
-{
-    int idx;
-    if (!PyArg_ParseTuple(args, "i", &idx))
-        return NULL;
-    if (idx >= 0 && idx < NSLOTS && slots[idx].tid != 0)
-        release(&slots[idx]);
-    Py_RETURN_NONE;
-}
-
 static PyObject *py_set_period(PyObject *self, PyObject *args)
 {
     long long period;
@@ -628,7 +618,6 @@ static PyObject *py_signal(PyObject *self, PyObject *noargs)
 static PyMethodDef methods[] = {
     {"start", py_start, METH_VARARGS, "start(max_depth) -> the real-time signal used; installs the handler"},
     {"add", py_add, METH_VARARGS, "add(ident, native_id, period_ns, cpu_ns) -> slot: a CPU timer for that thread"},
-    {"remove", py_remove, METH_VARARGS, "remove(slot): delete a thread's timer"},
     {"remove_self", py_remove_self, METH_NOARGS, "in an ending thread: block the signal, delete its timer"},
     {"set_period", py_set_period, METH_VARARGS, "set_period(period_ns): re-arm every timer"},
     {"stop", py_stop, METH_NOARGS, "delete every timer; the signal is ignored from now on"},

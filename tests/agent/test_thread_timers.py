@@ -46,6 +46,20 @@ def cpu_by_thread(batch):
     return out
 
 
+def sample(*threads, **settings):
+    """Run `threads` to their end under a new sampler; its batch."""
+    sampler = Sampler(max_overhead_pct=100, **settings)
+    sampler.start()
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return sampler.drain()
+    finally:
+        sampler.stop()
+
+
 def spin(seconds):
     end = time.thread_time() + seconds
     while time.thread_time() < end:
@@ -93,7 +107,6 @@ def test_cpu_in_gil_releasing_calls_is_not_overstated(thread_timers):
     """A sampler thread gets the GIL when the worker releases it (hashing here), so ticks see the worker almost
     only there (100% in every run measured, against a truth near 50%); a timer sample lands wherever the
     worker's CPU goes. Truth: the worker's clock around each part. 600 timer samples: 2 points of noise."""
-    sampler = Sampler(sample_hz=200, max_overhead_pct=100, thread_timers=thread_timers)
     parts = {"hash_part": 0.0, "python_part": 0.0}
     data = b"x" * (1 << 20)
 
@@ -112,17 +125,9 @@ def test_cpu_in_gil_releasing_calls_is_not_overstated(thread_timers):
             hash_part()
             python_part()
 
-    threads = [threading.Thread(target=work, name="worker"),
-               threading.Thread(target=spin, args=(2.0,), name="busy")]  # another thread that wants the GIL
-    sampler.start()
-    try:
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        batch = sampler.drain()
-    finally:
-        sampler.stop()
+    batch = sample(threading.Thread(target=work, name="worker"),
+                   threading.Thread(target=spin, args=(2.0,), name="busy"),  # another thread that wants the GIL
+                   sample_hz=200, thread_timers=thread_timers)
     inclusive = {}
     sym = Symbolizer()
     for table in batch.tables:
@@ -142,7 +147,6 @@ def test_cpu_in_gil_releasing_calls_is_not_overstated(thread_timers):
 def test_code_that_dies_right_after_it_ran_is_named_or_marked_never_read():
     """exec'd code objects die as soon as they return; a sample taken in one is named if it is still alive at the
     pull, marked otherwise, and its CPU is kept either way."""
-    sampler = Sampler(sample_hz=200, max_overhead_pct=100)
     spent = []
 
     def work():
@@ -154,14 +158,7 @@ def test_code_that_dies_right_after_it_ran_is_named_or_marked_never_read():
             i += 1
         spent.append(time.thread_time())
 
-    worker = threading.Thread(target=work, name="worker")
-    sampler.start()
-    try:
-        worker.start()
-        worker.join()
-        batch = sampler.drain()
-    finally:
-        sampler.stop()
+    batch = sample(threading.Thread(target=work, name="worker"), sample_hz=200)
     per_thread, inclusive = timer_samples(batch)
     assert per_thread["worker"][0] >= 100
     assert any(name.startswith("fresh_") for name in inclusive)
@@ -171,7 +168,6 @@ def test_code_that_dies_right_after_it_ran_is_named_or_marked_never_read():
 def test_coroutines_in_a_thread_are_named():
     """Coroutine and generator frames live in their objects, not on the thread's frame stack: the handler copies
     them (never dereferences them) and they are named."""
-    sampler = Sampler(sample_hz=100, max_overhead_pct=100)
     spent = []
 
     async def crunch():
@@ -181,17 +177,11 @@ def test_coroutines_in_a_thread_are_named():
         t0 = time.thread_time()
         while time.thread_time() - t0 < 0.6:
             await asyncio.gather(crunch(), crunch())
-        spent.append(time.thread_time() - t0)
+        spent.append(time.thread_time())
 
-    worker = threading.Thread(target=asyncio.run, args=(serve(),), name="loop")
-    sampler.start()
-    try:
-        worker.start()
-        worker.join()
-        batch = sampler.drain()
-    finally:
-        sampler.stop()
+    batch = sample(threading.Thread(target=asyncio.run, args=(serve(),), name="loop"), sample_hz=100)
     per_thread, inclusive = timer_samples(batch)
+    assert cpu_by_thread(batch)["loop"] == pytest.approx(spent[0] * 1e9, rel=0.15)  # then asyncio.run's cleanup
     crunch_cpu = sum(v for k, v in inclusive.items() if k.endswith("crunch"))
     genexpr = sum(v for k, v in inclusive.items() if k.endswith("crunch.<locals>.<genexpr>"))
     assert per_thread["loop"][0] >= 40
