@@ -32,7 +32,8 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
-#if defined(__linux__) && PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000
+/* 3.11.1 and later: 3.11.0 cleared a returning frame while it was still the current one (GH-99729) */
+#if defined(__linux__) && PY_VERSION_HEX >= 0x030B01F0 && PY_VERSION_HEX < 0x030C0000
 #define CP_SUPPORTED 1
 #endif
 
@@ -635,7 +636,7 @@ static PyMethodDef methods[] = {{NULL, NULL, 0, NULL}};
 #if !defined(__linux__)
 #define UNSUPPORTED "per-thread CPU timers need Linux"
 #else
-#define UNSUPPORTED "per-thread CPU timers are built for CPython 3.11 only"
+#define UNSUPPORTED "per-thread CPU timers are built for CPython 3.11.1+ only (3.11's frame layout)"
 #endif
 #endif
 

@@ -189,7 +189,7 @@ class Sampler:
         self._want_timers = thread_timers
         self.timers = False  # other threads' CPU from their CPU timers (see _pull_timers)
         self.timers_reason = ""
-        self._timer_mark = {"handler_ns": 0, "dropped": 0}
+        self._timer_mark: dict | None = None  # the C module's counters when this sampler's timers started
         self._by_tid: dict[int, _Thread] = {}  # threads with a timer, by native id (idents are reused sooner)
         self._pid = os.getpid()
         self._govern = govern
@@ -330,6 +330,22 @@ class Sampler:
                 reason = f"cannot set up per-thread CPU timers: {exc}"
         self.timers_reason = reason
 
+    def _lose_timers(self) -> None:
+        """The app installed its own handler for the timers' signal: delete the timers, the ticks take over.
+
+        Each thread's `last_cpu` already holds the CPU its timer samples carried, so its next tick carries
+        the rest from there on.
+        """
+        with self._tick_lock:
+            self._pull_timers(tick_labels())
+            _threadcpu.stop()  # leaves the app's handler in place
+            self.timers = False
+            self.timers_reason = "the application took the timers' signal"
+            for info in self._by_tid.values():
+                info.slot = -1
+            self._by_tid.clear()
+            exits.off_start(self._on_thread_start)
+
     def _timers_off_at_exit(self) -> None:
         if self._active and self.timers:
             _threadcpu.stop()
@@ -438,7 +454,7 @@ class Sampler:
     def _counters(self, now: int) -> dict[str, int]:
         return {"mono": now, "ticks": self.ticks, "signal": self.signal_samples, "agent": self.agent_cpu_ns(),
                 "timer": self.timer_samples,
-                "dropped": _threadcpu.counters()["dropped"] - self._timer_mark["dropped"] if self.timers else 0,
+                "dropped": self._timer_counters()["dropped"],
                 "process": process_cpu_ns(), "errors": self.errors,
                 "period_integral": self._period_integral + self._period_ns * (now - self._period_mark)}
 
@@ -456,9 +472,16 @@ class Sampler:
                     extra += thread_cpu_ns(clock)
                 except OSError:
                     pass  # ending: its final reading is about to join _retired_cpu
-        if self.timers:  # the timer handler runs in the app's threads, timed by itself
-            extra += _threadcpu.counters()["handler_ns"] - self._timer_mark["handler_ns"]
+        extra += self._timer_counters()["handler_ns"]  # the timer handler runs in the app's threads, timed by itself
         return self.handler_ns + self._sampler_cpu + extra
+
+    def _timer_counters(self) -> dict[str, int]:
+        """The C module's counters since this sampler's timers started (they stay, once lost or stopped)."""
+        mark = self._timer_mark
+        if mark is None:
+            return {"handler_ns": 0, "dropped": 0}
+        now = _threadcpu.counters()
+        return {"handler_ns": now["handler_ns"] - mark["handler_ns"], "dropped": now["dropped"] - mark["dropped"]}
 
     # --- sampling --------------------------------------------------------------
 
@@ -919,6 +942,8 @@ class Sampler:
         while True:
             now = clock.monotonic_ns()
             if now >= next_govern:
+                if self.timers and not _threadcpu.signal():
+                    self._lose_timers()
                 own, proc = self.agent_cpu_ns(), process_cpu_ns()
                 span = now - gov_mark[0]
                 governor = self.governor

@@ -352,3 +352,41 @@ def test_a_stress_run_at_1000_hz_ends_cleanly(tmp_path):
     pulled, taken, in_use = map(int, out.stdout.split())
     assert pulled > 300 and pulled == taken  # HZ=250 kernels check CPU timers every 4 ms: 250/s per thread at most
     assert in_use == 0
+
+
+def test_an_app_that_takes_the_signal_gets_it_and_the_ticks_take_over():
+    """An app that installs a handler for the timers' real-time signal keeps it: within a governor step the
+    timers are deleted (its handler stops being called) and the thread's CPU goes on through the ticks."""
+    import signal
+
+    sampler = Sampler(sample_hz=100, max_overhead_pct=100)
+    calls = []
+    spent = []
+    taken = threading.Event()
+
+    def work():
+        spin(0.3)
+        taken.wait(5)
+        spin(2.0)
+        spent.append(time.thread_time())
+
+    worker = threading.Thread(target=work, name="worker")
+    sampler.start()
+    signo = sampler_module._threadcpu.signal()
+    previous = signal.signal(signo, lambda *a: calls.append(1))
+    try:
+        worker.start()
+        taken.set()
+        deadline = time.monotonic() + 5
+        while sampler.timers and time.monotonic() < deadline:
+            time.sleep(0.05)
+        seen = len(calls)
+        worker.join()
+        batch = sampler.drain()
+    finally:
+        sampler.stop()
+        signal.signal(signo, previous)
+    assert batch.timers_reason == "the application took the timers' signal"
+    assert len(calls) == seen  # none after the timers were deleted
+    assert sampler_module._threadcpu.in_use() == 0
+    assert cpu_by_thread(batch)["worker"] == pytest.approx(spent[0] * 1e9, rel=0.10)
