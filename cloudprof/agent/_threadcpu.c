@@ -14,14 +14,15 @@
  *
  * Safety: the handler reads only the interrupted thread's own frames, which no
  * other thread changes. CPython 3.11.1+ unlinks a frame before clearing it, but a
- * few instructions at an eval loop's entry leave `current_frame` uninitialised,
- * and a chunk of the frame stack is unmapped when its last frame returns. So the
- * frame `current_frame` names is read directly only if it lies in a live chunk of
- * the thread's frame stack, below its top; elsewhere (a running generator's frame,
- * inside its object) it and its code object are copied with process_vm_readv on
- * this process, which fails with EFAULT instead of faulting, and must say they
- * are a generator's frame and a code object. Frames linked from a frame so
- * checked are live. At most `max_depth` frames are kept. A thread unregisters
+ * few instructions at an eval loop's entry leave `current_frame` uninitialised
+ * (a stale pointer), and a chunk of the frame stack is unmapped when its last
+ * frame returns. So the frame `current_frame` names must be either a whole live
+ * frame in a live chunk of the thread's frame stack, below its top, whose code
+ * object is first copied with process_vm_readv on this process (which fails with
+ * EFAULT instead of faulting, and a freed object fails the checks), or the frame
+ * of a generator running in this thread, found by address on the thread's chain
+ * of exception states. Frames linked from a frame so checked are live. At most
+ * `max_depth` frames are kept. A thread unregisters
  * itself as it ends (blocking the signal first), before its thread state is
  * freed; a slot is reused only when no handler is inside it. Code addresses are
  * turned into objects under the GIL in `drain()`: an address not seen before is
@@ -117,24 +118,34 @@ static int in_stack(PyThreadState *ts, const void *p, size_t size)
 #define SPECIALS offsetof(_PyInterpreterFrame, localsplus)
 #define GEN_FRAME offsetof(PyGenObject, gi_iframe) /* the same in coroutines and async generators */
 
-/* Is `f` the frame of a generator (coroutine, async generator) that is running now? Its object and frame are
- * copied in one call, never dereferenced: a live object of one of those types, running, whose code is the
- * frame's. Then `copy` holds the frame, and its code is alive (the generator holds it). */
-static int running_generator(_PyInterpreterFrame *f, _PyInterpreterFrame *copy)
+/* Is `f` the frame of a generator (coroutine, async generator) running in this thread? A running generator's
+ * exception state is on the thread's chain of them (tstate->exc_info), which holds only live objects: the address
+ * is compared with the chain's items, never dereferenced before it matches. */
+static int runs_here(PyThreadState *ts, _PyInterpreterFrame *f)
 {
-    union {
-        PyGenObject gen;
-        char bytes[GEN_FRAME + SPECIALS];
-    } u;
-    if (safe_copy(&u, (char *)f - GEN_FRAME, GEN_FRAME + SPECIALS) != 0)
+    const _PyErr_StackItem *mine =
+        (const _PyErr_StackItem *)((const char *)f - GEN_FRAME + offsetof(PyGenObject, gi_exc_state));
+    const _PyErr_StackItem *e = ts->exc_info;
+    for (int guard = 0; e != NULL && guard < 4096; guard++, e = e->previous_item)
+        if (e == mine)
+            return 1;
+    return 0;
+}
+
+/* Is the thread-owned frame `f`, found in the frame stack, a whole live frame? Its code object is copied (a
+ * freed one fails: allocators overwrite an object's first words), its instruction must lie in that code and the
+ * frame's slots in the stack. */
+static int whole_frame(PyThreadState *ts, _PyInterpreterFrame *f, PyCodeObject *head)
+{
+    PyCodeObject *co = f->f_code;
+    if (f->owner != FRAME_OWNED_BY_THREAD || co == NULL || (uintptr_t)co % sizeof(void *)
+        || safe_copy(head, co, offsetof(PyCodeObject, co_code_adaptive)) != 0 || Py_TYPE(head) != &PyCode_Type
+        || Py_REFCNT(head) <= 0 || Py_REFCNT(head) >= ((Py_ssize_t)1 << 40))
         return 0;
-    PyTypeObject *type = Py_TYPE(&u.gen);
-    if ((type != &PyGen_Type && type != &PyCoro_Type && type != &PyAsyncGen_Type)
-        || Py_REFCNT(&u.gen) <= 0 || Py_REFCNT(&u.gen) >= ((Py_ssize_t)1 << 40)
-        || u.gen.gi_frame_state != FRAME_EXECUTING)
-        return 0;
-    memcpy(copy, u.bytes + GEN_FRAME, SPECIALS);
-    return copy->owner == FRAME_OWNED_BY_GENERATOR && copy->f_code == u.gen.gi_code;
+    _Py_CODEUNIT *start = _PyCode_CODE(co);
+    size_t slots = (size_t)head->co_nlocalsplus + (size_t)head->co_stacksize + FRAME_SPECIALS_SIZE;
+    return f->prev_instr >= start - 1 && f->prev_instr < start + Py_SIZE(head)
+        && in_stack(ts, f, slots * sizeof(PyObject *));
 }
 
 /* A frame as the handler reads it: its code, the previous frame, and its offset in bytes; 0 if unreadable. */
@@ -144,54 +155,54 @@ typedef struct {
     int lasti, firstlineno, incomplete;
 } view_t;
 
-/* `top`: the frame `current_frame` names, which an eval loop's entry may not have set yet. A frame in the
- * thread's frame stack (below its top) is live and initialised whatever pointed to it; a frame elsewhere must
- * be a running generator's (checked on a copy) unless a live frame links to it. */
+/* `top`: the frame `current_frame` names, which an eval loop's entry may not have set yet, so it may be a stale
+ * pointer: it must be a whole live frame of this thread's frame stack, or the frame of a generator running in this
+ * thread. A frame linked from a frame so checked is live and holds its code object (3.11.1+ unlinks a frame
+ * before clearing it). */
 static int view(PyThreadState *ts, _PyInterpreterFrame *f, view_t *v, int top)
 {
-    if ((uintptr_t)f % sizeof(void *))
+    if (f == NULL || (uintptr_t)f % sizeof(void *))
         return 0;
-    _PyInterpreterFrame copy;
-    PyCodeObject *co;
-    int first_traceable;
-    if (in_stack(ts, f, SPECIALS)) {
-        copy.f_code = f->f_code;
-        copy.owner = f->owner;
-        copy.prev_instr = f->prev_instr;
-        copy.previous = f->previous;
-    }
-    else if (!top) {
-        memcpy(&copy, f, SPECIALS); /* linked from a live frame: a running generator's */
-    }
-    else if (!running_generator(f, &copy)) {
-        return 0;
-    }
-    co = copy.f_code;
-    if (co == NULL || (uintptr_t)co % sizeof(void *))
-        return 0;
-    { /* a live frame holds its code object (3.11.1+ unlinks a frame before clearing it) */
-        if (Py_TYPE(co) != &PyCode_Type)
+    PyCodeObject head, *co;
+    if (top) {
+        if (in_stack(ts, f, SPECIALS)) {
+            if (!whole_frame(ts, f, &head))
+                return 0;
+        }
+        else if (!runs_here(ts, f)) {
             return 0;
-        v->firstlineno = co->co_firstlineno;
-        first_traceable = co->_co_firsttraceable;
+        }
+        else {
+            PyGenObject *gen = (PyGenObject *)((char *)f - GEN_FRAME);
+            if (gen->gi_frame_state != FRAME_EXECUTING || f->owner != FRAME_OWNED_BY_GENERATOR
+                || f->f_code != gen->gi_code)
+                return 0;
+        }
     }
+    co = f->f_code;
+    if (co == NULL || (uintptr_t)co % sizeof(void *) || Py_TYPE(co) != &PyCode_Type)
+        return 0;
+    v->firstlineno = co->co_firstlineno;
+    int first_traceable = co->_co_firsttraceable;
     _Py_CODEUNIT *code_start = _PyCode_CODE(co);
     v->code = co;
-    v->previous = copy.previous;
-    v->lasti = (int)(copy.prev_instr - code_start) * (int)sizeof(_Py_CODEUNIT);
-    v->incomplete = copy.owner != FRAME_OWNED_BY_GENERATOR && copy.prev_instr < code_start + first_traceable;
+    v->previous = f->previous;
+    v->lasti = (int)(f->prev_instr - code_start) * (int)sizeof(_Py_CODEUNIT);
+    v->incomplete = f->owner != FRAME_OWNED_BY_GENERATOR && f->prev_instr < code_start + first_traceable;
     return 1;
 }
 
 /* The next frame a sample shows, from `f` on: incomplete frames are skipped, as sys._current_frames does. */
-static inline int shown(PyThreadState *ts, _PyInterpreterFrame *f, view_t *v, int *budget)
+/* `top`: `f` is the frame `current_frame` names (see view); later calls follow links from checked frames. */
+static inline int shown(PyThreadState *ts, _PyInterpreterFrame *f, view_t *v, int *budget, int top)
 {
     while (f != NULL && (*budget)-- > 0) {
-        if (!view(ts, f, v, *budget == WALK_LIMIT - 1))
+        if (!view(ts, f, v, top))
             return 0; /* not a frame we can read: the stack stops here */
         if (!v->incomplete)
             return 1;
         f = v->previous;
+        top = 0;
     }
     return 0;
 }
@@ -223,10 +234,10 @@ static void on_signal(int sig, siginfo_t *si, void *uc)
     /* count, then write in place: the frames cannot change while this thread is in its handler */
     int budget = WALK_LIMIT, n = 0;
     view_t v;
-    int more = shown(ts, top, &v, &budget);
+    int more = shown(ts, top, &v, &budget, 1);
     while (more && n < max_depth) {
         n++;
-        more = shown(ts, v.previous, &v, &budget);
+        more = shown(ts, v.previous, &v, &budget, 0);
     }
     int cut = more;
     size_t words = HEADER_WORDS + 2 * (size_t)(n + cut);
@@ -250,7 +261,8 @@ static void on_signal(int sig, siginfo_t *si, void *uc)
         uint64_t *w = bufs[b] + pos;
         budget = WALK_LIMIT;
         int i = 0;
-        for (more = shown(ts, top, &v, &budget); more && i < n; more = shown(ts, v.previous, &v, &budget), i++) {
+        /* the same walk again (the top frame was checked above) */
+        for (more = shown(ts, top, &v, &budget, 0); more && i < n; more = shown(ts, v.previous, &v, &budget, 0), i++) {
             w[HEADER_WORDS + 2 * i] = (uint64_t)(uintptr_t)v.code;
             w[HEADER_WORDS + 2 * i + 1] = ((uint64_t)(uint32_t)v.firstlineno << 32) | (uint32_t)v.lasti;
         }
@@ -306,6 +318,10 @@ static PyObject *py_start(PyObject *self, PyObject *args)
     max_depth = depth < 1 ? 1 : depth > MAX_DEPTH ? MAX_DEPTH : depth;
     if (our_handler_installed())
         return PyLong_FromLong(signo);
+    for (int b = 0; bufs[0] != NULL && b < 2; b++) { /* no timer exists: what a lost start left is stale */
+        atomic_store(&heads[b], 0);
+        atomic_store(&full_at[b], BUF_WORDS);
+    }
     if (bufs[0] == NULL) {
         uint64_t *a = PyMem_RawCalloc(BUF_WORDS, sizeof(uint64_t)), *b = PyMem_RawCalloc(BUF_WORDS, sizeof(uint64_t));
         if (a == NULL || b == NULL) {

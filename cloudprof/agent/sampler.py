@@ -334,11 +334,12 @@ class Sampler:
         """The app installed its own handler for the timers' signal: delete the timers, the ticks take over.
 
         Each thread's `last_cpu` already holds the CPU its timer samples carried, so its next tick carries
-        the rest from there on.
+        the rest from there on. Until this governor step (a second at most) the app's handler also got
+        the timers' signals.
         """
         with self._tick_lock:
+            _threadcpu.stop()  # no sample after this (the app's handler stays in place), then pull them all
             self._pull_timers(tick_labels())
-            _threadcpu.stop()  # leaves the app's handler in place
             self.timers = False
             self.timers_reason = "the application took the timers' signal"
             for info in self._by_tid.values():
@@ -501,7 +502,7 @@ class Sampler:
                     self._fold_ended(table, ending)
                 if window_end:
                     xtable, self._xtable = self._xtable, xtable
-                    if self.timers:  # the window's tables hold the code objects its keys name from now on
+                    if self._timer_mark is not None:  # the window's tables hold the code objects its keys name
                         _threadcpu.forget_codes()
             finally:
                 self._tick_lock.release()
