@@ -132,15 +132,21 @@ static int runs_here(PyThreadState *ts, _PyInterpreterFrame *f)
     return 0;
 }
 
-/* Is the thread-owned frame `f`, found in the frame stack, a whole live frame? Its code object is copied (a
- * freed one fails: allocators overwrite an object's first words), its instruction must lie in that code and the
- * frame's slots in the stack. */
+/* Copy the head of the code object at `addr` into `head`: 1 if it is a live code object. Never dereferenced: a
+ * freed one fails the checks (allocators overwrite an object's first words). */
+static int copy_code(const void *addr, PyCodeObject *head)
+{
+    return addr != NULL && (uintptr_t)addr % sizeof(void *) == 0
+        && safe_copy(head, addr, offsetof(PyCodeObject, co_code_adaptive)) == 0 && Py_TYPE(head) == &PyCode_Type
+        && Py_REFCNT(head) > 0 && Py_REFCNT(head) < ((Py_ssize_t)1 << 40);
+}
+
+/* Is the thread-owned frame `f`, found in the frame stack, a whole live frame? Its code object must be live, its
+ * instruction in that code and its slots in the stack. */
 static int whole_frame(PyThreadState *ts, _PyInterpreterFrame *f, PyCodeObject *head)
 {
     PyCodeObject *co = f->f_code;
-    if (f->owner != FRAME_OWNED_BY_THREAD || co == NULL || (uintptr_t)co % sizeof(void *)
-        || safe_copy(head, co, offsetof(PyCodeObject, co_code_adaptive)) != 0 || Py_TYPE(head) != &PyCode_Type
-        || Py_REFCNT(head) <= 0 || Py_REFCNT(head) >= ((Py_ssize_t)1 << 40))
+    if (f->owner != FRAME_OWNED_BY_THREAD || !copy_code(co, head))
         return 0;
     _Py_CODEUNIT *start = _PyCode_CODE(co);
     size_t slots = (size_t)head->co_nlocalsplus + (size_t)head->co_stacksize + FRAME_SPECIALS_SIZE;
@@ -505,14 +511,11 @@ static PyObject *py_stop(PyObject *self, PyObject *noargs)
     Py_RETURN_NONE;
 }
 
-/* Is `addr` a live code object whose first line is `line`? Copied, never dereferenced: a freed one fails. */
+/* Is `addr` a live code object whose first line is `line` (the one the handler saw)? */
 static int live_code(uintptr_t addr, int line)
 {
     PyCodeObject head;
-    if (addr == 0 || addr % sizeof(void *) || safe_copy(&head, (void *)addr, offsetof(PyCodeObject, co_code_adaptive)))
-        return 0;
-    return Py_TYPE(&head) == &PyCode_Type && Py_REFCNT(&head) > 0 && Py_REFCNT(&head) < ((Py_ssize_t)1 << 40)
-        && head.co_firstlineno == line;
+    return copy_code((const void *)addr, &head) && head.co_firstlineno == line;
 }
 
 /* The code object at `addr` as a key part: the address as an int (id() of the object) once accepted. */
