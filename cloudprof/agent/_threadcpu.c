@@ -300,6 +300,13 @@ static int our_handler_installed(void)
     return signo && sigaction(signo, NULL, &sa) == 0 && (sa.sa_flags & SA_SIGINFO) && sa.sa_sigaction == on_signal;
 }
 
+/* Buffer `b` holds nothing (no writer may be in it). */
+static void empty(int b)
+{
+    atomic_store(&heads[b], 0);
+    atomic_store(&full_at[b], BUF_WORDS);
+}
+
 static void reset_in_child(void)
 {
     /* POSIX timers are not inherited: forget the parent's slots and samples (no allocation here) */
@@ -309,9 +316,8 @@ static void reset_in_child(void)
         slots[i].tid = 0;
     }
     for (int b = 0; b < 2; b++) {
-        atomic_store(&heads[b], 0);
         atomic_store(&writers[b], 0);
-        atomic_store(&full_at[b], BUF_WORDS);
+        empty(b);
     }
     my_pid = getpid();
 }
@@ -324,10 +330,8 @@ static PyObject *py_start(PyObject *self, PyObject *args)
     max_depth = depth < 1 ? 1 : depth > MAX_DEPTH ? MAX_DEPTH : depth;
     if (our_handler_installed())
         return PyLong_FromLong(signo);
-    for (int b = 0; bufs[0] != NULL && b < 2; b++) { /* no timer exists: what a lost start left is stale */
-        atomic_store(&heads[b], 0);
-        atomic_store(&full_at[b], BUF_WORDS);
-    }
+    empty(0); /* no timer exists: what a lost start left is stale */
+    empty(1);
     if (bufs[0] == NULL) {
         uint64_t *a = PyMem_RawCalloc(BUF_WORDS, sizeof(uint64_t)), *b = PyMem_RawCalloc(BUF_WORDS, sizeof(uint64_t));
         if (a == NULL || b == NULL) {
@@ -342,8 +346,6 @@ static PyObject *py_start(PyObject *self, PyObject *args)
             PyMem_RawFree(b);
             return PyErr_SetFromErrno(PyExc_OSError);
         }
-        atomic_store(&full_at[0], BUF_WORDS);
-        atomic_store(&full_at[1], BUF_WORDS);
         bufs[0] = a;
         bufs[1] = b;
         pthread_atfork(NULL, NULL, reset_in_child);
@@ -592,12 +594,10 @@ static PyObject *py_drain(PyObject *self, PyObject *noargs)
         Py_DECREF(item);
         pos += words;
     }
-    atomic_store(&heads[b], 0);
-    atomic_store(&full_at[b], BUF_WORDS);
+    empty(b);
     return out;
 fail:
-    atomic_store(&heads[b], 0);
-    atomic_store(&full_at[b], BUF_WORDS);
+    empty(b);
     Py_XDECREF(out);
     return NULL;
 }

@@ -495,11 +495,7 @@ class Sampler:
         xtable = StackTable()
         if (self._ended or self.timers) and self._tick_lock.acquire(True, timeout):
             try:
-                ending = len(self._ended) if self._ended else 0
-                if self.timers:
-                    self._pull_timers(tick_labels())
-                if ending:
-                    self._fold_ended(table, ending)
+                self._take_in(table, tick_labels())
                 if window_end:
                     xtable, self._xtable = self._xtable, xtable
                     if self._timer_mark is not None:  # the window's tables hold the code objects its keys name
@@ -507,6 +503,15 @@ class Sampler:
             finally:
                 self._tick_lock.release()
         return xtable
+
+    def _take_in(self, table: StackTable, extra: dict) -> None:
+        """The timers' samples, then the threads that ended, into `table` (tick lock held). Ends are counted
+        before the pull: a thread's samples precede its end, so none of an end's is still in the ring."""
+        ending = len(self._ended) if self._ended else 0
+        if self.timers:
+            self._pull_timers(extra)
+        if ending:
+            self._fold_ended(table, ending)
 
     def _pull_timers(self, extra: dict) -> None:
         """The CPU timers' samples since the previous pull into their table, labelled as the thread is now.
@@ -547,11 +552,9 @@ class Sampler:
             return
         try:
             if self._ended:  # an ended thread that held this ident is folded first, under its own entry
-                ending = len(self._ended)
-                self._pull_timers(tick_labels())
                 self._tbusy = True  # drain() waits for it (the tick lock keeps thread ticks out meanwhile)
                 try:
-                    self._fold_ended(self._ttable, ending)
+                    self._take_in(self._ttable, tick_labels())
                 finally:
                     self._tbusy = False
             ident = thread.ident
@@ -612,9 +615,10 @@ class Sampler:
             if (known and info is None) or e.ident == self._main_ident or e.name.startswith(AGENT_THREAD_PREFIX):
                 continue
             newer = active.get(e.ident)
-            if not known and newer is not None and natives.get(e.ident) == newer._native_id:
+            newer_holds = newer is not None and natives.get(e.ident) == newer._native_id
+            if newer_holds and not known:
                 continue  # a new thread already holds the ident and its entry (and this one's last reading)
-            if natives.get(e.ident) == e.native_id or not (newer is not None and natives.get(e.ident) == newer._native_id):
+            if not newer_holds:  # else the ident's entry is the newer thread's: it stays
                 threads[e.ident], natives[e.ident] = _SKIP, e.native_id
             if info is not None:
                 if info.clock is None:
@@ -659,12 +663,8 @@ class Sampler:
         self.ticks += 1
         # issue 5 hooks: task_name + user labels per thread; at most max_threads stacks, weighted to stay unbiased
         extra = tick_labels()
-        ending = len(self._ended) if self._ended else 0  # before the pull: a thread's samples precede its end
+        self._take_in(table, extra)
         timers = self.timers
-        if timers:
-            self._pull_timers(extra)
-        if ending:
-            self._fold_ended(table, ending)
         threads = self._threads
         natives = self._natives
         active = threading._active  # type: ignore[attr-defined]
