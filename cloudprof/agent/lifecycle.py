@@ -76,12 +76,11 @@ class Agent:
                                use_signal=self._use_signal, thread_timers=s.thread_cpu_timers, clock=self.clock)
         self.schedule = WindowSchedule(self.clock, s.upload_interval_s)
         self._production_hooks()
+        self.watchdog.start()  # its rounds run on the sampler's thread, the first one as that thread starts
         self.sampler.start()
         self.running = True
         self._thread = threading.Thread(target=self._run, name=f"{AGENT_THREAD_PREFIX}-windows", daemon=True)
         self._thread.start()
-        if self.watchdog is not None:
-            self.watchdog.start()
         if self.sampler.reason:
             log.info("cloudprof: sampling with a thread only (%s)", self.sampler.reason)
         return self

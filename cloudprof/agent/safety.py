@@ -1,12 +1,14 @@
 """Safety switches: stop the agent, never the app, on a kill-switch file, a blown CPU budget or a memory cap.
 
-A watchdog thread wakes every CHECK_S (0.5 s): one `os.stat` of the kill-switch file
-(about a microsecond), the agent's own CPU against the rest of the process over
-the last BUDGET_SPAN_S, and an estimate of the agent's memory (sample tables
-sized from a few sampled keys, plus the upload queue). Any of them tripping stops
-the agent within about CHECK_S (under a second): sampling, windows and the
-uploader; a breach flushes what was sampled with a short deadline, the kill
-switch does not. The app keeps running; the reason is logged once and written
+Every half second the sampler's thread, at a wake-up it has anyway, runs a round
+of checks (`Watchdog.step`): one `os.stat` of the kill-switch file (about a
+microsecond), the agent's own CPU against the rest of the process over the last
+BUDGET_SPAN_S, and an estimate of the agent's memory (sample tables sized from a
+few sampled keys, plus the upload queue). A thread of its own would cost a wake-up
+and a GIL hand-off each round, 100-300 us of CPU next to a busy main thread. Any
+check tripping stops the agent within about a second: sampling, windows and the
+uploader (from a short-lived thread, since stopping joins the sampler's); a breach
+flushes what was sampled with a short deadline, the kill switch does not. The app keeps running; the reason is logged once and written
 into the last profile's comments (`stopped_by=`).
 
 The CPU rule allows `budget_factor` (10) times `max_overhead_pct`: the governor
@@ -28,11 +30,8 @@ from itertools import islice
 
 from cloudprof.agent.clocks import process_cpu_ns
 
-__all__ = ["CHECK_S", "Watchdog", "agent_memory_bytes", "counters"]
+__all__ = ["Watchdog", "agent_memory_bytes", "counters"]
 
-# A round costs ~8 us of work but ~100-200 us of CPU next to a busy main thread (waking, and taking the GIL
-# back after the stat): 0.5 s keeps the watchdog near 0.03% of a core and still stops within a second.
-CHECK_S = 0.5
 BUDGET_SPAN_S = 1.0
 FLOOR_PCT = 5.0  # of one core: below this the governor alone handles it (idle apps make any share look huge)
 _KEY_SAMPLE = 32
@@ -80,34 +79,30 @@ def counters(agent) -> dict[str, object]:
 
 
 class Watchdog:
-    """Watches one agent; `start()` runs the checks on a daemon thread, `stop()` ends them."""
+    """Watches one agent; `start()` has the agent's sampler run `step` twice a second, `stop()` ends that."""
 
     def __init__(self, agent, *, kill_file: str | None, max_overhead_pct: float, max_memory_bytes: int,
-                 budget_factor: float = 10.0, check_s: float = CHECK_S, stop_agent=None) -> None:
+                 budget_factor: float = 10.0, stop_agent=None) -> None:
         self.agent = agent
         self.kill_file = kill_file or None
         self.max_share_pct = budget_factor * max_overhead_pct
         self.max_memory_bytes = max_memory_bytes
-        self.check_s = check_s
         self.tripped = ""
         self.peak_memory = 0
         self.peak_share_pct = 0.0
-        self.cpu_ns = 0  # the watchdog thread's own CPU (not in the sampler's agent_cpu_ns)
+        self.cpu_ns = 0  # CPU of the rounds (the sampler's thread: also in its agent_cpu_ns)
         self._stop_agent = stop_agent
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._marks: list[tuple[int, int, int]] = []
 
     def start(self) -> "Watchdog":
-        self._thread = threading.Thread(target=self._run, name="cloudprof-safety", daemon=True)
-        self._thread.start()
+        sampler = self.agent.sampler
+        sampler.checks = sampler.checks + (self.step,)
         return self
 
     def stop(self) -> None:
-        self._stop.set()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(1.0)
+        sampler = self.agent.sampler
+        if sampler is not None:
+            sampler.checks = tuple(c for c in sampler.checks if c != self.step)
 
     def check(self) -> str:
         """One round of checks; the reason to stop, or ""."""
@@ -138,19 +133,21 @@ class Watchdog:
                 return f"agent CPU {share:.1f}% of the app's, over {self.max_share_pct:g}% (10x the budget)"
         return ""
 
-    def _run(self) -> None:
-        while True:
-            try:
-                reason = self.check()
-            except Exception:  # noqa: BLE001 - a broken check must not stop the app or spin
-                log.debug("cloudprof: safety check failed", exc_info=True)
-                reason = ""
-            self.cpu_ns = time.thread_time_ns()
-            if reason:
-                self._trip(reason)
-                return
-            if self._stop.wait(self.check_s):
-                return
+    def step(self) -> None:
+        """One round, on the sampler's thread. A trip stops the agent from a thread of its own: stopping joins
+        the sampler's thread."""
+        if self.tripped:
+            return
+        t0 = time.thread_time_ns()
+        try:
+            reason = self.check()
+        except Exception:  # noqa: BLE001 - a broken check must not stop the app
+            log.debug("cloudprof: safety check failed", exc_info=True)
+            reason = ""
+        self.cpu_ns += time.thread_time_ns() - t0
+        if reason:
+            self.tripped = reason
+            threading.Thread(target=self._trip, args=(reason,), name="cloudprof-safety", daemon=True).start()
 
     def _trip(self, reason: str) -> None:
         self.tripped = reason

@@ -30,6 +30,7 @@ from .spool import UploadSpool
 __all__ = ["Uploader"]
 
 log = logging.getLogger("cloudprof.uploader")
+_IDLE_WAIT_S = 60.0  # an idle worker waits for submit() or close(); this only bounds a missed notify
 
 COUNTERS = (
     "submitted", "uploaded", "replayed", "retried", "spooled", "dropped", "failed",
@@ -250,7 +251,8 @@ class Uploader:
                 self._cond.notify_all()  # idle: wake flushers
                 if self._stop.is_set():
                     return
-                self._cond.wait(0.5)
+                # submit() and close() notify: a timed wait would only cost a wake-up (and the GIL) per round
+                self._cond.wait(_IDLE_WAIT_S)
             wait = self._retry_at - self._clock()
         if wait > 0:
             if self._down:
