@@ -180,11 +180,83 @@ def site_name(code: types.CodeType, lasti: int) -> str | None:
 
 # ---------------------------------------------------------------- static analysis (once per code object)
 
+class _Ins:
+    """The fields of a `dis.Instruction` that the analysis reads."""
+
+    __slots__ = ("offset", "opcode", "arg", "argval")
+
+    def __init__(self, offset: int, opcode: int, arg: int | None, argval) -> None:
+        self.offset, self.opcode, self.arg, self.argval = offset, opcode, arg, argval
+
+
+def _cache_sizes() -> list[int]:
+    entries = getattr(dis, "_inline_cache_entries", None)  # 3.11, 3.12: a list by opcode
+    if isinstance(entries, list) and len(entries) >= 256:
+        return [entries[op] for op in range(256)]
+    return [dis._get_cache_size(dis._all_opname[op]) for op in range(256)]  # 3.13
+
+
+_ARGS = set(getattr(dis, "hasarg", range(dis.HAVE_ARGUMENT, 256)))
+_EXTENDED_ARG = _OP["EXTENDED_ARG"]
+_HASJREL, _HASJABS = set(dis.hasjrel), set(dis.hasjabs)
+_BACKWARD = {op for name, op in _OP.items() if name.startswith("JUMP_BACKWARD") or "JUMP_BACKWARD_IF" in name}
+_HASCONST, _HASNAME = set(dis.hasconst), set(dis.hasname)
+_HASVARNAME = set(dis.haslocal) | set(dis.hasfree)
+_PACKED_LOCALS = {_OP[n] for n in ("LOAD_FAST_LOAD_FAST", "STORE_FAST_LOAD_FAST", "STORE_FAST_STORE_FAST") if n in _OP}
+_NAME_SHIFT = {_OP["LOAD_GLOBAL"]: 1}
+if sys.version_info >= (3, 12):
+    _NAME_SHIFT.update({_LOAD_ATTR: 1, _OP["LOAD_SUPER_ATTR"]: 2})
+_JUMP_PAST_CACHES = sys.version_info >= (3, 12)  # a relative jump counts from after the jump's inline caches
+_CACHES = _cache_sizes() if SUPPORTED else []
+
+
+def _decode(code: types.CodeType) -> list[_Ins]:
+    """`code`'s instructions with the offset, opcode, arg and argval `dis.get_instructions` gives (argval for
+    jumps, constants and names; the raw arg elsewhere), without the positions, line numbers and reprs that
+    make dis about 10 times slower: this runs in the handler, at a code object's first sample at a call."""
+    raw = code.co_code  # base opcodes, inline caches as zeros
+    consts, names, varname = code.co_consts, code.co_names, code._varname_from_oparg
+    out = []
+    append = out.append
+    extended = caches = 0
+    for i in range(0, len(raw), 2):
+        if caches:
+            caches -= 1
+            continue
+        op = raw[i]
+        caches = _CACHES[op]
+        if op not in _ARGS:
+            extended = 0
+            append(_Ins(i, op, None, None))
+            continue
+        arg = raw[i + 1] | extended
+        extended = arg << 8 if op == _EXTENDED_ARG else 0
+        if op in _HASJREL:
+            argval = i + 2 + 2 * (-arg if op in _BACKWARD else arg) + (2 * caches if _JUMP_PAST_CACHES else 0)
+        elif op in _HASJABS:
+            argval = 2 * arg
+        elif op in _HASCONST:
+            argval = consts[arg]
+        elif op in _HASNAME:
+            argval = names[arg >> _NAME_SHIFT.get(op, 0)]
+        elif op in _PACKED_LOCALS:
+            argval = (varname(arg >> 4), varname(arg & 15))
+        elif op in _HASVARNAME:
+            argval = varname(arg)
+        else:
+            argval = arg
+        append(_Ins(i, op, arg, argval))
+    return out
+
+
 class _CodeInfo:
     __slots__ = ("instrs", "index", "pre", "post", "low")
 
     def __init__(self, code: types.CodeType):
-        self.instrs = list(dis.get_instructions(code))
+        try:
+            self.instrs = _decode(code)
+        except Exception:  # noqa: BLE001 - an interpreter this decoder does not know: dis knows
+            self.instrs = list(dis.get_instructions(code))
         self.index = {ins.offset: i for i, ins in enumerate(self.instrs)}
         n = len(self.instrs)
         self.pre = [None] * n

@@ -86,6 +86,20 @@ _RESUME = dis.opmap.get("RESUME")
 _resume_offsets: dict[int, tuple[CodeType, frozenset[int]]] = {}
 
 
+def _entry_resumes(co_code: bytes) -> frozenset[int]:
+    """Offsets of `RESUME 0` (a function's entry) in `co_code`. It runs in the handler, at a function's first
+    sample: a scan of the raw code units is about 100 times cheaper than decoding them with `dis`. `co_code`
+    shows inline caches as zeros, and `RESUME 0` never takes an EXTENDED_ARG."""
+    unit = bytes((_RESUME, 0))
+    found = []
+    i = co_code.find(unit)
+    while i >= 0:
+        if not i & 1:
+            found.append(i)
+        i = co_code.find(unit, i + 1)
+    return frozenset(found)
+
+
 def where_cpu_went(frame: FrameType) -> FrameType:
     """The frame a CPU-time signal handled at `frame` should be charged to.
 
@@ -102,7 +116,7 @@ def where_cpu_went(frame: FrameType) -> FrameType:
     code = frame.f_code
     entry = _resume_offsets.get(id(code))
     if entry is None or entry[0] is not code:
-        offsets = frozenset(i.offset for i in dis.get_instructions(code) if i.opcode == _RESUME and i.arg == 0)
+        offsets = _entry_resumes(code.co_code)
         if len(_resume_offsets) > 50_000:
             _resume_offsets.clear()
         entry = _resume_offsets[id(code)] = (code, offsets)

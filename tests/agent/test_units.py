@@ -172,6 +172,23 @@ def test_a_sample_at_function_entry_belongs_to_the_caller():
     assert seen["running"] == "callee"
 
 
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="RESUME is 3.11+")
+def test_function_entries_are_found_as_dis_finds_them():
+    import dis
+    import gc
+    import types
+
+    from cloudprof.agent.stacks import _entry_resumes
+
+    codes = {id(f.__code__): f.__code__ for f in gc.get_objects() if isinstance(f, types.FunctionType)}
+    generators = 0
+    for code in codes.values():
+        want = {i.offset for i in dis.get_instructions(code) if i.opname == "RESUME" and i.arg == 0}
+        assert _entry_resumes(code.co_code) == want, code
+        generators += any(i.opname == "RESUME" and i.arg for i in dis.get_instructions(code))
+    assert len(codes) > 1000 and generators > 10  # resumes after a yield (arg > 0) are not entries
+
+
 def test_main_thread_samples_add_up_to_the_measured_cpu():
     """Expiries set the shares; a window's main-thread CPU is scaled to what the thread's clock measured."""
     sampler = Sampler(sample_hz=100)

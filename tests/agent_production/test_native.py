@@ -237,19 +237,29 @@ print(native.native_leaf(sys._current_frames()[t.ident])); t.join()
 """
 
 
-@pytest.mark.parametrize("version", ["3.12", "3.13"])
-def test_other_cpython_versions(version, tmp_path):
+def _python(version):
+    """An interpreter of `version` (sys.executable for the running one), or skip."""
     import shutil
     import subprocess
 
     from pathlib import Path
 
+    if version == "this":
+        return sys.executable
     candidates = [shutil.which(f"python{version}"),
                   *map(str, sorted(Path.home().glob(f".pyenv/versions/{version}.*/bin/python{version}")))]
     python = next((c for c in candidates
                    if c and subprocess.run([c, "-c", "pass"], capture_output=True).returncode == 0), None)
     if python is None:
         pytest.skip(f"python{version} is not installed")
+    return python
+
+
+@pytest.mark.parametrize("version", ["3.12", "3.13"])
+def test_other_cpython_versions(version, tmp_path):
+    import subprocess
+
+    python = _python(version)
     script = tmp_path / "check.py"
     script.write_text(CHECK_OTHER_VERSION)
     out = subprocess.run([python, str(script), native.__file__], capture_output=True, text=True, timeout=60)
@@ -258,3 +268,42 @@ def test_other_cpython_versions(version, tmp_path):
     assert names == str(["zlib.compress", "holder.hash.update", "items.remove", "sorted", "print"])
     assert float(share) > 0.8
     assert sleeper == "<native> time.sleep"
+
+
+DECODER_AGAINST_DIS = r"""
+import dis, gc, importlib.util, sys, types
+import argparse, asyncio, ast, dataclasses, email.message, http.server, inspect, json, re, typing, unittest
+spec = importlib.util.spec_from_file_location("native", sys.argv[1])
+native = importlib.util.module_from_spec(spec); spec.loader.exec_module(native)
+# argval is compared where the analysis reads it (3.11's dis gives KW_NAMES no argval; the decoder its tuple)
+used = (native._HASJREL | native._HASJABS | native._HASCONST | native._HASNAME | native._HASVARNAME) - {
+    dis.opmap.get("KW_NAMES")}
+todo = [f.__code__ for f in gc.get_objects() if isinstance(f, types.FunctionType)]
+seen, differ = set(), []
+while todo:
+    code = todo.pop()
+    if id(code) in seen:
+        continue
+    seen.add(id(code))
+    todo.extend(c for c in code.co_consts if isinstance(c, types.CodeType))
+    ref = [(i.offset, i.opcode, i.arg, i.argval if i.opcode in used else None) for i in dis.get_instructions(code)]
+    got = [(i.offset, i.opcode, i.arg, i.argval if i.opcode in used else None) for i in native._decode(code)]
+    if ref != got:
+        differ.append((code.co_qualname, next(((r, g) for r, g in zip(ref, got) if r != g), len(ref) - len(got))))
+print(len(seen), len(differ), differ[:3])
+"""
+
+
+@pytest.mark.parametrize("version", ["this", "3.12", "3.13"])
+def test_the_fast_decoder_reads_what_dis_reads(version, tmp_path):
+    """The analysis decodes bytecode itself (dis is about 10 times slower, and runs in the handler): on every
+    code object of the stdlib modules loaded, offsets, opcodes, args and the argvals it reads match dis."""
+    import subprocess
+
+    script = tmp_path / "decode.py"
+    script.write_text(DECODER_AGAINST_DIS)
+    out = subprocess.run([_python(version), str(script), native.__file__], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    checked, differ, examples = out.stdout.split(" ", 2)
+    assert int(checked) > 3000 and differ == "0", out.stdout
