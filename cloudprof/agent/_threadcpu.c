@@ -635,7 +635,83 @@ static PyObject *py_signal(PyObject *self, PyObject *noargs)
     return PyLong_FromLong(our_handler_installed() ? signo : 0);
 }
 
+/* ---- stack_key: the Python sampler's walk (stacks.record), under the GIL ----
+ * frame.f_back creates a frame object for every frame it reaches, which the app then pays for again when those
+ * functions return; this walks the same frames (PyFrame_GetBack's rules: a frame object's f_back, else the
+ * previous frame that is not incomplete) without creating any. */
+
+static inline void caller_of(PyFrameObject **o, _PyInterpreterFrame **f)
+{
+    if (*o != NULL && (*o)->f_back != NULL) {
+        *o = (*o)->f_back;
+        *f = (*o)->f_frame;
+        return;
+    }
+    _PyInterpreterFrame *p = (*f)->previous;
+    while (p != NULL && _PyFrame_IsIncomplete(p))
+        p = p->previous;
+    *f = p;
+    *o = p != NULL ? p->frame_obj : NULL;
+}
+
+static PyObject *py_stack_key(PyObject *self, PyObject *args)
+{
+    PyObject *labels, *prefix, *frame, *cut;
+    int skip, limit;
+    if (!PyArg_ParseTuple(args, "OO!OpiO", &labels, &PyTuple_Type, &prefix, &frame, &skip, &limit, &cut))
+        return NULL;
+    if (!PyFrame_Check(frame)) {
+        PyErr_SetString(PyExc_TypeError, "stack_key() needs a frame");
+        return NULL;
+    }
+    PyFrameObject *o0 = (PyFrameObject *)frame, *o;
+    _PyInterpreterFrame *f0 = o0->f_frame, *f;
+    if (skip)
+        caller_of(&o0, &f0);
+    Py_ssize_t n = 0, np = PyTuple_GET_SIZE(prefix);
+    int more = 0;
+    for (o = o0, f = f0; f != NULL; caller_of(&o, &f)) {
+        if (n == limit) {
+            more = 1;
+            break;
+        }
+        n++;
+    }
+    PyObject *key = PyTuple_New(1 + np + 2 * n + 2 * more);
+    if (key == NULL)
+        return NULL;
+    PyTuple_SET_ITEM(key, 0, Py_NewRef(labels));
+    for (Py_ssize_t i = 0; i < np; i++)
+        PyTuple_SET_ITEM(key, 1 + i, Py_NewRef(PyTuple_GET_ITEM(prefix, i)));
+    Py_ssize_t at = 1 + np;
+    for (o = o0, f = f0; at < 1 + np + 2 * n; caller_of(&o, &f)) {
+        int lasti = _PyInterpreterFrame_LASTI(f);
+        PyObject *id = PyLong_FromVoidPtr(f->f_code);
+        PyObject *off = PyLong_FromLong(lasti < 0 ? -1 : lasti * (long)sizeof(_Py_CODEUNIT));
+        if (id == NULL || off == NULL) {
+            Py_XDECREF(id);
+            Py_XDECREF(off);
+            Py_DECREF(key);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(key, at++, id);
+        PyTuple_SET_ITEM(key, at++, off);
+    }
+    if (more) {
+        PyObject *mark = PyLong_FromLong(-1);
+        if (mark == NULL) {
+            Py_DECREF(key);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(key, at++, Py_NewRef(cut));
+        PyTuple_SET_ITEM(key, at++, mark);
+    }
+    return key;
+}
+
 static PyMethodDef methods[] = {
+    {"stack_key", py_stack_key, METH_VARARGS,
+     "stack_key(labels, prefix, frame, skip_frame, max_frames, cut) -> (labels, *prefix, id(code), f_lasti, ...)"},
     {"start", py_start, METH_VARARGS, "start(max_depth) -> the real-time signal used; installs the handler"},
     {"add", py_add, METH_VARARGS, "add(ident, native_id, period_ns, cpu_ns) -> slot: a CPU timer for that thread"},
     {"remove_self", py_remove_self, METH_NOARGS, "in an ending thread: block the signal, delete its timer"},

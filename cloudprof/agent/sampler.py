@@ -81,6 +81,7 @@ __all__ = ["AGENT_THREAD_PREFIX", "Batch", "Sampler", "next_deadline", "signal_u
 
 AGENT_THREAD_PREFIX = "cloudprof"  # threads named so are the agent's own and are not sampled
 _WATCH_NS = 500_000_000  # how often the thread checks that the handler still takes ticks
+_REFILL_NS = 100_000_000  # while the thread fills in, how often it checks that the handler still falls short
 _CHECK_NS = 500_000_000  # how often the thread runs `checks` (the safety watchdog's rounds)
 _GOVERN_NS = 1_000_000_000
 _MAX_TICKERS = 4  # threads that may take turns requesting ticks (see _loop)
@@ -878,7 +879,11 @@ class Sampler:
             return True
         else:
             now = clock.monotonic_ns()
-        if now - self._last_tick >= self._tick_period_ns >> 1:
+        # A handler's tick in the last period and a half says the main thread runs: leave the ticks to it. Taking
+        # every other one would also keep the handler under the share that ends the filling in (see _loop).
+        period = self._tick_period_ns
+        if now - self._last_tick >= period >> 1 and (
+                self.mode != "signal" or now - self._last_handler_tick >= period + (period >> 1)):
             self._thread_tick(now)
             self._wake_if_busy(now)
         return False
@@ -944,6 +949,7 @@ class Sampler:
         warming_up = True
         slot = None  # a claimed deadline after the next governor step, kept for later
         next_check = now
+        fill_mark = (now, self.handler_ticks)
         while True:
             now = clock.monotonic_ns()
             if now >= next_check:
@@ -971,6 +977,7 @@ class Sampler:
                     # or waiting for the GIL behind other busy threads.
                     handled = self.handler_ticks - gov_mark[3]
                     self._fill = handled < 0.8 * span / self._tick_period_ns
+                    fill_mark = (now, self.handler_ticks)
                 self._set_rate(governor.hz if self.mode == "signal" else governor.tick_hz, now)
                 period = self._set_tick_period(max(self._period_ns, int(1e9 / governor.tick_hz)), now)
                 if slot is not None and slot > now + period:  # a faster rate starts now, not at the old deadline
@@ -992,6 +999,12 @@ class Sampler:
                     slot, due = None, slot
                     if self._request_tick(due):
                         return
+                    if self.mode == "signal" and due - fill_mark[0] >= _REFILL_NS:
+                        # The governor's test over the last _REFILL_NS, not the last second: once the main thread
+                        # runs again its handler takes the ticks, and each wake-up here costs 100-300 us of CPU.
+                        handled = self.handler_ticks - fill_mark[1]
+                        self._fill = handled < 0.8 * (due - fill_mark[0]) / self._tick_period_ns
+                        fill_mark = (due, self.handler_ticks)
                     continue
             else:
                 wake = min(now + _WATCH_NS, next_govern, next_check)

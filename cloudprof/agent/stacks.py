@@ -13,6 +13,11 @@ from types import CodeType, FrameType
 
 from cloudprof.agent.native import native_site
 
+try:  # the walk in C, without creating frame objects (CPython 3.11.1+ on Linux; see _threadcpu.c)
+    from cloudprof.agent._threadcpu import stack_key as _stack_key
+except ImportError:  # not built, or built for another interpreter
+    _stack_key = None
+
 __all__ = ["TRUNCATED", "StackTable", "Symbolizer", "record", "where_cpu_went"]
 
 TRUNCATED = "<truncated>"
@@ -41,6 +46,13 @@ class StackTable:
 def record(table: StackTable, labels: tuple, frame: FrameType | None, max_depth: int,
            samples: int, cpu_ns: int, wall_ns: int, _id=id, _native=native_site) -> tuple:
     """Fold one stack sample into `table` (the hot path: no names, no lines); returns its key."""
+    if _stack_key is not None and frame is not None:
+        site = _native(frame)
+        if site is None:
+            key = _stack_key(labels, (), frame, False, max_depth, _CUT)
+        else:
+            key = _stack_key(labels, (site[0], 0, _id(frame.f_code), site[1]), frame, True, max_depth - 1, _CUT)
+        return _fold(table, key, frame, max_depth, samples, cpu_ns, wall_ns)
     key = [labels]
     append = key.append
     f = frame
@@ -63,7 +75,11 @@ def record(table: StackTable, labels: tuple, frame: FrameType | None, max_depth:
         append(f.f_lasti)
         f = f.f_back
         depth += 1
-    key = tuple(key)
+    return _fold(table, tuple(key), frame, max_depth, samples, cpu_ns, wall_ns)
+
+
+def _fold(table: StackTable, key: tuple, frame: FrameType | None, max_depth: int,
+          samples: int, cpu_ns: int, wall_ns: int, _id=id) -> tuple:
     acc = table.stacks.get(key)
     if acc is None:
         codes = table.codes

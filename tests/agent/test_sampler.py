@@ -383,6 +383,36 @@ def test_ticks_in_the_signal_handler_keep_to_the_wall_tick_rate():
     assert 6 <= batch.ticks / wall_s <= 14, batch.ticks / wall_s
 
 
+def test_the_thread_stops_filling_in_once_the_handler_ticks_again():
+    """An idle main thread: the sampler thread takes the ticks. Busy again, the handler takes them, and each of the
+    thread's wake-ups (for the GIL: 100-300 us of CPU) finds the tick done. After 10 such wake-ups the thread only
+    watches, without waiting for the next governor step (it used to: up to a second of 100 wake-ups)."""
+
+    class Counting(Governor):
+        steps = 0
+
+        def update(self, *args, **kwargs):
+            Counting.steps += 1
+            return super().update(*args, **kwargs)
+
+    sampler = Sampler(sample_hz=100, max_overhead_pct=100)
+    sampler.governor = Counting(100, 100)
+    sampler.start()
+    try:
+        deadline = time.monotonic() + 5
+        while not sampler._fill and time.monotonic() < deadline:
+            time.sleep(0.02)  # idle: the first governor step has the thread take the ticks
+        assert sampler._fill and sampler.mode == "signal"
+        steps = Counting.steps
+        deadline = time.monotonic() + 0.6  # the next step is about 0.95 s away
+        while sampler._fill and time.monotonic() < deadline:
+            Burner().spin(0.01)
+        assert not sampler._fill
+        assert Counting.steps == steps  # it was not the governor
+    finally:
+        sampler.stop()
+
+
 def test_a_new_thread_behind_a_reused_ident_is_a_new_thread():
     """pthread idents come back as soon as a thread ends: the next thread with the same ident has its own
     CPU clock and name (glibc hands an ended thread's stack, and so its ident, to the next thread)."""

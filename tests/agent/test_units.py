@@ -189,6 +189,51 @@ def test_function_entries_are_found_as_dis_finds_them():
     assert len(codes) > 1000 and generators > 10  # resumes after a yield (arg > 0) are not entries
 
 
+def test_the_c_walk_makes_the_keys_the_python_walk_makes(monkeypatch):
+    """stacks.record walks frames in C where the extension is built (no frame objects created); its keys must be
+    the Python walk's: plain, cut at max_depth, with a `<native>` leaf, through generators, and from a frame
+    whose function has returned."""
+    import threading
+    import time
+
+    from cloudprof.agent import stacks
+
+    if stacks._stack_key is None:
+        pytest.skip("the C extension is not built for this interpreter")
+    frames = {}
+
+    def nest(n, then):
+        return nest(n - 1, then) if n else then()
+
+    def gen():
+        frames["generator"] = sys._getframe()
+        yield 1
+
+    def returned():
+        return sys._getframe()
+
+    nest(12, lambda: frames.setdefault("deep", sys._getframe()) and list(gen()))
+    frames["returned"] = nest(3, returned)
+    release = threading.Event()
+    sleeper = threading.Thread(target=nest, args=(5, lambda: release.wait(10)), daemon=True)
+    sleeper.start()
+    time.sleep(0.05)
+    frames["at a C call"] = sys._current_frames()[sleeper.ident]
+
+    walk_in_c = stacks._stack_key
+    walked_in_c, walked_in_python = {}, {}
+    for name, frame in frames.items():
+        for depth in (128, 4, 1):
+            for walk, out in ((walk_in_c, walked_in_c), (None, walked_in_python)):
+                # one call site for both: the frames above it (this test's, pytest's) are at the same offsets
+                monkeypatch.setattr(stacks, "_stack_key", walk)
+                out[name, depth] = record(StackTable(), (("thread_name", "t"),), frame, depth, 1, 1, 1)
+    release.set()
+    assert walked_in_c == walked_in_python
+    assert isinstance(walked_in_c["at a C call", 128][1], str)  # the `<native>` leaf
+    assert walked_in_c["deep", 4][-2:] == (0, -1)  # cut
+
+
 def test_main_thread_samples_add_up_to_the_measured_cpu():
     """Expiries set the shares; a window's main-thread CPU is scaled to what the thread's clock measured."""
     sampler = Sampler(sample_hz=100)
