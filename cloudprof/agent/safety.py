@@ -8,8 +8,9 @@ few sampled keys, plus the upload queue). A thread of its own would cost a wake-
 and a GIL hand-off each round, 100-300 us of CPU next to a busy main thread. Any
 check tripping stops the agent within about a second: sampling, windows and the
 uploader (from a short-lived thread, since stopping joins the sampler's); a breach
-flushes what was sampled with a short deadline, the kill switch does not. The app keeps running; the reason is logged once and written
-into the last profile's comments (`stopped_by=`).
+flushes what was sampled with a short deadline, the kill switch does not. The app
+keeps running; the reason is logged once and written into the last profile's
+comments (`stopped_by=`).
 
 The CPU rule allows `budget_factor` (10) times `max_overhead_pct`: the governor
 normally keeps the agent under 1x by lowering the rate, so 10x means something

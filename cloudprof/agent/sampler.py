@@ -38,9 +38,12 @@ by the signal handler while the main thread runs Python, which costs no thread
 wake-up and no GIL hand-off, and by the sampler thread when the handler is not
 running (main thread blocked or idle). The sampler thread then checks back only
 every `_WATCH_NS`, and runs the `checks` (the safety watchdog) at the same wake-up:
-next to a busy main thread every wake-up costs 100-300 us of CPU (the GIL). Without a usable signal (not started from the main thread, the
-app owns SIGPROF or ITIMER_PROF, no setitimer) the thread does everything and
-the reason is reported.
+next to a busy main thread every wake-up costs 100-300 us of CPU (the GIL). While
+it fills in, it leaves the ticks to the handler whenever the handler ticked in the
+last period and a half, and stops filling in once the handler takes 80% of them
+(checked every `_REFILL_NS`). Without a usable signal (not started from the main
+thread, the app owns SIGPROF or ITIMER_PROF, no setitimer) the thread does
+everything and the reason is reported.
 
 Busy threads pass the GIL round once per switch interval (5 ms), so a thread
 that wants it waits about one interval per busy thread: behind four, one
