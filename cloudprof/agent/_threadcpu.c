@@ -29,6 +29,10 @@
  * copied the same way and accepted only if it still holds a live code object with
  * the first line the handler saw. Accepted code objects are held (strong
  * references) until `forget_codes()`.
+ *
+ * Also `stack_key()`, for the Python side's samples (the main thread's signal
+ * handler, the ticks): the same (code id, offset) walk of a frame's chain, under
+ * the GIL, without the frame objects that `frame.f_back` creates.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
