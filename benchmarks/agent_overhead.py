@@ -287,17 +287,19 @@ def idle_then_burst(idle_s=8.0):
     cloudprof.start(enabled=True, service="bench", storage=f"file://{tempfile.mkdtemp()}", strict=True)
     sampler = lifecycle.current().sampler
     time.sleep(idle_s - 3)
-    t0, a0, k0 = time.monotonic(), sampler.agent_cpu_ns(), sampler.ticks
+    t0, a0, k0, p0 = time.monotonic(), sampler.agent_cpu_ns(), sampler.ticks, time.process_time()
     time.sleep(3)
     span = time.monotonic() - t0
     own, ticks = (sampler.agent_cpu_ns() - a0) / span / 1e6, (sampler.ticks - k0) / span
+    whole = (time.process_time() - p0) / span * 1e3  # the app does nothing: all of it is the agent's threads
     n0, c0 = sampler.signal_samples, time.thread_time()
     while time.thread_time() - c0 < 0.3:
         sum(i * i for i in range(300))
     burst = sampler.signal_samples - n0
     cloudprof.stop(flush=False)
     release.set()
-    print(f"idle, 10 blocked threads, after {idle_s:.0f} s: agent CPU {own:.2f} ms/s ({own / 10:.3f}% of a core), "
+    print(f"idle, 10 blocked threads, after {idle_s:.0f} s: agent CPU {own:.2f} ms/s ({own / 10:.3f}% of a core; "
+          f"whole process {whole:.2f} ms/s), "
           f"{ticks:.1f} wall ticks/s, signal still armed at {sampler.hz:.0f} Hz; then a 0.3 s CPU burst: "
           f"{burst} signal samples (100 Hz would be 30)", flush=True)
 
