@@ -41,6 +41,7 @@ sys.path.insert(0, str(REPO))
 
 WORD = re.compile(r"[a-z]+\d*")
 NO_TIMERS = False  # --no-timers, passed on to the children
+PIN = False  # --pin: side by side, each child on a core of its own
 
 
 def fib(n):
@@ -96,6 +97,8 @@ def workload(units, threads):
 
 
 def child(args) -> None:
+    if args.cpu is not None:
+        os.sched_setaffinity(0, {args.cpu})  # before any thread starts: they all inherit it
     import cloudprof
     from cloudprof.agent import lifecycle
 
@@ -137,9 +140,10 @@ def child(args) -> None:
     print(json.dumps({"cpu": cpu, "wall": wall, **stats}))
 
 
-def start_child(profile, units, threads, hz=100.0, budget=1.0, seed=0):
+def start_child(profile, units, threads, hz=100.0, budget=1.0, seed=0, cpu=None):
     cmd = [sys.executable, __file__, "--child", "--units", str(units), "--threads", str(threads), "--hz", str(hz),
            "--budget", str(budget)] + (["--profile"] if profile else []) + (["--no-timers"] if NO_TIMERS else [])
+    cmd += ["--cpu", str(cpu)] if cpu is not None else []
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDPROF_")}
     # the same string hashes on both sides of a pair: dict layouts (and this workload's speed) vary with the seed
     env["PYTHONHASHSEED"] = str(seed)
@@ -168,7 +172,8 @@ def pairs(name, n, units, threads, hz=100.0, budget=1.0, concurrent=False):
     for i in range(n):
         order = (False, True) if i % 2 == 0 else (True, False)
         if concurrent:
-            procs = {p: start_child(p, units, threads, hz, budget, seed=i) for p in order}
+            cpus = {p: (k + i) % 2 if PIN else None for k, p in enumerate(order)}
+            procs = {p: start_child(p, units, threads, hz, budget, seed=i, cpu=cpus[p]) for p in order}
             res = {p: child_result(proc) for p, proc in procs.items()}
         else:
             res = {p: child_result(start_child(p, units, threads, hz, budget, seed=i)) for p in order}
@@ -182,7 +187,7 @@ def pairs(name, n, units, threads, hz=100.0, budget=1.0, concurrent=False):
         hzs.append(prof["hz"])
         edges.append((prof["start_cpu"] + prof["stop_cpu"]) * 1000)
     qc, qw = quartiles(cpu), quartiles(wall)
-    name += ", side by side" if concurrent else ", interleaved"
+    name += (", side by side, pinned" if PIN else ", side by side") if concurrent else ", interleaved"
     # CPU samples: the main thread's signal and the other threads' timers (with ticks instead, each tick is one)
     per = (f"CPU samples per CPU-s {statistics.median(per_cpu):5.1f}" if prof["thread_cpu"] == "timers"
            else "other threads' CPU from the ticks")
@@ -374,6 +379,9 @@ def main(argv=None) -> int:
     ap.add_argument("--pairs", type=int, default=13)
     ap.add_argument("--pairing", choices=["both", "concurrent", "sequential"], default="both",
                     help="run each pair's two processes at once, one after the other, or both ways")
+    ap.add_argument("--pin", action="store_true",
+                    help="side by side, pin each child (all its threads) to a CPU of its own, alternating per pair")
+    ap.add_argument("--cpu", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--segments", type=int, default=6, help="ABBA groups in process")
     ap.add_argument("--long-seconds", type=float, default=600.0, help="length of the memory run (issue: 600)")
     ap.add_argument("--skip-long", action="store_true")
@@ -385,8 +393,8 @@ def main(argv=None) -> int:
     if args.child:
         child(args)
         return 0
-    global NO_TIMERS
-    NO_TIMERS = args.no_timers
+    global NO_TIMERS, PIN
+    NO_TIMERS, PIN = args.no_timers, args.pin
     only = set(args.only or ["pairs", "abba", "cost", "startup", "idle", "memory"])
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}, "
           f"units={args.units}", flush=True)
