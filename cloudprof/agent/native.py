@@ -199,7 +199,7 @@ def _cache_sizes() -> list[int]:
 _ARGS = set(getattr(dis, "hasarg", range(dis.HAVE_ARGUMENT, 256)))
 _EXTENDED_ARG = _OP["EXTENDED_ARG"]
 _HASJREL, _HASJABS = set(dis.hasjrel), set(dis.hasjabs)
-_BACKWARD = {op for name, op in _OP.items() if name.startswith("JUMP_BACKWARD") or "JUMP_BACKWARD_IF" in name}
+_BACKWARD = {op for name, op in _OP.items() if "JUMP_BACKWARD" in name}  # as dis decides (3.11: POP_JUMP_BACKWARD_IF_*)
 _HASCONST, _HASNAME = set(dis.hasconst), set(dis.hasname)
 _HASVARNAME = set(dis.haslocal) | set(dis.hasfree)
 _PACKED_LOCALS = {_OP[n] for n in ("LOAD_FAST_LOAD_FAST", "STORE_FAST_LOAD_FAST", "STORE_FAST_STORE_FAST") if n in _OP}
