@@ -212,6 +212,7 @@ class Sampler:
         self._threads: dict[int, _Thread | None] = {}
         self._natives: dict[int, int | None] = {}  # ident -> native id of the thread _threads[ident] describes
         self._ended = None  # exits.Ended readings of threads that have ended, while running
+        self._starting: list[threading.Thread] = []  # started while a tick held the lock: it registers them
         self._main_ident = threading.main_thread().ident
         self.picker = ThreadPicker()  # issue 5: at most picker.max_threads stacks per tick, unbiased weights
         self._sampler_ident: int | None = None
@@ -315,6 +316,7 @@ class Sampler:
             exits.off_start(self._on_thread_start)
             _threadcpu.stop()  # no timer from here on; the samples already taken are pulled below
         exits.unwatch(self._ended)
+        self._starting.clear()
         self._catch_up(self._htable, max(0.0, deadline - time.monotonic()))
         if self.timers:
             _timers_owner.clear()
@@ -554,24 +556,33 @@ class Sampler:
 
     def _on_thread_start(self, thread: threading.Thread) -> None:
         """A thread the app just started gets its timer now, not at the next tick (which, behind busy threads,
-        may be 100 ms away). Only if no tick is running: a tick registers it otherwise."""
-        if not self._active or not self._tick_lock.acquire(False):
+        may be 100 ms away). If a tick is running (the lock is only tried: the app's thread never waits for
+        the agent), that tick registers it as it ends."""
+        if not self._active:
+            return
+        if not self._tick_lock.acquire(False):
+            self._starting.append(thread)
             return
         try:
-            if self._ended:  # an ended thread that held this ident is folded first, under its own entry
-                self._tbusy = True  # drain() waits for it (the tick lock keeps thread ticks out meanwhile)
-                try:
-                    self._take_in(self._ttable, tick_labels())
-                finally:
-                    self._tbusy = False
-            ident = thread.ident
-            info = self._threads.get(ident)
-            if info is None or self._natives.get(ident) != thread.native_id:
-                info = self._new_thread(ident, thread=thread)
-            if info is not None and info.slot is None and info.clock is not None:
-                self._register(ident, info, thread)
+            self._tbusy = True  # drain() waits for it (the tick lock keeps thread ticks out meanwhile)
+            try:
+                self._register_started(self._ttable, None, thread)
+            finally:
+                self._tbusy = False
         finally:
             self._tick_lock.release()
+
+    def _register_started(self, table: StackTable, extra: dict | None, thread: threading.Thread) -> None:
+        """`_on_thread_start`'s work, tick lock held. An ended thread that held this ident is folded first, under
+        its own entry."""
+        if self._ended:
+            self._take_in(table, tick_labels() if extra is None else extra)
+        ident = thread.ident
+        info = self._threads.get(ident)
+        if info is None or self._natives.get(ident) != thread.native_id:
+            info = self._new_thread(ident, thread=thread)
+        if info is not None and info.slot is None and info.clock is not None:
+            self._register(ident, info, thread)
 
     def _register(self, ident: int, info: _Thread, thread: threading.Thread | None) -> None:
         """A CPU timer for this thread, which signals the thread itself after every period of its CPU.
@@ -743,6 +754,8 @@ class Sampler:
             for ident in [i for i in threads if i not in frames]:
                 del threads[ident]
                 natives.pop(ident, None)
+        while self._starting:  # threads started during this tick, so not in `frames` (see _on_thread_start)
+            self._register_started(table, extra, self._starting.pop())
         app_threads = sum(1 for ident in frames if threads.get(ident) is not None)
         if app_threads > 1 and self._app_threads <= 1:
             self._proc_mark = process_cpu_ns()
@@ -951,7 +964,7 @@ class Sampler:
         self._fill = self.mode != "signal"
         warming_up = True
         slot = None  # a claimed deadline after the next governor step, kept for later
-        next_check = now
+        next_check = now + (_CHECK_NS >> 1)  # the first round soon, with a span to judge (safety.Watchdog.start)
         fill_mark = (now, self.handler_ticks)
         while True:
             now = clock.monotonic_ns()

@@ -220,6 +220,46 @@ def test_a_rate_change_keeps_the_totals():
     assert 35 <= per_thread["worker"][0] <= 50  # ~30 at 100 Hz, then ~10 at 20 Hz
 
 
+def test_a_thread_started_during_a_tick_gets_its_timer_as_that_tick_ends(monkeypatch):
+    """Thread.start only tries the tick lock (the app never waits for the agent). A thread started while a tick
+    holds it is registered by that tick as it ends, not at the next tick (behind busy threads, 50-100 ms later:
+    that many fewer samples, their CPU carried by the first one)."""
+    sampler = Sampler(max_overhead_pct=100, use_signal=False)
+    in_tick, go_on = threading.Event(), threading.Event()
+    real_record = sampler_module.record
+
+    def slow_record(*args, **kwargs):  # the tick's walks come after its snapshot of the threads
+        if threading.current_thread().name == "tick" and not go_on.is_set():
+            in_tick.set()
+            go_on.wait(5)
+        return real_record(*args, **kwargs)
+
+    done = threading.Event()
+    waiter = threading.Thread(target=done.wait, name="waiter")  # a thread for the tick to walk
+    waiter.start()
+    sampler.start()
+    try:
+        sampler._stop.set()  # the sampler's own thread ticks no more: only the tick below runs
+        sampler._thread.join(5)
+        monkeypatch.setattr(sampler_module, "record", slow_record)
+        tick = threading.Thread(target=sampler._thread_tick, args=(sampler.clock.monotonic_ns(),), name="tick")
+        tick.start()
+        assert in_tick.wait(5)
+        late = threading.Thread(target=done.wait, name="late")
+        late.start()  # the lock is held: it waits for the tick to end
+        assert sampler._threads.get(late.ident) is None
+        go_on.set()
+        tick.join(5)
+        info = sampler._threads.get(late.ident)
+        assert info is not None and info.slot is not None and info.slot >= 0
+        assert sampler._by_tid[late.native_id] is info
+    finally:
+        go_on.set()
+        done.set()
+        waiter.join()
+        sampler.stop()
+
+
 def test_threads_that_end_give_their_timer_back():
     sampler = Sampler(sample_hz=100, max_overhead_pct=100)
     spent = []
