@@ -566,13 +566,14 @@ class Sampler:
         try:
             self._tbusy = True  # drain() waits for it (the tick lock keeps thread ticks out meanwhile)
             try:
-                self._register_started(self._ttable, None, thread)
+                self._register_started(self._ttable, None, thread, wait=True)
             finally:
                 self._tbusy = False
         finally:
             self._tick_lock.release()
 
-    def _register_started(self, table: StackTable, extra: dict | None, thread: threading.Thread) -> None:
+    def _register_started(self, table: StackTable, extra: dict | None, thread: threading.Thread,
+                          wait: bool = False) -> None:
         """`_on_thread_start`'s work, tick lock held. An ended thread that held this ident is folded first, under
         its own entry."""
         if self._ended:
@@ -582,22 +583,23 @@ class Sampler:
         if info is None or self._natives.get(ident) != thread.native_id:
             info = self._new_thread(ident, thread=thread)
         if info is not None and info.slot is None and info.clock is not None:
-            self._register(ident, info, thread)
+            self._register(ident, info, thread, wait)
 
-    def _register(self, ident: int, info: _Thread, thread: threading.Thread | None) -> None:
+    def _register(self, ident: int, info: _Thread, thread: threading.Thread | None, wait: bool = False) -> None:
         """A CPU timer for this thread, which signals the thread itself after every period of its CPU.
 
         Only for threading's own threads (their end unregisters them, in exits' `Thread._delete` hook, before
         their thread state is freed), and only while `threading._active` (or `_limbo`, just started) still
-        holds the thread: checked under threading's lock, which the ending thread takes to leave it. That
-        lock is only tried: this may run in the signal handler, which may have interrupted its holder. The
-        next tick tries again. The timer's first sample weighs the thread's CPU since `last_cpu`.
+        holds the thread: checked under threading's lock, which the ending thread takes to leave it. In a
+        tick that lock is only tried (this may run in the signal handler, which may have interrupted its
+        holder; the next tick tries again); right after Thread.start (`wait`) it is waited for, briefly:
+        threads starting together hold it in turn, and the next tick may be 100 ms away. The timer's first sample weighs the thread's CPU since `last_cpu`.
         """
         if thread is None or isinstance(thread, threading._DummyThread) or not thread.native_id:  # type: ignore[attr-defined]
             info.slot = -1
             return
         lock = threading._active_limbo_lock  # type: ignore[attr-defined]
-        if not lock.acquire(False):
+        if not (lock.acquire(True, 0.05) if wait else lock.acquire(False)):
             return
         try:
             if threading._active.get(ident) is not thread and thread not in threading._limbo:  # type: ignore[attr-defined]
