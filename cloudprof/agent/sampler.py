@@ -593,7 +593,8 @@ class Sampler:
         holds the thread: checked under threading's lock, which the ending thread takes to leave it. In a
         tick that lock is only tried (this may run in the signal handler, which may have interrupted its
         holder; the next tick tries again); right after Thread.start (`wait`) it is waited for, briefly:
-        threads starting together hold it in turn, and the next tick may be 100 ms away. The timer's first sample weighs the thread's CPU since `last_cpu`.
+        threads starting together hold it in turn, and the next tick may be 100 ms away. The timer's first
+        sample weighs the thread's CPU since `last_cpu`.
         """
         if thread is None or isinstance(thread, threading._DummyThread) or not thread.native_id:  # type: ignore[attr-defined]
             info.slot = -1
@@ -949,6 +950,11 @@ class Sampler:
                     target=self._ticker, args=(index,), name=f"{AGENT_THREAD_PREFIX}-ticker-{index}", daemon=True)
                 thread.start()
 
+    def _handler_falls_short(self, since: int, handler_ticks: int, now: int) -> bool:
+        """The handler took under 80% of the ticks due from `since` (monotonic ns, when it had taken
+        `handler_ticks`) to `now`: the thread fills in."""
+        return self.handler_ticks - handler_ticks < 0.8 * (now - since) / self._tick_period_ns
+
     def _loop(self) -> None:
         self._sampler_ident = threading.get_ident()
         self._threads[self._sampler_ident] = _SKIP
@@ -993,8 +999,7 @@ class Sampler:
                     # The handler ticks whenever the main thread gets CPU and the GIL, at no wake-up cost.
                     # The thread fills in when that falls short of the rate: main thread blocked or idle,
                     # or waiting for the GIL behind other busy threads.
-                    handled = self.handler_ticks - gov_mark[3]
-                    self._fill = handled < 0.8 * span / self._tick_period_ns
+                    self._fill = self._handler_falls_short(gov_mark[0], gov_mark[3], now)
                     fill_mark = (now, self.handler_ticks)
                 self._set_rate(governor.hz if self.mode == "signal" else governor.tick_hz, now)
                 period = self._set_tick_period(max(self._period_ns, int(1e9 / governor.tick_hz)), now)
@@ -1020,8 +1025,7 @@ class Sampler:
                     if self.mode == "signal" and due - fill_mark[0] >= _REFILL_NS:
                         # The governor's test over the last _REFILL_NS, not the last second: once the main thread
                         # runs again its handler takes the ticks, and each wake-up here costs 100-300 us of CPU.
-                        handled = self.handler_ticks - fill_mark[1]
-                        self._fill = handled < 0.8 * (due - fill_mark[0]) / self._tick_period_ns
+                        self._fill = self._handler_falls_short(*fill_mark, due)
                         fill_mark = (due, self.handler_ticks)
                     continue
             else:
