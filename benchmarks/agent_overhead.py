@@ -19,13 +19,15 @@
 4. Start-up: `import cloudprof` and `cloudprof.start()`.
 5. Memory: a high-cardinality run (thousands of distinct stacks) for --long-seconds,
    then the agent's traced allocations (tracemalloc, cloudprof's files only).
-Medians with quartiles; the box is shared and noisy, so trust medians.
+Medians with quartiles and a 95% confidence interval of the median (order statistics, no
+assumed distribution); the box is shared and noisy, so trust medians, and run more pairs to narrow it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import statistics
@@ -162,6 +164,18 @@ def quartiles(values):
     return q[0], statistics.median(values), q[2]
 
 
+def median_ci(values, level=0.95):
+    """A distribution-free confidence interval of the median: the order statistics a binomial(n, 1/2) allows."""
+    xs, n = sorted(values), len(values)
+    k, below = 0, 0.0  # below: P(fewer than k+1 of n values fall under the median)
+    while k < n // 2:
+        below += math.comb(n, k) / 2 ** n
+        if below > (1 - level) / 2:
+            break
+        k += 1
+    return (xs[k - 1], xs[n - k]) if k else (float("-inf"), float("inf"))
+
+
 def pairs(name, n, units, threads, hz=100.0, budget=1.0, concurrent=False):
     """n bare/profiled pairs, one after the other in alternating order, or (concurrent) both at once.
 
@@ -186,12 +200,12 @@ def pairs(name, n, units, threads, hz=100.0, budget=1.0, concurrent=False):
         own.append(100 * prof["agent_cpu_s"] / max(1e-9, prof["cpu"] - prof["agent_cpu_s"]))
         hzs.append(prof["hz"])
         edges.append((prof["start_cpu"] + prof["stop_cpu"]) * 1000)
-    qc, qw = quartiles(cpu), quartiles(wall)
+    qc, qw, ci = quartiles(cpu), quartiles(wall), median_ci(cpu)
     name += (", side by side, pinned" if PIN else ", side by side") if concurrent else ", interleaved"
     # CPU samples: the main thread's signal and the other threads' timers (with ticks instead, each tick is one)
     per = (f"CPU samples per CPU-s {statistics.median(per_cpu):5.1f}" if prof["thread_cpu"] == "timers"
            else "other threads' CPU from the ticks")
-    print(f"{name:<48} CPU {qc[1]:+6.2f}% [{qc[0]:+.2f}, {qc[2]:+.2f}]  wall {qw[1]:+6.2f}% [{qw[0]:+.2f}, {qw[2]:+.2f}]"
+    print(f"{name:<48} CPU {qc[1]:+6.2f}% [{qc[0]:+.2f}, {qc[2]:+.2f}] (95% CI of the median {ci[0]:+.2f}..{ci[1]:+.2f})  wall {qw[1]:+6.2f}% [{qw[0]:+.2f}, {qw[2]:+.2f}]"
           f"  ticks/s {statistics.median(rates):6.1f}  signals/s {statistics.median(sig):6.1f}  {per}"
           f"  self-timed {statistics.median(own):.2f}%  governor at {statistics.median(hzs):.0f} Hz"
           f"  start+stop {statistics.median(edges):.0f} ms CPU  (n={n}, bare CPU {bare['cpu']:.2f}s)", flush=True)
@@ -221,9 +235,9 @@ def abba(units, segments, threads=1):
     for _ in range(segments):
         a1, b1, b2, a2 = segment(False), segment(True), segment(True), segment(False)
         ratios.append(100 * ((b1 + b2) / (a1 + a2) - 1))
-    q = quartiles(ratios)
-    print(f"in-process ABBA, {threads} thread(s)         CPU {q[1]:+6.2f}% [{q[0]:+.2f}, {q[2]:+.2f}]  "
-          f"(n={segments} ABBA groups)", flush=True)
+    q, ci = quartiles(ratios), median_ci(ratios)
+    print(f"in-process ABBA, {threads} thread(s)         CPU {q[1]:+6.2f}% [{q[0]:+.2f}, {q[2]:+.2f}] "
+          f"(95% CI of the median {ci[0]:+.2f}..{ci[1]:+.2f})  (n={segments} ABBA groups)", flush=True)
 
 
 def deep(n, fn):
