@@ -298,6 +298,144 @@ out:
     errno = saved_errno;
 }
 
+/* ---- the main thread's CPU-time signal: where the thread was when the signal came ----
+ * CPython runs a Python signal handler only at its next check point (a function's entry, a loop's back-edge, the
+ * end of a call into C), so the frame the handler sees is where the thread got to, not where the CPU went: a key
+ * function called from C `sorted` runs between two check points, and its time would land on the next one. This C
+ * handler, installed in front of Python's own for SIGPROF, copies the main thread's frames (as on_signal does for
+ * other threads) at the signal itself, then chains to Python's handler; the Python handler takes the copy with
+ * main_frames(). A signal the kernel hands to another thread leaves no copy. */
+
+static struct sigaction prof_prev; /* Python's handler for SIGPROF, chained */
+static int prof_hooked;
+static pthread_t main_thread;
+static PyThreadState *main_ts; /* NULL: no copies (not hooked, or a forked child) */
+static _Atomic unsigned long prof_seq; /* odd while a copy is written */
+static unsigned long prof_used;       /* the copy main_frames() or main_skip() last saw */
+static int prof_depth = 128, prof_n, prof_cut;
+static uint64_t prof_frames[2 * MAX_DEPTH];
+
+static void on_prof(int sig, siginfo_t *si, void *uc)
+{
+    int saved_errno = errno;
+    if (main_ts != NULL && pthread_equal(pthread_self(), main_thread)) {
+        _PyCFrame *cf = main_ts->cframe;
+        _PyInterpreterFrame *top = cf != NULL ? cf->current_frame : NULL;
+        int budget = WALK_LIMIT, n = 0;
+        view_t v;
+        atomic_fetch_add(&prof_seq, 1);
+        int more = shown(main_ts, top, &v, &budget, 1);
+        while (more && n < prof_depth) {
+            prof_frames[2 * n] = (uint64_t)(uintptr_t)v.code;
+            prof_frames[2 * n + 1] = ((uint64_t)(uint32_t)v.firstlineno << 32) | (uint32_t)v.lasti;
+            n++;
+            more = shown(main_ts, v.previous, &v, &budget, 0);
+        }
+        prof_n = n;
+        prof_cut = more;
+        atomic_fetch_add(&prof_seq, 1);
+    }
+    errno = saved_errno;
+    if (prof_prev.sa_flags & SA_SIGINFO) {
+        if (prof_prev.sa_sigaction != NULL)
+            prof_prev.sa_sigaction(sig, si, uc);
+    }
+    else if (prof_prev.sa_handler != SIG_DFL && prof_prev.sa_handler != SIG_IGN) {
+        prof_prev.sa_handler(sig);
+    }
+}
+
+static int prof_installed(void)
+{
+    struct sigaction sa;
+    return sigaction(SIGPROF, NULL, &sa) == 0 && (sa.sa_flags & SA_SIGINFO) && sa.sa_sigaction == on_prof;
+}
+
+static void reset_in_child(void);
+
+/* Once per process: this process's id (safe_copy reads it) and forgetting the parent's state in a child. */
+static void init_process(void)
+{
+    static int done;
+    if (done)
+        return;
+    done = 1;
+    my_pid = getpid();
+    pthread_atfork(NULL, NULL, reset_in_child);
+}
+
+/* hook_main(max_depth) -> bool: from the main thread, after Python's handler for SIGPROF is installed. */
+static PyObject *py_hook_main(PyObject *self, PyObject *args)
+{
+    int depth;
+    if (!PyArg_ParseTuple(args, "i", &depth))
+        return NULL;
+    if (known == NULL && (known = PyDict_New()) == NULL)
+        return NULL;
+    init_process();
+    prof_depth = depth < 1 ? 1 : depth > MAX_DEPTH ? MAX_DEPTH : depth;
+    if (prof_installed())
+        Py_RETURN_TRUE;
+    struct sigaction sa, old;
+    if (sigaction(SIGPROF, NULL, &old) != 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = on_prof;
+    sa.sa_flags = SA_SIGINFO | (old.sa_flags & (SA_RESTART | SA_ONSTACK));
+    sa.sa_mask = old.sa_mask;
+    prof_prev = old;
+    main_thread = pthread_self();
+    main_ts = PyThreadState_Get();
+    prof_used = atomic_load(&prof_seq);
+    if (sigaction(SIGPROF, &sa, NULL) != 0) {
+        main_ts = NULL;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    prof_hooked = 1;
+    Py_RETURN_TRUE;
+}
+
+/* unhook_main(): Python's handler alone again, if ours is still the one installed (the app may have replaced both). */
+static PyObject *py_unhook_main(PyObject *self, PyObject *noargs)
+{
+    if (prof_hooked && prof_installed())
+        sigaction(SIGPROF, &prof_prev, NULL);
+    prof_hooked = 0;
+    main_ts = NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *frames_tuple(const uint64_t *f, int n, int cut);
+
+/* main_frames() -> (code id, offset, ...) where the main thread was at the latest SIGPROF, if it came to the main
+ * thread since the previous call (or main_skip()), else None. In the main thread, under the GIL: a signal that
+ * interrupts this call rewrites the copy, which the sequence number tells. */
+static PyObject *py_main_frames(PyObject *self, PyObject *noargs)
+{
+    uint64_t f[2 * MAX_DEPTH];
+    for (int attempt = 0; attempt < 3; attempt++) {
+        unsigned long seq = atomic_load(&prof_seq);
+        if (seq == prof_used || seq & 1)
+            Py_RETURN_NONE;
+        int n = prof_n, cut = prof_cut;
+        memcpy(f, prof_frames, sizeof(uint64_t) * 2 * (size_t)n);
+        if (atomic_load(&prof_seq) != seq)
+            continue;
+        prof_used = seq;
+        if (n == 0)
+            Py_RETURN_NONE;
+        return frames_tuple(f, n, cut);
+    }
+    Py_RETURN_NONE;
+}
+
+/* main_skip(): forget the copy in hand (one taken while the Python handler itself ran). */
+static PyObject *py_main_skip(PyObject *self, PyObject *noargs)
+{
+    prof_used = atomic_load(&prof_seq);
+    Py_RETURN_NONE;
+}
+
 static int our_handler_installed(void)
 {
     struct sigaction sa;
@@ -313,7 +451,9 @@ static void empty(int b)
 
 static void reset_in_child(void)
 {
-    /* POSIX timers are not inherited: forget the parent's slots and samples (no allocation here) */
+    /* POSIX timers are not inherited: forget the parent's slots and samples (no allocation here); the main
+     * thread's copies wait for the child's sampler to hook again */
+    main_ts = NULL;
     for (int i = 0; i < NSLOTS; i++) {
         atomic_store(&slots[i].active, 0);
         atomic_store(&slots[i].inflight, 0);
@@ -343,7 +483,7 @@ static PyObject *py_start(PyObject *self, PyObject *args)
             PyMem_RawFree(b);
             return PyErr_NoMemory();
         }
-        my_pid = getpid();
+        init_process();
         uint64_t probe = 0;
         if (safe_copy(&probe, &a[0], sizeof probe) != 0) { /* e.g. a seccomp profile without process_vm_readv */
             PyMem_RawFree(a);
@@ -352,7 +492,6 @@ static PyObject *py_start(PyObject *self, PyObject *args)
         }
         bufs[0] = a;
         bufs[1] = b;
-        pthread_atfork(NULL, NULL, reset_in_child);
     }
     if (known == NULL && (known = PyDict_New()) == NULL)
         return NULL;
@@ -547,6 +686,33 @@ static PyObject *code_id(uint64_t addr, int line)
     return PyUnicode_FromString("<code gone before it was named>");
 }
 
+/* (code id, offset, ...) of a copied stack: n frames, then (0, -1) if it was cut (drain's records, main_frames). */
+static PyObject *frames_tuple(const uint64_t *f, int n, int cut)
+{
+    PyObject *frames = PyTuple_New(2 * (n + cut));
+    if (frames == NULL)
+        return NULL;
+    for (int i = 0; i < n + cut; i++) {
+        PyObject *id, *off;
+        if (i == n || f[2 * i] == 0) { /* the truncation mark */
+            id = PyLong_FromLong(0);
+            off = PyLong_FromLong(-1);
+        } else {
+            id = code_id(f[2 * i], (int)(int32_t)(f[2 * i + 1] >> 32));
+            off = PyLong_FromLong((long)(uint32_t)f[2 * i + 1]);
+        }
+        if (id == NULL || off == NULL) {
+            Py_XDECREF(id);
+            Py_XDECREF(off);
+            Py_DECREF(frames);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(frames, 2 * i, id);
+        PyTuple_SET_ITEM(frames, 2 * i + 1, off);
+    }
+    return frames;
+}
+
 /* drain() -> [(ident, native_id, weight_ns, (code id, offset, ...)), ...]; the samples since the previous drain */
 static PyObject *py_drain(PyObject *self, PyObject *noargs)
 {
@@ -567,28 +733,9 @@ static PyObject *py_drain(PyObject *self, PyObject *noargs)
         size_t words = HEADER_WORDS + 2 * (size_t)(n + cut);
         if (pos + words > end)
             break;
-        PyObject *frames = PyTuple_New(2 * (n + cut));
+        PyObject *frames = frames_tuple(w + pos + HEADER_WORDS, n, cut);
         if (frames == NULL)
             goto fail;
-        uint64_t *f = w + pos + HEADER_WORDS;
-        for (int i = 0; i < n + cut; i++) {
-            PyObject *id, *off;
-            if (f[2 * i] == 0) { /* the truncation mark */
-                id = PyLong_FromLong(0);
-                off = PyLong_FromLong(-1);
-            } else {
-                id = code_id(f[2 * i], (int)(int32_t)(f[2 * i + 1] >> 32));
-                off = PyLong_FromLong((long)(uint32_t)f[2 * i + 1]);
-            }
-            if (id == NULL || off == NULL) {
-                Py_XDECREF(id);
-                Py_XDECREF(off);
-                Py_DECREF(frames);
-                goto fail;
-            }
-            PyTuple_SET_ITEM(frames, 2 * i, id);
-            PyTuple_SET_ITEM(frames, 2 * i + 1, off);
-        }
         PyObject *item = Py_BuildValue("(kiKN)", (unsigned long)w[pos + 1], (int)w[pos + 3],
                                        (unsigned long long)w[pos + 2], frames);
         if (item == NULL || PyList_Append(out, item) < 0) {
@@ -727,6 +874,10 @@ static PyMethodDef methods[] = {
     {"counters", py_counters, METH_NOARGS, "samples, dropped, handler_ns since the module loaded"},
     {"in_use", py_in_use, METH_NOARGS, "how many threads have a timer"},
     {"signal", py_signal, METH_NOARGS, "the signal in use while our handler is installed, else 0"},
+    {"hook_main", py_hook_main, METH_VARARGS, "hook_main(max_depth): copy the main thread's frames at each SIGPROF"},
+    {"unhook_main", py_unhook_main, METH_NOARGS, "SIGPROF to Python's handler alone again"},
+    {"main_frames", py_main_frames, METH_NOARGS, "(code id, offset, ...) at the latest SIGPROF not yet taken, or None"},
+    {"main_skip", py_main_skip, METH_NOARGS, "forget the copy in hand"},
     {NULL, NULL, 0, NULL},
 };
 #define UNSUPPORTED ""

@@ -116,13 +116,14 @@ def native_leaf(frame: types.FrameType, *, resolve: bool = True) -> str | None:
     return None if site is None else site[0]
 
 
-def native_site(frame: types.FrameType, *, resolve: bool = True) -> tuple[str, int] | None:
+def native_site(frame: types.FrameType, *, resolve: bool = True, lasti: int | None = None) -> tuple[str, int] | None:
     """(`<native> name`, lasti) for the C function the leaf `frame` just ran (or is running), else None.
 
     `lasti` is the instruction the Python frame should be shown at: the call itself, or for `str +=` the
     BINARY_OP rather than the loop back-edge where the signal was taken. Call it on the leaf frame of a
     sample only. Cost when the frame is not at a call site: one dict lookup. With `resolve=False` the
-    frame's locals are not read (the static expression names local receivers).
+    frame's locals are not read (the static expression names local receivers). `lasti`: the instruction to
+    look at instead of the frame's own (where a signal found the frame, before it reached a check point).
     """
     if not SUPPORTED:
         return None
@@ -135,7 +136,8 @@ def native_site(frame: types.FrameType, *, resolve: bool = True) -> tuple[str, i
             _SITES.clear()
         entry = _SITES[id(code)] = (code, {})
     sites = entry[1]
-    lasti = frame.f_lasti
+    if lasti is None:
+        lasti = frame.f_lasti
     site = sites.get(lasti, _MISSING)
     if site is _MISSING:
         site = sites[lasti] = _analyse(code, lasti)

@@ -72,7 +72,7 @@ from cloudprof.agent.clocks import SYSTEM_CLOCK, Clock, process_cpu_ns, thread_c
 from cloudprof.agent.fairness import ThreadPicker
 from cloudprof.agent.governor import Governor
 from cloudprof.agent.labels import current_extra, tick_labels
-from cloudprof.agent.stacks import StackTable, record, where_cpu_went
+from cloudprof.agent.stacks import StackTable, record, record_copy, where_cpu_went
 
 try:
     from cloudprof.agent import _threadcpu
@@ -207,6 +207,8 @@ class Sampler:
         self._ttable = StackTable()
         self._xtable = StackTable()  # the CPU timers' samples, written under the tick lock
         self._in_handler = False  # also the handler's busy flag for drain()
+        self._copies = False  # the C handler copies the main thread's frames at each SIGPROF (_threadcpu.hook_main)
+        self._main_copy: tuple | None = None  # the copy the running handler took (code id, offset, ...)
         self._tbusy = False
         self._tick_lock = threading.Lock()
         self._threads: dict[int, _Thread | None] = {}
@@ -280,6 +282,7 @@ class Sampler:
             try:
                 self._prev_handler = signal.signal(signal.SIGPROF, self._on_signal)
                 signal.siginterrupt(signal.SIGPROF, False)  # SA_RESTART: spare C extensions' syscalls an EINTR
+                self._hook_copies()
                 self._main_cpu_mark = time.thread_time_ns()
                 self.mode = "signal"
                 self._arm()
@@ -304,6 +307,7 @@ class Sampler:
                 signal.setitimer(signal.ITIMER_PROF, 0, 0)
                 time.sleep(0.002)  # let a signal already generated be delivered to our handler
                 self._record_main_residue()
+                self._unhook_copies()
                 if signal.getsignal(signal.SIGPROF) == self._on_signal:
                     signal.signal(signal.SIGPROF, self._prev_handler or signal.SIG_DFL)
             except (OSError, ValueError):
@@ -321,6 +325,19 @@ class Sampler:
         if self.timers:
             _timers_owner.clear()
         self._active = False
+
+    def _hook_copies(self) -> None:
+        """Where the main thread was at each signal, not where the handler runs (see _threadcpu.hook_main)."""
+        if _threadcpu is not None and not _threadcpu.UNSUPPORTED:
+            try:
+                self._copies = _threadcpu.hook_main(self.max_depth)
+            except OSError:
+                self._copies = False  # where_cpu_went places the samples, as without the extension
+
+    def _unhook_copies(self) -> None:
+        if self._copies:
+            self._copies = False
+            _threadcpu.unhook_main()
 
     def _start_timers(self) -> None:
         self.timers = False
@@ -366,6 +383,7 @@ class Sampler:
                 signal.setitimer(signal.ITIMER_PROF, 0, 0)
             except (OSError, ValueError):
                 pass
+            self._unhook_copies()
 
     def _record_main_residue(self) -> None:
         """issue 5 fix: the main thread's CPU since its last signal, which no later signal will carry.
@@ -751,8 +769,11 @@ class Sampler:
                 continue
             else:
                 cpu = wall  # no per-thread clock on this platform: wall is the best estimate
-            record(main_table if main_table is not None and ident == main else table,
-                   info.labels + more if more else info.labels, frame, depth, samples, cpu, wall_i)
+            if ident == main and main_frame is not None:
+                self._record_main(main_table if main_table is not None else table,
+                                  info.labels + more if more else info.labels, frame, samples, cpu, wall_i)
+            else:
+                record(table, info.labels + more if more else info.labels, frame, depth, samples, cpu, wall_i)
         if len(threads) > len(frames) + 16:
             for ident in [i for i in threads if i not in frames]:
                 del threads[ident]
@@ -775,6 +796,7 @@ class Sampler:
         t0 = time.thread_time_ns()
         ticked_all = False
         try:
+            self._main_copy = _threadcpu.main_frames() if self._copies else None
             measured = t0 - self._main_cpu_mark
             mtable = self._mtable
             mtable.measured += measured
@@ -797,7 +819,8 @@ class Sampler:
                 cpu = 0
             if frame is not None:
                 mtable.weighted += cpu
-                frame = where_cpu_went(frame)
+                if self._main_copy is None:  # the signal came to another thread, or no C handler
+                    frame = where_cpu_went(frame)
                 now = self.clock.monotonic_ns()
                 table = self._htable
                 since = now - self._last_tick
@@ -814,8 +837,8 @@ class Sampler:
                         self.handler_ticks += 1
                         labels = self._main_labels()
                         more = current_extra()
-                        record(mtable, labels + more if more else labels, frame, self.max_depth, 1,
-                               cpu, wall if wall < _MAX_WALL_NS else _MAX_WALL_NS)
+                        self._record_main(mtable, labels + more if more else labels, frame, 1,
+                                          cpu, wall if wall < _MAX_WALL_NS else _MAX_WALL_NS)
                     finally:
                         self._tick_lock.release()
                 elif all_due and self._tick_lock.acquire(False):
@@ -831,7 +854,7 @@ class Sampler:
                 else:
                     labels = self._main_labels()
                     more = current_extra()
-                    record(mtable, labels + more if more else labels, frame, self.max_depth, 1, cpu, 0)
+                    self._record_main(mtable, labels + more if more else labels, frame, 1, cpu, 0)
                 self.signal_samples += 1
         except Exception:
             self.errors += 1
@@ -841,7 +864,17 @@ class Sampler:
             if ticked_all:
                 self.handler_tick_ns += t1 - t0
             self._main_cpu_mark = t1
+            if self._copies:
+                self._main_copy = None
+                _threadcpu.main_skip()  # a copy taken while this handler ran shows the handler, not the app
             self._in_handler = False
+
+    def _record_main(self, table: StackTable, labels: tuple, frame, samples: int, cpu: int, wall: int) -> None:
+        """A main-thread sample of the signal handler: at the stack the C handler copied at the signal, if any."""
+        if self._main_copy is None:
+            record(table, labels, frame, self.max_depth, samples, cpu, wall)
+        else:
+            record_copy(table, labels, self._main_copy, frame, self.max_depth, samples, cpu, wall)
 
     def _thread_tick(self, now: int) -> None:
         if not self._tick_lock.acquire(False):

@@ -14,11 +14,12 @@ from types import CodeType, FrameType
 from cloudprof.agent.native import native_site
 
 try:  # the walk in C, without creating frame objects (CPython 3.11.1+ on Linux; see _threadcpu.c)
+    from cloudprof.agent._threadcpu import codes as _copied_codes
     from cloudprof.agent._threadcpu import stack_key as _stack_key
 except ImportError:  # not built, or built for another interpreter
-    _stack_key = None
+    _stack_key = _copied_codes = None
 
-__all__ = ["TRUNCATED", "StackTable", "Symbolizer", "record", "where_cpu_went"]
+__all__ = ["TRUNCATED", "StackTable", "Symbolizer", "record", "record_copy", "where_cpu_went"]
 
 TRUNCATED = "<truncated>"
 # Marks a cut stack inside a key; id() of a live object is never 0.
@@ -76,6 +77,45 @@ def record(table: StackTable, labels: tuple, frame: FrameType | None, max_depth:
         f = f.f_back
         depth += 1
     return _fold(table, tuple(key), frame, max_depth, samples, cpu_ns, wall_ns)
+
+
+_CALLEES_SINCE = 3  # frames above the copy's leaf that the handler may run in (see record_copy)
+
+
+def record_copy(table: StackTable, labels: tuple, copied: tuple, frame: FrameType | None, max_depth: int,
+                samples: int, cpu_ns: int, wall_ns: int, _native=native_site) -> tuple:
+    """Fold a stack the C handler copied at the signal (`_threadcpu.main_frames()`: code id, offset, ...; leaf
+    first) into `table`. `frame`: where the Python handler runs, a check point later: the copy's leaf frame
+    itself, or a function it called since (from C: `sorted` calling its key). The C callee the leaf was in is
+    named from that frame: a call at the signal's instruction, or the `str +=` whose copy the signal
+    interrupted (found by the loop's back-edge, where the handler runs)."""
+    f, up = frame, 0
+    while f is not None and copied[0] != id(f.f_code) and up < _CALLEES_SINCE:
+        f, up = f.f_back, up + 1
+    if f is not None and up < _CALLEES_SINCE:
+        at = copied[1]
+        site = _native(f, lasti=at)
+        if site is None and up == 0:
+            site = _native(f)
+            if site is not None and site[1] != at:
+                site = None
+        if site is not None:
+            copied = (site[0], 0, copied[0], site[1]) + copied[2:]
+            if len(copied) > 2 * max_depth and copied[2 * max_depth:] != (_CUT, -1):  # one frame too many
+                copied = copied[:2 * max_depth] + (_CUT, -1)
+    key = (labels,) + copied
+    acc = table.stacks.get(key)
+    if acc is None:
+        codes, known = table.codes, _copied_codes()
+        for code_id in copied[::2]:
+            if code_id.__class__ is int and code_id:
+                codes[code_id] = known[code_id]
+        table.stacks[key] = [samples, cpu_ns, wall_ns]
+    else:
+        acc[0] += samples
+        acc[1] += cpu_ns
+        acc[2] += wall_ns
+    return key
 
 
 def _fold(table: StackTable, key: tuple, frame: FrameType | None, max_depth: int,

@@ -44,7 +44,7 @@ def test_toggle_off_starts_nothing(tmp_path):
     handler = signal.getsignal(signal.SIGPROF)
     term = signal.getsignal(signal.SIGTERM)
     assert cloudprof.start(service="svc", storage=f"file://{tmp_path}/s") is False  # enabled defaults to false
-    assert set(threading.enumerate()) == before
+    assert set(threading.enumerate()) <= before  # none started (one of an earlier test may have ended meanwhile)
     assert signal.getsignal(signal.SIGPROF) == handler and signal.getsignal(signal.SIGTERM) == term
     assert signal.getitimer(signal.ITIMER_PROF) == (0.0, 0.0)
     assert not (tmp_path / "s").exists()
@@ -78,7 +78,7 @@ def test_bad_setting_never_raises_and_logs_one_line(caplog, bad):
     message = records[0].getMessage()
     assert "profiling is off" in message and "\n" not in message
     assert f"setting {next(iter(bad))}" in message
-    assert set(threading.enumerate()) == before
+    assert set(threading.enumerate()) <= before  # none started (one of an earlier test may have ended meanwhile)
     with pytest.raises(ConfigError):
         cloudprof.start(strict=True, **{"enabled": True, "service": "svc", **bad})
 
