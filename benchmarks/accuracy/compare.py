@@ -28,11 +28,10 @@ N times. All 10 programs take about 5 minutes on 2 cores. --no-timers runs the a
 `thread_cpu_timers=false` (other threads' CPU from the sampler thread's ticks), to see the GIL
 bias that the per-thread CPU timers remove (p10).
 
-One known, systematic difference: a function with no check point of its own
-(no loop, no call: p3's `lambda row: (row[1], row[2])` sort key) has only its
-entry RESUME, and a sample taken there is the caller's (stacks.where_cpu_went),
-so our agent gives it no self time (py-spy: 2-4% in p3); that time is in the
-nearest caller's self time (sort_keyed), and total shares are unaffected.
+A function with no check point of its own (no loop, no call: p3's
+`lambda row: (row[1], row[2])` sort key) used to get no self time from us (py-spy:
+2-4% in p3): the Python handler runs at its next entry, charged to the caller. The
+C handler's copy of the main thread's frames at the signal places it now.
 """
 
 from __future__ import annotations

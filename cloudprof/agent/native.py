@@ -14,6 +14,11 @@ code (module and type dictionaries only, never `getattr`) to a qualified name:
 `zlib.compress`, `_hashlib.HASH.update`, `list.remove`, `time.sleep`,
 `_pickle.dumps`.
 
+The main thread's samples come with a copy of its frames taken at the signal
+itself (sampler.py), so the leaf's instruction is the call the signal found it in;
+`stacks.record_copy` names that call with `lasti=` from the frame the handler runs in
+(or the caller of a function called since, as `sorted` calls its key).
+
 `str +=` is BINARY_OP, which has no check point: a signal taken during the copy
 is handled at the loop's JUMP_BACKWARD. When the loop region since the last
 check point holds exactly one `+`/`+=` whose target is a long str/bytes/tuple
