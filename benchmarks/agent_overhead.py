@@ -12,6 +12,8 @@
    the agent running; `cloudprof.start()` and the final `stop(flush=True)` are
    reported apart ("start+stop"), since in a service they happen once, not per
    request. Both sides import the agent's modules (pydantic, protobuf) first.
+   `--only rates`: 1 thread at 1 Hz and 25 Hz, to split the cost that follows the
+   rate (sampling) from the one that does not (the agent's presence).
 2. In-process ABBA: one process alternates agent-off and agent-on segments of the
    same work, so drift of the machine cancels out.
 3. Per-sample cost at stack depth 10, 50, 100: one signal-handler sample (it also
@@ -401,7 +403,8 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-long", action="store_true")
     ap.add_argument("--no-timers", action="store_true",
                     help="other threads' CPU from the ticks, not per-thread CPU timers (thread_cpu_timers=false)")
-    ap.add_argument("--only", choices=["pairs", "abba", "cost", "startup", "idle", "memory", "governor", "mainplus3"],
+    ap.add_argument("--only", choices=["pairs", "abba", "cost", "startup", "idle", "memory", "governor", "mainplus3",
+                                       "rates"],
                     action="append")
     args = ap.parse_args(argv)
     if args.child:
@@ -419,6 +422,11 @@ def main(argv=None) -> int:
             pairs("4 threads, 100 Hz, budget 1%", args.pairs, args.units, 4, concurrent=concurrent)
         if "pairs" in only or "mainplus3" in only:
             pairs("main + 3 threads, 100 Hz, budget 1%", args.pairs, args.units, -4, concurrent=concurrent)
+        if "rates" in only:
+            # What lowering the rate buys: a cost that follows the rate is the sampling's; one that stays at 1 Hz is
+            # the agent's presence (its threads, its memory moving the app's), which no governor can lower.
+            for hz in (1.0, 25.0):
+                pairs(f"1 thread, {hz:.0f} Hz", args.pairs, args.units, 1, hz=hz, concurrent=concurrent)
         if "pairs" in only or "governor" in only:
             # the governor steps once a second after a first warm-up second: give it a run long enough to act
             pairs("1 thread, governor at 0.25%", args.pairs, args.units * 5, 1, budget=0.25, concurrent=concurrent)
