@@ -374,8 +374,13 @@ static PyObject *py_hook_main(PyObject *self, PyObject *args)
         return NULL;
     init_process();
     prof_depth = depth < 1 ? 1 : depth > MAX_DEPTH ? MAX_DEPTH : depth;
-    if (prof_installed())
+    prof_used = atomic_load(&prof_seq);
+    main_thread = pthread_self();
+    if (prof_installed()) { /* still ours: a stop that could not unhook, or a forked child (see reset_in_child) */
+        main_ts = PyThreadState_Get();
+        prof_hooked = 1;
         Py_RETURN_TRUE;
+    }
     struct sigaction sa, old;
     if (sigaction(SIGPROF, NULL, &old) != 0)
         return PyErr_SetFromErrno(PyExc_OSError);
@@ -384,9 +389,7 @@ static PyObject *py_hook_main(PyObject *self, PyObject *args)
     sa.sa_flags = SA_SIGINFO | (old.sa_flags & (SA_RESTART | SA_ONSTACK));
     sa.sa_mask = old.sa_mask;
     prof_prev = old;
-    main_thread = pthread_self();
     main_ts = PyThreadState_Get();
-    prof_used = atomic_load(&prof_seq);
     if (sigaction(SIGPROF, &sa, NULL) != 0) {
         main_ts = NULL;
         return PyErr_SetFromErrno(PyExc_OSError);
@@ -405,11 +408,12 @@ static PyObject *py_unhook_main(PyObject *self, PyObject *noargs)
     Py_RETURN_NONE;
 }
 
-static PyObject *frames_tuple(const uint64_t *f, int n, int cut);
+static PyObject *frames_tuple(const uint64_t *f, int n, int cut, PyObject **codes);
 
-/* main_frames() -> (code id, offset, ...) where the main thread was at the latest SIGPROF, if it came to the main
- * thread since the previous call (or main_skip()), else None. In the main thread, under the GIL: a signal that
- * interrupts this call rewrites the copy, which the sequence number tells. */
+/* main_frames() -> ((code id, offset, ...), (code, ...)) where the main thread was at the latest SIGPROF, if it came
+ * to the main thread since the previous call (or main_skip()), else None. The code objects are the caller's to
+ * hold (forget_codes() may run in another thread before the caller is done). In the main thread, under the GIL:
+ * a signal that interrupts this call rewrites the copy, which the sequence number tells. */
 static PyObject *py_main_frames(PyObject *self, PyObject *noargs)
 {
     uint64_t f[2 * MAX_DEPTH];
@@ -424,7 +428,8 @@ static PyObject *py_main_frames(PyObject *self, PyObject *noargs)
         prof_used = seq;
         if (n == 0)
             Py_RETURN_NONE;
-        return frames_tuple(f, n, cut);
+        PyObject *codes = NULL, *frames = frames_tuple(f, n, cut, &codes);
+        return frames == NULL ? NULL : Py_BuildValue("(NN)", frames, codes);
     }
     Py_RETURN_NONE;
 }
@@ -686,12 +691,17 @@ static PyObject *code_id(uint64_t addr, int line)
     return PyUnicode_FromString("<code gone before it was named>");
 }
 
-/* (code id, offset, ...) of a copied stack: n frames, then (0, -1) if it was cut (drain's records, main_frames). */
-static PyObject *frames_tuple(const uint64_t *f, int n, int cut)
+/* (code id, offset, ...) of a copied stack: n frames, then (0, -1) if it was cut (drain's records, main_frames);
+ * with `codes`, also the tuple of the frames' code objects (None for one gone). */
+static PyObject *frames_tuple(const uint64_t *f, int n, int cut, PyObject **codes)
 {
     PyObject *frames = PyTuple_New(2 * (n + cut));
     if (frames == NULL)
         return NULL;
+    if (codes != NULL && (*codes = PyTuple_New(n)) == NULL) {
+        Py_DECREF(frames);
+        return NULL;
+    }
     for (int i = 0; i < n + cut; i++) {
         PyObject *id, *off;
         if (i == n || f[2 * i] == 0) { /* the truncation mark */
@@ -705,8 +715,12 @@ static PyObject *frames_tuple(const uint64_t *f, int n, int cut)
             Py_XDECREF(id);
             Py_XDECREF(off);
             Py_DECREF(frames);
+            if (codes != NULL)
+                Py_CLEAR(*codes);
             return NULL;
         }
+        if (codes != NULL && i < n) /* an accepted address is an int key of `known`, which holds its code */
+            PyTuple_SET_ITEM(*codes, i, Py_NewRef(PyLong_CheckExact(id) ? (PyObject *)(uintptr_t)f[2 * i] : Py_None));
         PyTuple_SET_ITEM(frames, 2 * i, id);
         PyTuple_SET_ITEM(frames, 2 * i + 1, off);
     }
@@ -733,7 +747,7 @@ static PyObject *py_drain(PyObject *self, PyObject *noargs)
         size_t words = HEADER_WORDS + 2 * (size_t)(n + cut);
         if (pos + words > end)
             break;
-        PyObject *frames = frames_tuple(w + pos + HEADER_WORDS, n, cut);
+        PyObject *frames = frames_tuple(w + pos + HEADER_WORDS, n, cut, NULL);
         if (frames == NULL)
             goto fail;
         PyObject *item = Py_BuildValue("(kiKN)", (unsigned long)w[pos + 1], (int)w[pos + 3],
@@ -876,7 +890,7 @@ static PyMethodDef methods[] = {
     {"signal", py_signal, METH_NOARGS, "the signal in use while our handler is installed, else 0"},
     {"hook_main", py_hook_main, METH_VARARGS, "hook_main(max_depth): copy the main thread's frames at each SIGPROF"},
     {"unhook_main", py_unhook_main, METH_NOARGS, "SIGPROF to Python's handler alone again"},
-    {"main_frames", py_main_frames, METH_NOARGS, "(code id, offset, ...) at the latest SIGPROF not yet taken, or None"},
+    {"main_frames", py_main_frames, METH_NOARGS, "((code id, offset, ...), (code, ...)) at the latest SIGPROF not yet taken, or None"},
     {"main_skip", py_main_skip, METH_NOARGS, "forget the copy in hand"},
     {NULL, NULL, 0, NULL},
 };

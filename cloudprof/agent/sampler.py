@@ -215,7 +215,7 @@ class Sampler:
         self._xtable = StackTable()  # the CPU timers' samples, written under the tick lock
         self._in_handler = False  # also the handler's busy flag for drain()
         self._copies = False  # the C handler copies the main thread's frames at each SIGPROF (_threadcpu.hook_main)
-        self._main_copy: tuple | None = None  # the copy the running handler took (code id, offset, ...)
+        self._main_copy: tuple | None = None  # the copy the running handler took: ((code id, offset, ...), codes)
         self._tbusy = False
         self._tick_lock = threading.Lock()
         self._threads: dict[int, _Thread | None] = {}
@@ -536,6 +536,9 @@ class Sampler:
                         _threadcpu.forget_codes()
             finally:
                 self._tick_lock.release()
+        if window_end and self._copies and not self.timers:
+            # Only the main thread's copies name codes now, and each comes with its code objects: no lock needed.
+            _threadcpu.forget_codes()
         return xtable
 
     def _take_in(self, table: StackTable, extra: dict) -> None:
@@ -881,7 +884,7 @@ class Sampler:
         if self._main_copy is None:
             record(table, labels, frame, self.max_depth, samples, cpu, wall)
         else:
-            record_copy(table, labels, self._main_copy, frame, self.max_depth, samples, cpu, wall)
+            record_copy(table, labels, *self._main_copy, frame, self.max_depth, samples, cpu, wall)
 
     def _thread_tick(self, now: int) -> None:
         if not self._tick_lock.acquire(False):

@@ -14,10 +14,9 @@ from types import CodeType, FrameType
 from cloudprof.agent.native import native_site
 
 try:  # the walk in C, without creating frame objects (CPython 3.11.1+ on Linux; see _threadcpu.c)
-    from cloudprof.agent._threadcpu import codes as _copied_codes
     from cloudprof.agent._threadcpu import stack_key as _stack_key
 except ImportError:  # not built, or built for another interpreter
-    _stack_key = _copied_codes = None
+    _stack_key = None
 
 __all__ = ["TRUNCATED", "StackTable", "Symbolizer", "record", "record_copy", "where_cpu_went"]
 
@@ -82,10 +81,10 @@ def record(table: StackTable, labels: tuple, frame: FrameType | None, max_depth:
 _CALLEES_SINCE = 3  # frames above the copy's leaf that the handler may run in (see record_copy)
 
 
-def record_copy(table: StackTable, labels: tuple, copied: tuple, frame: FrameType | None, max_depth: int,
-                samples: int, cpu_ns: int, wall_ns: int, _native=native_site) -> tuple:
+def record_copy(table: StackTable, labels: tuple, copied: tuple, codes: tuple, frame: FrameType | None,
+                max_depth: int, samples: int, cpu_ns: int, wall_ns: int, _native=native_site) -> tuple:
     """Fold a stack the C handler copied at the signal (`_threadcpu.main_frames()`: code id, offset, ...; leaf
-    first) into `table`. `frame`: where the Python handler runs, a check point later: the copy's leaf frame
+    first; and its code objects) into `table`. `frame`: where the Python handler runs, a check point later: the copy's leaf frame
     itself, or a function it called since (from C: `sorted` calling its key). The C callee the leaf was in is
     named from that frame: a call at the signal's instruction, or the `str +=` whose copy the signal
     interrupted (found by the loop's back-edge, where the handler runs)."""
@@ -106,10 +105,10 @@ def record_copy(table: StackTable, labels: tuple, copied: tuple, frame: FrameTyp
     key = (labels,) + copied
     acc = table.stacks.get(key)
     if acc is None:
-        codes, known = table.codes, _copied_codes()
-        for code_id in copied[::2]:
-            if code_id.__class__ is int and code_id:
-                codes[code_id] = known[code_id]
+        held = table.codes
+        for code in codes:
+            if code is not None:
+                held[id(code)] = code
         table.stacks[key] = [samples, cpu_ns, wall_ns]
     else:
         acc[0] += samples

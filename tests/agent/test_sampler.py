@@ -104,14 +104,33 @@ def mixed_key(row):
     return ((a * 3 + b) ^ (c * 5 - d)) + ((a << 2) | (b >> 1)) - ((c & 255) * (d | 7)) + (a - b) * (c - d)
 
 
-def test_cpu_in_a_key_function_called_from_c_lands_on_it():
-    """The C handler's copy at the signal places the sample: the key's time is the key's, the sort's C time the
-    sort's. From the Python handler's frame alone (at the key's next entry) both would be the sort's (py-spy on
-    this program: about 47% key, 53% sort)."""
+def leaf_shares(batch):
+    """Self CPU share (%) by leaf function name, and every function name seen."""
+    own, names, sym, total = {}, set(), Symbolizer(), 0
+    for table in batch.tables:
+        for key, (_n, cpu, _wall) in table.stacks.items():
+            frames = sym.frames(key, table.codes)
+            own[frames[0][0]] = own.get(frames[0][0], 0) + cpu
+            names.update(f[0] for f in frames)
+            total += cpu
+    return {name: round(100 * cpu / total, 1) for name, cpu in own.items()}, names
+
+
+def extension_needed():
     if timers_unavailable_reason():
         support.missing(f"the C extension is unavailable: {timers_unavailable_reason()}")
+
+
+@pytest.mark.parametrize("timers", [True, False], ids=["timers", "no-timers"])
+def test_cpu_in_a_key_function_called_from_c_lands_on_it(timers):
+    """The C handler's copy at the signal places the sample: the key's time is the key's, the sort's C time the
+    sort's. From the Python handler's frame alone (at the key's next entry) both would be the sort's (py-spy on
+    this program: about 47% key, 53% sort). The copies' code objects are let go at each window's end."""
+    from cloudprof.agent import _threadcpu
+
+    extension_needed()
     rows = [(i * 7919 % 1000003, i * 104729 % 999983, i * 31 % 65521, i * 17 % 257) for i in range(20000)]
-    sampler = Sampler(sample_hz=100, max_overhead_pct=100)
+    sampler = Sampler(sample_hz=100, max_overhead_pct=100, thread_timers=timers)
     sampler.start()
     try:
         assert sampler.mode == "signal", sampler.reason
@@ -119,17 +138,49 @@ def test_cpu_in_a_key_function_called_from_c_lands_on_it():
         while time.thread_time() - start < 1.5:
             sorted(rows, key=mixed_key)
         batch = sampler.drain()
+        assert mixed_key.__code__ not in _threadcpu.codes().values()  # the window's tables hold it now
     finally:
         sampler.stop()
-    own, sym, total = {}, Symbolizer(), 0
-    for table in batch.tables:
-        for key, (_n, cpu, _wall) in table.stacks.items():
-            leaf = sym.frames(key, table.codes)[0][0]
-            own[leaf] = own.get(leaf, 0) + cpu
-            total += cpu
-    shares = {name: round(100 * cpu / total, 1) for name, cpu in own.items()}
+    shares, _ = leaf_shares(batch)
     assert shares.get("mixed_key", 0) >= 30, shares
     assert shares.get("<native> sorted", 0) >= 30, shares
+
+
+def test_a_signal_during_the_handler_is_not_a_sample_of_the_app(monkeypatch):
+    """A SIGPROF that comes while our Python handler runs is copied too (the C handler cannot tell); that copy
+    shows the handler, and is dropped as the handler ends. The next handler may find no copy of its own (its
+    signal went to another thread, here one that signals itself): it must not take that one."""
+    from cloudprof.agent import sampler as sampler_module
+
+    extension_needed()
+    extra = sampler_module.current_extra
+
+    def extra_and_a_signal():  # the handler calls it for every main-thread sample
+        signal.raise_signal(signal.SIGPROF)  # to this (the main) thread, inside the handler
+        return extra()
+
+    monkeypatch.setattr(sampler_module, "current_extra", extra_and_a_signal)
+    done = threading.Event()
+
+    def elsewhere():  # SIGPROF to this thread: no copy, and the main thread's handler runs
+        while not done.wait(0.01):
+            signal.pthread_kill(threading.get_ident(), signal.SIGPROF)
+
+    sampler = Sampler(sample_hz=100, max_overhead_pct=100)
+    other = threading.Thread(target=elsewhere, name="elsewhere")
+    sampler.start()
+    try:
+        other.start()
+        Burner().spin(0.5)
+        done.set()
+        other.join()
+        batch = sampler.drain()
+    finally:
+        sampler.stop()
+    shares, names = leaf_shares(batch)
+    assert batch.signal_samples > 60, batch._replace(tables=None)  # the timer's and the other thread's
+    assert sum(share for name, share in shares.items() if name.startswith("Burner.spin")) >= 40, shares
+    assert not {name for name in names if name.startswith("Sampler.")}, names
 
 
 def test_achieved_tick_rate_is_the_asked_rate():
