@@ -83,11 +83,11 @@ _CALLEES_SINCE = 3  # frames above the copy's leaf that the handler may run in (
 
 def record_copy(table: StackTable, labels: tuple, copied: tuple, codes: tuple, frame: FrameType | None,
                 max_depth: int, samples: int, cpu_ns: int, wall_ns: int, _native=native_site) -> tuple:
-    """Fold a stack the C handler copied at the signal (`_threadcpu.main_frames()`: code id, offset, ...; leaf
-    first; and its code objects) into `table`. `frame`: where the Python handler runs, a check point later: the copy's leaf frame
-    itself, or a function it called since (from C: `sorted` calling its key). The C callee the leaf was in is
-    named from that frame: a call at the signal's instruction, or the `str +=` whose copy the signal
-    interrupted (found by the loop's back-edge, where the handler runs)."""
+    """Fold a stack the C handler copied at the signal into `table`: `_threadcpu.main_frames()`'s (code id,
+    offset, ...), leaf first, and its code objects. `frame`: where the Python handler runs, a check point
+    later: the copy's leaf frame itself, or a function it called since (from C: `sorted` calling its key).
+    The C callee the leaf was in is named from that frame: a call at the signal's instruction, or the
+    `str +=` whose copy the signal interrupted (found by the loop's back-edge, where the handler runs)."""
     f, up = frame, 0
     while f is not None and copied[0] != id(f.f_code) and up < _CALLEES_SINCE:
         f, up = f.f_back, up + 1
@@ -100,7 +100,7 @@ def record_copy(table: StackTable, labels: tuple, copied: tuple, codes: tuple, f
                 site = None
         if site is not None:
             copied = (site[0], 0, copied[0], site[1]) + copied[2:]
-            if len(copied) > 2 * max_depth and copied[2 * max_depth:] != (_CUT, -1):  # one frame too many
+            if len(copied) // 2 - (copied[-2:] == (_CUT, -1)) > max_depth:  # the leaf made one too many
                 copied = copied[:2 * max_depth] + (_CUT, -1)
     key = (labels,) + copied
     acc = table.stacks.get(key)

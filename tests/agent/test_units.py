@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 import sys
+import threading
+import time
 
 import pytest
 
 from cloudprof.agent.clocks import ManualClock
 from cloudprof.agent.governor import Governor
 from cloudprof.agent.sampler import Sampler, next_deadline
-from cloudprof.agent.stacks import TRUNCATED, StackTable, Symbolizer, record
+from cloudprof.agent.stacks import TRUNCATED, StackTable, Symbolizer, record, record_copy
 from cloudprof.agent.window import HOUR_NS, WindowSchedule, window_end
 
 LABELS = (("thread_name", "t"),)
@@ -59,6 +61,30 @@ def test_deep_stacks_are_cut_with_a_marker():
     frames = Symbolizer().frames(key, table.codes)
     assert len(frames) == 129
     assert frames[-1][0] == TRUNCATED and frames[0][0] == "Shape.method"
+
+
+@pytest.mark.skipif(sys.version_info[:2] != (3, 11), reason="the C copy is built for 3.11")
+@pytest.mark.parametrize("max_depth", [3, 4])
+def test_a_copy_at_a_c_call_gets_the_callee_as_leaf_within_max_depth(max_depth):
+    """A copied stack whose leaf is at a call into C gets the `<native>` leaf, and stays within max_depth frames
+    (the leaf counts, as in `record`)."""
+    def sleeper():
+        time.sleep(0.3)
+
+    thread = threading.Thread(target=sleeper)
+    thread.start()
+    time.sleep(0.1)
+    frame = sys._current_frames()[thread.ident]  # at the CALL of time.sleep
+    code = frame.f_code
+    copied = (id(code), frame.f_lasti, id(code), 2, id(code), 4)  # three frames, as a copy of depth 3 gives them
+    table = StackTable()
+    key = record_copy(table, ("l",), copied, (code,) * 3, frame, max_depth, 1, 10, 0)
+    thread.join()
+    names = [f[0] for f in Symbolizer().frames(key, table.codes)]
+    assert names[0] == "<native> time.sleep", names
+    name = code.co_qualname
+    assert names[1:] == ([name, name, TRUNCATED] if max_depth == 3 else [name] * 3), names
+    assert table.codes == {id(code): code}
 
 
 def test_memory_grows_with_unique_stacks_not_samples():
