@@ -219,9 +219,6 @@ def test_the_c_walk_makes_the_keys_the_python_walk_makes(monkeypatch):
     """stacks.record walks frames in C where the extension is built (no frame objects created); its keys must be
     the Python walk's: plain, cut at max_depth, with a `<native>` leaf, through generators, and from a frame
     whose function has returned."""
-    import threading
-    import time
-
     from cloudprof.agent import stacks
 
     if stacks._stack_key is None:
