@@ -13,7 +13,8 @@
    reported apart ("start+stop"), since in a service they happen once, not per
    request. Both sides import the agent's modules (pydantic, protobuf) first.
    `--only rates`: 1 thread at 1 Hz and 25 Hz, to split the cost that follows the
-   rate (sampling) from the one that does not (the agent's presence).
+   rate (sampling) from the one that does not (the agent's presence). `--only
+   single`, `mainplus3`, `governor`: one row of the pairs alone.
 2. In-process ABBA: one process alternates agent-off and agent-on segments of the
    same work, so drift of the machine cancels out.
 3. Per-sample cost at stack depth 10, 50, 100: one signal-handler sample (it also
@@ -404,7 +405,7 @@ def main(argv=None) -> int:
     ap.add_argument("--no-timers", action="store_true",
                     help="other threads' CPU from the ticks, not per-thread CPU timers (thread_cpu_timers=false)")
     ap.add_argument("--only", choices=["pairs", "abba", "cost", "startup", "idle", "memory", "governor", "mainplus3",
-                                       "rates"],
+                                       "rates", "single"],
                     action="append")
     args = ap.parse_args(argv)
     if args.child:
@@ -417,8 +418,9 @@ def main(argv=None) -> int:
           f"units={args.units}", flush=True)
     ways = {"both": (True, False), "concurrent": (True,), "sequential": (False,)}[args.pairing]
     for concurrent in ways:
-        if "pairs" in only:
+        if "pairs" in only or "single" in only:
             pairs("1 thread, 100 Hz, budget 1%", args.pairs, args.units, 1, concurrent=concurrent)
+        if "pairs" in only:
             pairs("4 threads, 100 Hz, budget 1%", args.pairs, args.units, 4, concurrent=concurrent)
         if "pairs" in only or "mainplus3" in only:
             pairs("main + 3 threads, 100 Hz, budget 1%", args.pairs, args.units, -4, concurrent=concurrent)
