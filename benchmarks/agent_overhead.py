@@ -14,7 +14,8 @@
    request. Both sides import the agent's modules (pydantic, protobuf) first.
    `--only rates`: 1 thread at 1 Hz and 25 Hz, to split the cost that follows the
    rate (sampling) from the one that does not (the agent's presence). `--only
-   single`, `mainplus3`, `governor`: one row of the pairs alone.
+   single`, `mainplus3`, `governor`: one row of the pairs alone. `--only dispatch`:
+   what the signal costs without the handler's work (see VARIANTS).
 2. In-process ABBA: one process alternates agent-off and agent-on segments of the
    same work, so drift of the machine cancels out.
 3. Per-sample cost at stack depth 10, 50, 100: one signal-handler sample (it also
@@ -33,6 +34,7 @@ import json
 import math
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -117,6 +119,13 @@ def child(args) -> None:
     import cloudprof.config
 
     cloudprof.config.Settings  # noqa: B018 - the pydantic model is built on first use
+    if args.variant:
+        dispatch_variant(args.variant)
+        c0 = time.process_time()
+        workload(args.units, args.threads)
+        print(json.dumps({"cpu": time.process_time() - c0}))
+        signal.setitimer(signal.ITIMER_PROF, 0, 0)  # exit resets Python's handler to the default (terminate)
+        return
     if args.profile:
         c = time.process_time()
         cloudprof.start(enabled=True, service="bench", storage=f"file://{store}", sample_hz=args.hz,
@@ -143,6 +152,44 @@ def child(args) -> None:
         cloudprof.stop(flush=True, timeout=10)
         stats["stop_cpu"] = time.process_time() - c
     print(json.dumps({"cpu": cpu, "wall": wall, **stats}))
+
+
+# What the signal alone costs: SIGPROF at 100 Hz of CPU with (1) only our C handler, which copies the main
+# thread's frames (`_threadcpu.hook_main`), Python's handler ignoring it; (2) that and an empty Python handler,
+# which CPython runs at the next check point with a frame object; (3) the agent. What (3) costs above (2) is the
+# handler's own work and the agent's threads.
+VARIANTS = ("C handler only", "+ empty Python handler", "agent")
+
+
+def dispatch_variant(variant: str) -> None:
+    import cloudprof
+    from cloudprof.agent import _threadcpu
+
+    if variant == "agent":
+        cloudprof.start(enabled=True, service="bench", storage=f"file://{tempfile.mkdtemp()}", strict=True)
+        return
+    signal.signal(signal.SIGPROF, signal.SIG_IGN if variant == VARIANTS[0] else (lambda signum, frame: None))
+    _threadcpu.hook_main(128)
+    signal.setitimer(signal.ITIMER_PROF, 0.01, 0.01)
+
+
+def dispatch(n: int, units: int) -> None:
+    """n rounds of a bare run and one run of each variant, in rotating order; medians against the round's bare."""
+    runs = ("bare",) + VARIANTS
+    over = {v: [] for v in VARIANTS}
+    for i in range(n):
+        order = runs[i % len(runs):] + runs[:i % len(runs)]
+        cpu = {}
+        for v in order[::-1] if i % 2 else order:
+            cmd = [sys.executable, __file__, "--child", "--units", str(units)] + (["--variant", v] if v != "bare" else [])
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONHASHSEED=str(i)))
+            cpu[v] = child_result(proc)["cpu"]
+        for v in VARIANTS:
+            over[v].append(100 * (cpu[v] / cpu["bare"] - 1))
+    for v in VARIANTS:
+        q, ci = quartiles(over[v]), median_ci(over[v])
+        print(f"1 thread, SIGPROF at 100 Hz, {v:<24} CPU {q[1]:+6.2f}% [{q[0]:+.2f}, {q[2]:+.2f}] "
+              f"(95% CI of the median {ci[0]:+.2f}..{ci[1]:+.2f})  (n={n} rounds)", flush=True)
 
 
 def start_child(profile, units, threads, hz=100.0, budget=1.0, seed=0, cpu=None):
@@ -399,13 +446,14 @@ def main(argv=None) -> int:
     ap.add_argument("--pin", action="store_true",
                     help="side by side, pin each child (all its threads) to a CPU of its own, alternating per pair")
     ap.add_argument("--cpu", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
     ap.add_argument("--segments", type=int, default=6, help="ABBA groups in process")
     ap.add_argument("--long-seconds", type=float, default=600.0, help="length of the memory run (issue: 600)")
     ap.add_argument("--skip-long", action="store_true")
     ap.add_argument("--no-timers", action="store_true",
                     help="other threads' CPU from the ticks, not per-thread CPU timers (thread_cpu_timers=false)")
     ap.add_argument("--only", choices=["pairs", "abba", "cost", "startup", "idle", "memory", "governor", "mainplus3",
-                                       "rates", "single"],
+                                       "rates", "single", "dispatch"],
                     action="append")
     args = ap.parse_args(argv)
     if args.child:
@@ -432,6 +480,8 @@ def main(argv=None) -> int:
         if "pairs" in only or "governor" in only:
             # the governor steps once a second after a first warm-up second: give it a run long enough to act
             pairs("1 thread, governor at 0.25%", args.pairs, args.units * 5, 1, budget=0.25, concurrent=concurrent)
+    if "dispatch" in only:
+        dispatch(args.pairs, args.units)
     if "abba" in only:
         abba(args.units // 2, args.segments, 1)
         abba(args.units // 2, args.segments, 4)
