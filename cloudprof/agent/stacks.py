@@ -103,24 +103,17 @@ def record_copy(table: StackTable, labels: tuple, copied: tuple, codes: tuple, f
             if len(copied) // 2 - (copied[-2:] == (_CUT, -1)) > max_depth:  # the leaf made one too many
                 copied = copied[:2 * max_depth] + (_CUT, -1)
     key = (labels,) + copied
-    acc = table.stacks.get(key)
-    if acc is None:
+    if _add(table, key, samples, cpu_ns, wall_ns):
         held = table.codes
         for code in codes:
             if code is not None:
                 held[id(code)] = code
-        table.stacks[key] = [samples, cpu_ns, wall_ns]
-    else:
-        acc[0] += samples
-        acc[1] += cpu_ns
-        acc[2] += wall_ns
     return key
 
 
 def _fold(table: StackTable, key: tuple, frame: FrameType | None, max_depth: int,
           samples: int, cpu_ns: int, wall_ns: int, _id=id) -> tuple:
-    acc = table.stacks.get(key)
-    if acc is None:
+    if _add(table, key, samples, cpu_ns, wall_ns):
         codes = table.codes
         f = frame
         depth = 0
@@ -129,12 +122,19 @@ def _fold(table: StackTable, key: tuple, frame: FrameType | None, max_depth: int
             codes[_id(code)] = code
             f = f.f_back
             depth += 1
-        table.stacks[key] = [samples, cpu_ns, wall_ns]
-    else:
-        acc[0] += samples
-        acc[1] += cpu_ns
-        acc[2] += wall_ns
     return key
+
+
+def _add(table: StackTable, key: tuple, samples: int, cpu_ns: int, wall_ns: int) -> bool:
+    """Add a sample to its key's counts; True if the key is new (the caller then holds its code objects)."""
+    acc = table.stacks.get(key)
+    if acc is None:
+        table.stacks[key] = [samples, cpu_ns, wall_ns]
+        return True
+    acc[0] += samples
+    acc[1] += cpu_ns
+    acc[2] += wall_ns
+    return False
 
 
 _RESUME = dis.opmap.get("RESUME")
