@@ -397,20 +397,24 @@ if profile:
                     strict=True)
     sampler = lifecycle.current().sampler
 end = time.monotonic() + float(sys.argv[2])
-peak = table_bytes = 0
+peak = table_bytes = now = 0
 while time.monotonic() < end:
     path = [rnd.choice(names) for _ in range(rnd.randint(3, 40))]
     ns[path[0]](path, 1)
     if sampler is not None:
-        tables = sampler.tables()
-        n = sum(len(t) for t in tables)
-        if n > peak:
-            peak = n
-            table_bytes = sum(sys.getsizeof(t.stacks) + sys.getsizeof(t.codes)
-                              + sum(sys.getsizeof(k) + sys.getsizeof(v) for k, v in list(t.stacks.items())) for t in tables)
+        peak = max(peak, sum(len(t) for t in sampler.tables()))
+if sampler is not None:  # measured once, at the end: measuring at each new peak would itself raise the max RSS
+    tables = sampler.tables()
+    now = sum(len(t) for t in tables)
+    items = [kv for t in tables for kv in list(t.stacks.items())]
+    parts = {id(x): x for k, _ in items for x in k}  # code ids, offsets, labels: each object once
+    table_bytes = (sum(sys.getsizeof(t.stacks) + sys.getsizeof(t.codes) for t in tables)
+                   + sum(sys.getsizeof(k) + sys.getsizeof(v) for k, v in items)
+                   + sum(sys.getsizeof(x) for x in parts.values()))
 running = bool(lifecycle.current())
 rate = sampler.signal_samples / float(sys.argv[2]) if sampler else 0
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, peak, table_bytes, running, rate, sampler.hz if sampler else 0)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, peak, now, table_bytes, running, rate,
+      sampler.hz if sampler else 0)
 cloudprof.stop(flush=False)
 """
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDPROF_")}
@@ -424,11 +428,12 @@ cloudprof.stop(flush=False)
             raise SystemExit(f"memory run ({mode}) failed with exit code {proc.returncode}")
         rows[mode] = out.split()
     rss_off, rss_on = int(rows["off"][0]), int(rows["on"][0])
-    _, peak, table_bytes, running, rate, hz = rows["on"]
+    _, peak, now, table_bytes, running, rate, hz = rows["on"]
     print(f"memory after a {seconds:.0f} s high-cardinality run (300 functions, random call paths of depth 3-40): "
           f"max RSS {rss_on / 1024:.1f} MiB profiled vs {rss_off / 1024:.1f} MiB bare "
-          f"(+{(rss_on - rss_off) / 1024:.1f} MiB, both with the agent's modules imported); largest window {peak} unique stacks, "
-          f"{int(table_bytes) / 2**20:.2f} MiB of stack tables; {float(rate):.0f} signal samples/s, governor at "
+          f"(+{(rss_on - rss_off) / 1024:.1f} MiB, both with the agent's modules imported); largest window {peak} unique stacks; "
+          f"at the end {now} in {int(table_bytes) / 2**20:.2f} MiB of stack tables (each key, count and int once); "
+          f"{float(rate):.0f} signal samples/s, governor at "
           f"{float(hz):.0f} Hz at the end; agent still running: {running}", flush=True)
 
 

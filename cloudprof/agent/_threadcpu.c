@@ -85,6 +85,28 @@ static int signo;      /* 0: not started */
 static int last_signo; /* the signal the previous start() took */
 static pid_t my_pid;
 static PyObject *known; /* address (int) -> code object */
+static PyObject *interned; /* int -> the same int: one object per code id or offset across a window's keys */
+
+#define INTERN_MAX 200000 /* distinct values kept before starting over (exec-made code objects come and go) */
+
+/* The one int object for v's value (a new reference; v's is taken). Keys differ mostly by one frame's offset, so
+ * a window's keys would otherwise hold each code id and offset once per stack. */
+static PyObject *intern_int(PyObject *v)
+{
+    if (v == NULL)
+        return NULL;
+    if (interned == NULL || PyDict_GET_SIZE(interned) > INTERN_MAX) {
+        Py_XDECREF(interned);
+        if ((interned = PyDict_New()) == NULL) {
+            Py_DECREF(v);
+            return NULL;
+        }
+    }
+    PyObject *kept = PyDict_SetDefault(interned, v, v);
+    Py_XINCREF(kept);
+    Py_DECREF(v);
+    return kept;
+}
 
 #define HEADER_WORDS 4 /* n | cut << 32, ident, weight, tid */
 
@@ -671,7 +693,7 @@ static int live_code(uintptr_t addr, int line)
 /* The code object at `addr` as a key part: the address as an int (id() of the object) once accepted. */
 static PyObject *code_id(uint64_t addr, int line)
 {
-    PyObject *key = PyLong_FromUnsignedLongLong(addr);
+    PyObject *key = intern_int(PyLong_FromUnsignedLongLong(addr));
     if (key == NULL)
         return NULL;
     if (PyDict_GetItemWithError(known, key) != NULL)
@@ -709,7 +731,7 @@ static PyObject *frames_tuple(const uint64_t *f, int n, int cut, PyObject **code
             off = PyLong_FromLong(-1);
         } else {
             id = code_id(f[2 * i], (int)(int32_t)(f[2 * i + 1] >> 32));
-            off = PyLong_FromLong((long)(uint32_t)f[2 * i + 1]);
+            off = intern_int(PyLong_FromLong((long)(uint32_t)f[2 * i + 1]));
         }
         if (id == NULL || off == NULL) {
             Py_XDECREF(id);
@@ -851,8 +873,8 @@ static PyObject *py_stack_key(PyObject *self, PyObject *args)
     Py_ssize_t at = 1 + np;
     for (o = o0, f = f0; at < 1 + np + 2 * n; caller_of(&o, &f)) {
         int lasti = _PyInterpreterFrame_LASTI(f);
-        PyObject *id = PyLong_FromVoidPtr(f->f_code);
-        PyObject *off = PyLong_FromLong(lasti < 0 ? -1 : lasti * (long)sizeof(_Py_CODEUNIT));
+        PyObject *id = intern_int(PyLong_FromVoidPtr(f->f_code));
+        PyObject *off = intern_int(PyLong_FromLong(lasti < 0 ? -1 : lasti * (long)sizeof(_Py_CODEUNIT)));
         if (id == NULL || off == NULL) {
             Py_XDECREF(id);
             Py_XDECREF(off);

@@ -87,6 +87,25 @@ def test_a_copy_at_a_c_call_gets_the_callee_as_leaf_within_max_depth(max_depth):
     assert table.codes == {id(code): code}
 
 
+def test_keys_share_one_int_per_code_id_and_offset():
+    """Keys differ mostly in one frame's offset; the rest of each key is the same values, held once (the C walk
+    interns them), so a window's memory is its keys, not its keys times their depth in ints."""
+    from cloudprof.agent import stacks
+
+    if stacks._stack_key is None:
+        pytest.skip("the C extension is not built for this interpreter")
+    table = StackTable()
+
+    def here():
+        return record(table, (), sys._getframe(), 128, 1, 1, 0)
+
+    first, second = here(), here()  # two stacks of the same frames, at two offsets of this test
+    assert first != second
+    same = [i for i in range(1, len(first)) if first[i] == second[i] and first[i].__class__ is int and first[i] > 256]
+    assert len(same) >= 4, (first, second)  # code ids (and offsets past the small ints' cache)
+    assert all(first[i] is second[i] for i in same), same
+
+
 def test_memory_grows_with_unique_stacks_not_samples():
     table = StackTable()
     for i in range(2000):
