@@ -90,7 +90,8 @@ static PyObject *interned; /* int -> the same int: one object per code id or off
 #define INTERN_MAX 200000 /* distinct values kept before starting over (exec-made code objects come and go) */
 
 /* The one int object for v's value (a new reference; v's is taken). Keys differ mostly by one frame's offset, so
- * a window's keys would otherwise hold each code id and offset once per stack. */
+ * a window's keys would otherwise hold each code id and offset once per stack. Done as a key is stored
+ * (intern_key), not as it is made: most samples repeat a stored key and are dropped after the lookup. */
 static PyObject *intern_int(PyObject *v)
 {
     if (v == NULL)
@@ -693,7 +694,7 @@ static int live_code(uintptr_t addr, int line)
 /* The code object at `addr` as a key part: the address as an int (id() of the object) once accepted. */
 static PyObject *code_id(uint64_t addr, int line)
 {
-    PyObject *key = intern_int(PyLong_FromUnsignedLongLong(addr));
+    PyObject *key = PyLong_FromUnsignedLongLong(addr);
     if (key == NULL)
         return NULL;
     if (PyDict_GetItemWithError(known, key) != NULL)
@@ -731,7 +732,7 @@ static PyObject *frames_tuple(const uint64_t *f, int n, int cut, PyObject **code
             off = PyLong_FromLong(-1);
         } else {
             id = code_id(f[2 * i], (int)(int32_t)(f[2 * i + 1] >> 32));
-            off = intern_int(PyLong_FromLong((long)(uint32_t)f[2 * i + 1]));
+            off = PyLong_FromLong((long)(uint32_t)f[2 * i + 1]);
         }
         if (id == NULL || off == NULL) {
             Py_XDECREF(id);
@@ -873,8 +874,8 @@ static PyObject *py_stack_key(PyObject *self, PyObject *args)
     Py_ssize_t at = 1 + np;
     for (o = o0, f = f0; at < 1 + np + 2 * n; caller_of(&o, &f)) {
         int lasti = _PyInterpreterFrame_LASTI(f);
-        PyObject *id = intern_int(PyLong_FromVoidPtr(f->f_code));
-        PyObject *off = intern_int(PyLong_FromLong(lasti < 0 ? -1 : lasti * (long)sizeof(_Py_CODEUNIT)));
+        PyObject *id = PyLong_FromVoidPtr(f->f_code);
+        PyObject *off = PyLong_FromLong(lasti < 0 ? -1 : lasti * (long)sizeof(_Py_CODEUNIT));
         if (id == NULL || off == NULL) {
             Py_XDECREF(id);
             Py_XDECREF(off);
@@ -896,7 +897,31 @@ static PyObject *py_stack_key(PyObject *self, PyObject *args)
     return key;
 }
 
+/* intern_key(key) -> the key with its ints interned (the first item, the labels, and others as they are). */
+static PyObject *py_intern_key(PyObject *self, PyObject *key)
+{
+    if (!PyTuple_Check(key)) {
+        PyErr_SetString(PyExc_TypeError, "intern_key() needs a tuple");
+        return NULL;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(key);
+    PyObject *out = PyTuple_New(n);
+    if (out == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyTuple_GET_ITEM(key, i);
+        item = i > 0 && PyLong_CheckExact(item) ? intern_int(Py_NewRef(item)) : Py_NewRef(item);
+        if (item == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(out, i, item);
+    }
+    return out;
+}
+
 static PyMethodDef methods[] = {
+    {"intern_key", py_intern_key, METH_O, "intern_key(key) -> an equal key whose ints are shared with other keys'"},
     {"stack_key", py_stack_key, METH_VARARGS,
      "stack_key(labels, prefix, frame, skip_frame, max_frames, cut) -> (labels, *prefix, id(code), f_lasti, ...)"},
     {"start", py_start, METH_VARARGS, "start(max_depth) -> the real-time signal used; installs the handler"},

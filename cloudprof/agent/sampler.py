@@ -79,7 +79,7 @@ from cloudprof.agent.clocks import SYSTEM_CLOCK, Clock, process_cpu_ns, thread_c
 from cloudprof.agent.fairness import ThreadPicker
 from cloudprof.agent.governor import Governor
 from cloudprof.agent.labels import current_extra, tick_labels
-from cloudprof.agent.stacks import StackTable, record, record_copy, where_cpu_went
+from cloudprof.agent.stacks import StackTable, intern_key, record, record_copy, where_cpu_went
 
 try:
     from cloudprof.agent import _threadcpu
@@ -571,7 +571,7 @@ class Sampler:
             key = (labels + more if more else labels,) + (frames or (_NO_FRAME, 0))
             acc = stacks.get(key)
             if acc is None:
-                stacks[key] = [1, weight, 0]
+                stacks[intern_key(key)] = [1, weight, 0]
                 for code_id in frames[::2]:
                     if code_id.__class__ is int and code_id:
                         table_codes[code_id] = codes[code_id]
@@ -806,7 +806,10 @@ class Sampler:
         t0 = time.thread_time_ns()
         ticked_all = False
         try:
-            self._main_copy = _threadcpu.main_frames() if self._copies else None
+            copy = _threadcpu.main_frames() if self._copies else None
+            if copy is not None and copy[1] and copy[1][0] is _HANDLER_CODE:
+                copy = None  # taken as the previous run of this handler ended, after its main_skip()
+            self._main_copy = copy
             measured = t0 - self._main_cpu_mark
             mtable = self._mtable
             mtable.measured += measured
@@ -1075,3 +1078,6 @@ class Sampler:
                 wake = min(now + _WATCH_NS, next_govern, next_check)
             if self._sleep((wake - now) / 1e9):
                 return
+
+
+_HANDLER_CODE = Sampler._on_signal.__code__

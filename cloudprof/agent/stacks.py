@@ -14,11 +14,15 @@ from types import CodeType, FrameType
 from cloudprof.agent.native import native_site
 
 try:  # the walk in C, without creating frame objects (CPython 3.11.1+ on Linux; see _threadcpu.c)
+    from cloudprof.agent._threadcpu import intern_key
     from cloudprof.agent._threadcpu import stack_key as _stack_key
 except ImportError:  # not built, or built for another interpreter
     _stack_key = None
 
-__all__ = ["TRUNCATED", "StackTable", "Symbolizer", "record", "record_copy", "where_cpu_went"]
+    def intern_key(key: tuple) -> tuple:
+        return key
+
+__all__ = ["TRUNCATED", "StackTable", "Symbolizer", "intern_key", "record", "record_copy", "where_cpu_went"]
 
 TRUNCATED = "<truncated>"
 # Marks a cut stack inside a key; id() of a live object is never 0.
@@ -103,38 +107,44 @@ def record_copy(table: StackTable, labels: tuple, copied: tuple, codes: tuple, f
             if len(copied) // 2 - (copied[-2:] == (_CUT, -1)) > max_depth:  # the leaf made one too many
                 copied = copied[:2 * max_depth] + (_CUT, -1)
     key = (labels,) + copied
-    if _add(table, key, samples, cpu_ns, wall_ns):
-        held = table.codes
-        for code in codes:
-            if code is not None:
-                held[id(code)] = code
-    return key
+    stored = _add(table, key, samples, cpu_ns, wall_ns)
+    if stored is None:
+        return key
+    held = table.codes
+    for code in codes:
+        if code is not None:
+            held[id(code)] = code
+    return stored
 
 
 def _fold(table: StackTable, key: tuple, frame: FrameType | None, max_depth: int,
           samples: int, cpu_ns: int, wall_ns: int, _id=id) -> tuple:
-    if _add(table, key, samples, cpu_ns, wall_ns):
-        codes = table.codes
-        f = frame
-        depth = 0
-        while f is not None and depth < max_depth:
-            code = f.f_code
-            codes[_id(code)] = code
-            f = f.f_back
-            depth += 1
-    return key
+    stored = _add(table, key, samples, cpu_ns, wall_ns)
+    if stored is None:
+        return key
+    codes = table.codes
+    f = frame
+    depth = 0
+    while f is not None and depth < max_depth:
+        code = f.f_code
+        codes[_id(code)] = code
+        f = f.f_back
+        depth += 1
+    return stored
 
 
-def _add(table: StackTable, key: tuple, samples: int, cpu_ns: int, wall_ns: int) -> bool:
-    """Add a sample to its key's counts; True if the key is new (the caller then holds its code objects)."""
+def _add(table: StackTable, key: tuple, samples: int, cpu_ns: int, wall_ns: int) -> tuple | None:
+    """Add a sample to its key's counts. A new key is stored with its ints shared (`intern_key`) and returned:
+    the caller then holds its code objects. None for a key already there."""
     acc = table.stacks.get(key)
     if acc is None:
+        key = intern_key(key)
         table.stacks[key] = [samples, cpu_ns, wall_ns]
-        return True
+        return key
     acc[0] += samples
     acc[1] += cpu_ns
     acc[2] += wall_ns
-    return False
+    return None
 
 
 _RESUME = dis.opmap.get("RESUME")
