@@ -36,6 +36,7 @@ __all__ = [
     "labels",
     "labels_by_thread",
     "labels_of_task",
+    "may_change",
     "reset",
     "tick_labels",
 ]
@@ -49,7 +50,7 @@ _log = logging.getLogger("cloudprof")
 _LABELS: contextvars.ContextVar[tuple] = contextvars.ContextVar("cloudprof_labels", default=())
 _BY_THREAD: dict[int, tuple] = {}
 _SEEN: dict[str, set] = {}
-_state = {"max_values": 100, "folded": 0, "dropped_keys": 0, "warned": False}
+_state = {"max_values": 100, "folded": 0, "dropped_keys": 0, "warned": False, "used": False}
 _lock = threading.Lock()
 
 
@@ -115,6 +116,8 @@ class labels:  # noqa: N801 - used like a function: `with cloudprof.labels(endpo
         else:
             new = current
         self._token = _LABELS.set(new)
+        if new:
+            _state["used"] = True
         # Tasks are read through their own Context; plain threads need the registry.
         if tasks.current_task() is None:
             self._owner = threading.get_ident()
@@ -187,6 +190,12 @@ def current_extra() -> tuple:
     if task is None:
         return user
     return (("task_name", tasks.task_name(task)),) + user
+
+
+def may_change() -> bool:
+    """Can the calling thread's labels differ from one sample to the next? Once labels were set anywhere in
+    the process, or while an event loop runs here (each task is a `task_name`), yes."""
+    return _state["used"] or tasks._get_running_loop() is not None
 
 
 def _forget_thread(thread_id: int) -> None:

@@ -59,7 +59,7 @@ import dis
 import sys
 import types
 
-__all__ = ["NATIVE_PREFIX", "native_leaf", "native_site", "site_name"]
+__all__ = ["NATIVE_PREFIX", "native_leaf", "native_site", "site_at", "site_name"]
 
 NATIVE_PREFIX = "<native> "
 SUPPORTED = (3, 11) <= sys.version_info[:2] <= (3, 13)
@@ -132,20 +132,12 @@ def native_site(frame: types.FrameType, *, resolve: bool = True, lasti: int | No
     """
     if not SUPPORTED:
         return None
-    # Keyed by id(code) and checked by identity: a 3.11 code object's hash is recomputed from its bytecode,
-    # constants and names at every lookup, which would dominate this (per-sample) path.
-    code = frame.f_code
-    entry = _SITES.get(id(code))
-    if entry is None or entry[0] is not code:
-        if len(_SITES) >= _SITES_MAX:
-            _SITES.clear()
-        entry = _SITES[id(code)] = (code, {})
-    sites = entry[1]
+    sites = _sites_of(frame.f_code)
     if lasti is None:
         lasti = frame.f_lasti
     site = sites.get(lasti, _MISSING)
     if site is _MISSING:
-        site = sites[lasti] = _analyse(code, lasti)
+        site = sites[lasti] = _analyse(frame.f_code, lasti)
     if site is None:
         return None
     kind = site[0]
@@ -175,6 +167,37 @@ def native_site(frame: types.FrameType, *, resolve: bool = True, lasti: int | No
     memo[1] = (f"{NATIVE_PREFIX}{label} {symbol}", at) if label is not None and len(value) >= _CONCAT_MIN_LEN else None
     value = None
     return memo[1]
+
+
+def site_at(code: types.CodeType, lasti: int) -> tuple[str, int] | None:
+    """native_site for a copied stack with no frame to read: a call site already resolved keeps its name, one
+    not resolved yet gets its static callee expression, a `str +=` site its last answer."""
+    if not SUPPORTED:
+        return None
+    sites = _sites_of(code)
+    site = sites.get(lasti, _MISSING)
+    if site is _MISSING:
+        site = sites[lasti] = _analyse(code, lasti)
+    if site is None:
+        return None
+    kind = site[0]
+    if kind == "named":
+        return site[1]
+    if kind == "call":
+        static = site[2]
+        return (NATIVE_PREFIX + static, site[3]) if static else None
+    return site[4][1]
+
+
+def _sites_of(code: types.CodeType) -> dict:
+    # Keyed by id(code) and checked by identity: a 3.11 code object's hash is recomputed from its bytecode,
+    # constants and names at every lookup, which would dominate this (per-sample) path.
+    entry = _SITES.get(id(code))
+    if entry is None or entry[0] is not code:
+        if len(_SITES) >= _SITES_MAX:
+            _SITES.clear()
+        entry = _SITES[id(code)] = (code, {})
+    return entry[1]
 
 
 def site_name(code: types.CodeType, lasti: int) -> str | None:

@@ -78,7 +78,7 @@ from cloudprof.agent import exits
 from cloudprof.agent.clocks import SYSTEM_CLOCK, Clock, process_cpu_ns, thread_cpu_clock, thread_cpu_ns
 from cloudprof.agent.fairness import ThreadPicker
 from cloudprof.agent.governor import Governor
-from cloudprof.agent.labels import current_extra, tick_labels
+from cloudprof.agent.labels import current_extra, may_change, tick_labels
 from cloudprof.agent.stacks import StackTable, intern_key, record, record_copy, where_cpu_went
 
 try:
@@ -91,6 +91,7 @@ __all__ = ["AGENT_THREAD_PREFIX", "Batch", "Sampler", "next_deadline", "signal_u
 
 AGENT_THREAD_PREFIX = "cloudprof"  # threads named so are the agent's own and are not sampled
 _WATCH_NS = 500_000_000  # how often the thread checks that the handler still takes ticks
+_BATCH_NS = 100_000_000  # batched: how often the C handler chains to the Python handler (see _on_signal)
 _REFILL_NS = 100_000_000  # while the thread fills in, how often it checks that the handler still falls short
 _CHECK_NS = 500_000_000  # how often the thread runs `checks` (the safety watchdog's rounds)
 _GOVERN_NS = 1_000_000_000
@@ -216,6 +217,8 @@ class Sampler:
         self._in_handler = False  # also the handler's busy flag for drain()
         self._copies = False  # the C handler copies the main thread's frames at each SIGPROF (_threadcpu.hook_main)
         self._main_copy: tuple | None = None  # the copy the running handler took: ((code id, offset, ...), codes)
+        self._batched = False  # the C handler chains to Python's only every _BATCH_NS (see _threadcpu.on_prof)
+        self._c_handler_ns = 0  # the C handler's CPU so far, as main_skip() last told it
         self._tbusy = False
         self._tick_lock = threading.Lock()
         self._threads: dict[int, _Thread | None] = {}
@@ -313,6 +316,9 @@ class Sampler:
             try:
                 signal.setitimer(signal.ITIMER_PROF, 0, 0)
                 time.sleep(0.002)  # let a signal already generated be delivered to our handler
+                if self._batched:
+                    self._fold_records(self._htable, _threadcpu.main_pull(), self._main_labels(), None)
+                    self._main_cpu_mark = _threadcpu.counters()["main_mark"]
                 self._record_main_residue()
                 self._unhook_copies()
                 if signal.getsignal(signal.SIGPROF) == self._on_signal:
@@ -337,13 +343,15 @@ class Sampler:
         """Where the main thread was at each signal, not where the handler runs (see _threadcpu.hook_main)."""
         if _threadcpu is not None and not _threadcpu.UNSUPPORTED:
             try:
-                self._copies = _threadcpu.hook_main(self.max_depth)
+                self._copies = _threadcpu.hook_main(self.max_depth, id(_HANDLER_CODE))
+                self._batched = False  # hook_main starts with every signal chained
+                self._c_handler_ns = _threadcpu.counters()["main_handler_ns"]
             except OSError:
                 self._copies = False  # where_cpu_went places the samples, as without the extension
 
     def _unhook_copies(self) -> None:
         if self._copies:
-            self._copies = False
+            self._copies = self._batched = False
             _threadcpu.unhook_main()
 
     def _start_timers(self) -> None:
@@ -438,6 +446,9 @@ class Sampler:
     def drain(self) -> Batch:
         """Everything sampled since the previous drain; sampling goes on into fresh tables."""
         nested = threading.current_thread() is threading.main_thread() and self._in_handler
+        # The main thread's records not folded yet are this window's (taken now: their code objects come with
+        # them, and the catch-up below lets go of the codes named so far).
+        records = _threadcpu.main_pull() if self._batched and not nested else None
         xtable = self._catch_up(self._ttable, 0.0 if nested else 0.5, window_end=True)
         mtable, self._mtable = self._mtable, _MainTable()
         htable, self._htable = self._htable, StackTable()
@@ -445,6 +456,8 @@ class Sampler:
         deadline = time.monotonic() + 0.5
         while (self._tbusy or (self._in_handler and not nested)) and time.monotonic() < deadline:
             time.sleep(0.0005)
+        if records:
+            self._fold_records(mtable, records, self._main_labels(), None)
         self._settle(mtable)
         now = self.clock.monotonic_ns()
         mark, self._mark = self._mark, self._counters(now)
@@ -806,69 +819,18 @@ class Sampler:
         t0 = time.thread_time_ns()
         ticked_all = False
         try:
-            copy = _threadcpu.main_frames() if self._copies else None
-            if copy is not None and copy[1] and copy[1][0] is _HANDLER_CODE:
-                copy = None  # taken as the previous run of this handler ended, after its main_skip()
-            self._main_copy = copy
-            measured = t0 - self._main_cpu_mark
-            mtable = self._mtable
-            mtable.measured += measured
-            # The weight: the CPU between the timer expiry behind the previous signal and the one behind
-            # this, i.e. the delta less the CPU since this expiry (the next sample's) plus that since the
-            # previous one. The timer's time left tells both; other threads' CPU also runs it down.
-            left, interval = signal.getitimer(signal.ITIMER_PROF)
-            tail = int((interval - left) * 1e9) if 0 < left < interval else 0
-            cpu = measured + self._tail - tail
-            if self._app_threads > 1:  # the main thread's part of it
-                proc = process_cpu_ns()
-                span, self._proc_mark = proc - self._proc_mark, proc
-                if span > measured:
-                    cpu = int((span + self._tail - tail) * measured / span)
-            if self._rearmed:  # a new period since the previous signal: this once, the plain delta
-                self._rearmed = False
-                cpu = measured
-            self._tail = tail
-            if cpu < 0:
-                cpu = 0
-            if frame is not None:
-                mtable.weighted += cpu
-                if self._main_copy is None:  # the signal came to another thread, or no C handler
-                    frame = where_cpu_went(frame)
-                now = self.clock.monotonic_ns()
-                table = self._htable
-                since = now - self._last_tick
-                # Checked at every signal: due within half a signal period of the wall-tick period.
-                all_due = since >= self._tick_period_ns - (self._period_ns >> 1)
-                if (self._app_threads <= 1 and (self.ticks & 15 or not all_due) and since >= self._period_ns >> 1
-                        and self._tick_lock.acquire(False)):
-                    # Only the main thread to sample (every 16th tick, when due, still looks for new threads):
-                    # its tick is this very sample, with the wall time since the previous tick.
-                    try:
-                        wall, self._last_tick = now - self._last_tick, now
-                        self.ticks += 1
-                        self._last_handler_tick = now
-                        self.handler_ticks += 1
-                        labels = self._main_labels()
-                        more = current_extra()
-                        self._record_main(mtable, labels + more if more else labels, frame, 1,
-                                          cpu, wall if wall < _MAX_WALL_NS else _MAX_WALL_NS)
-                    finally:
-                        self._tick_lock.release()
-                elif all_due and self._tick_lock.acquire(False):
-                    # All threads, at the wall-tick rate: the governor counts this as the ticks' cost.
-                    try:
-                        self._tick(now, table, frame, cpu, mtable)
-                        self._last_handler_tick = now
-                        self.handler_ticks += 1
-                        ticked_all = True
-                        self._wake_if_busy(now)
-                    finally:
-                        self._tick_lock.release()
-                else:
-                    labels = self._main_labels()
-                    more = current_extra()
-                    self._record_main(mtable, labels + more if more else labels, frame, 1, cpu, 0)
-                self.signal_samples += 1
+            records = _threadcpu.main_pull() if self._copies else None
+            if self._batched:
+                if records and frame is not None:
+                    labels, more = self._main_labels(), current_extra()
+                    self._fold_records(self._mtable, records, labels + more if more else labels, frame)
+                self._count_app_threads()
+            else:
+                if records and records[-1][2] is not None:
+                    self._main_copy = records[-1][2:]  # the latest: the weight comes from the timer, below
+                ticked_all = self._sample_main(frame, t0)
+            if self._copies and self._batched != (self._app_threads <= 1 and not may_change()):
+                self._set_batched(not self._batched)
         except Exception:
             self.errors += 1
         finally:
@@ -879,8 +841,130 @@ class Sampler:
             self._main_cpu_mark = t1
             if self._copies:
                 self._main_copy = None
-                _threadcpu.main_skip()  # a copy taken while this handler ran shows the handler, not the app
+                c_ns = _threadcpu.main_skip(t1)  # the next record's CPU starts here: this handler's is the agent's
+                self.handler_ns += c_ns - self._c_handler_ns
+                self._c_handler_ns = c_ns
             self._in_handler = False
+
+    def _fold_records(self, table: StackTable, records: list, labels: tuple, frame) -> None:
+        """Batched records (see _threadcpu.on_prof): each weighs the main thread's CPU since the previous one.
+
+        In the handler (`frame`: where it runs), each is also the tick (the wall time since the previous tick)
+        when one is due at its time, and the newest is named from `frame`; the others from their leaf's code.
+        Elsewhere (a window's end, stop) they carry no wall time: the next tick carries it.
+        """
+        if not records:
+            return
+        depth = self.max_depth
+        half = self._period_ns >> 1
+        ticks = frame is not None and self._tick_lock.acquire(False)
+        measured = isinstance(table, _MainTable)
+        try:
+            newest = records[-1]
+            for record_ in records:
+                weight, mono, copied, codes = record_
+                wall = 0
+                if ticks and mono - self._last_tick >= half:
+                    wall, self._last_tick = mono - self._last_tick, mono
+                    if wall > _MAX_WALL_NS:
+                        wall = _MAX_WALL_NS
+                    self.ticks += 1
+                    self.handler_ticks += 1
+                    self._last_handler_tick = mono
+                if measured:
+                    table.measured += weight
+                    table.weighted += weight
+                here = frame if record_ is newest else None
+                if copied is None:  # the C walk found no frame to show
+                    if frame is None:
+                        _add_cpu(table, (labels, UNSAMPLED, 0), weight)
+                    else:
+                        record(table, labels, where_cpu_went(frame), depth, 1, weight, wall)
+                else:
+                    record_copy(table, labels, copied, codes, here, depth, 1, weight, wall)
+        finally:
+            if ticks:
+                self._tick_lock.release()
+        self.signal_samples += len(records)
+
+    def _count_app_threads(self) -> None:
+        """While batched no tick looks at the other threads: one started outside `threading` shows up here."""
+        frames = sys._current_frames()
+        threads = self._threads
+        app = sum(1 for ident in frames if threads.get(ident, 0) is not None)
+        frames.clear()
+        if app > 1:
+            self._proc_mark = process_cpu_ns()
+            self._app_threads = app
+
+    def _set_batched(self, batched: bool) -> None:
+        _threadcpu.main_mode(batched, _BATCH_NS)
+        self._batched = batched
+        self._rearmed = True  # back to the timer's weights: this once, the plain delta
+
+    def _sample_main(self, frame, t0: int) -> bool:
+        """One signal, one sample of the main thread; True if it was a tick of all threads."""
+        ticked_all = False
+        measured = t0 - self._main_cpu_mark
+        mtable = self._mtable
+        mtable.measured += measured
+        # The weight: the CPU between the timer expiry behind the previous signal and the one behind
+        # this, i.e. the delta less the CPU since this expiry (the next sample's) plus that since the
+        # previous one. The timer's time left tells both; other threads' CPU also runs it down.
+        left, interval = signal.getitimer(signal.ITIMER_PROF)
+        tail = int((interval - left) * 1e9) if 0 < left < interval else 0
+        cpu = measured + self._tail - tail
+        if self._app_threads > 1:  # the main thread's part of it
+            proc = process_cpu_ns()
+            span, self._proc_mark = proc - self._proc_mark, proc
+            if span > measured:
+                cpu = int((span + self._tail - tail) * measured / span)
+        if self._rearmed:  # a new period since the previous signal: this once, the plain delta
+            self._rearmed = False
+            cpu = measured
+        self._tail = tail
+        if cpu < 0:
+            cpu = 0
+        if frame is not None:
+            mtable.weighted += cpu
+            if self._main_copy is None:  # the signal came to another thread, or no C handler
+                frame = where_cpu_went(frame)
+            now = self.clock.monotonic_ns()
+            table = self._htable
+            since = now - self._last_tick
+            # Checked at every signal: due within half a signal period of the wall-tick period.
+            all_due = since >= self._tick_period_ns - (self._period_ns >> 1)
+            if (self._app_threads <= 1 and (self.ticks & 15 or not all_due) and since >= self._period_ns >> 1
+                    and self._tick_lock.acquire(False)):
+                # Only the main thread to sample (every 16th tick, when due, still looks for new threads):
+                # its tick is this very sample, with the wall time since the previous tick.
+                try:
+                    wall, self._last_tick = now - self._last_tick, now
+                    self.ticks += 1
+                    self._last_handler_tick = now
+                    self.handler_ticks += 1
+                    labels = self._main_labels()
+                    more = current_extra()
+                    self._record_main(mtable, labels + more if more else labels, frame, 1,
+                                      cpu, wall if wall < _MAX_WALL_NS else _MAX_WALL_NS)
+                finally:
+                    self._tick_lock.release()
+            elif all_due and self._tick_lock.acquire(False):
+                # All threads, at the wall-tick rate: the governor counts this as the ticks' cost.
+                try:
+                    self._tick(now, table, frame, cpu, mtable)
+                    self._last_handler_tick = now
+                    self.handler_ticks += 1
+                    ticked_all = True
+                    self._wake_if_busy(now)
+                finally:
+                    self._tick_lock.release()
+            else:
+                labels = self._main_labels()
+                more = current_extra()
+                self._record_main(mtable, labels + more if more else labels, frame, 1, cpu, 0)
+            self.signal_samples += 1
+        return ticked_all
 
     def _record_main(self, table: StackTable, labels: tuple, frame, samples: int, cpu: int, wall: int) -> None:
         """A main-thread sample of the signal handler: at the stack the C handler copied at the signal, if any."""
@@ -947,8 +1031,11 @@ class Sampler:
         # A handler's tick in the last period and a half says the main thread runs: leave the ticks to it. Taking
         # every other one would also keep the handler under the share that ends the filling in (see _loop).
         period = self._tick_period_ns
+        last_handler = self._last_handler_tick
+        if self._batched:  # its records wait for the next batch: the newest tells when it last ran
+            last_handler = max(last_handler, _threadcpu.main_last())
         if now - self._last_tick >= period >> 1 and (
-                self.mode != "signal" or now - self._last_handler_tick >= period + (period >> 1)):
+                self.mode != "signal" or now - last_handler >= period + (period >> 1)):
             self._thread_tick(now)
             self._wake_if_busy(now)
         return False

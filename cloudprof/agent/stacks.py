@@ -11,7 +11,7 @@ import bisect
 import dis
 from types import CodeType, FrameType
 
-from cloudprof.agent.native import native_site
+from cloudprof.agent.native import native_site, site_at
 
 try:  # the walk in C, without creating frame objects (CPython 3.11.1+ on Linux; see _threadcpu.c)
     from cloudprof.agent._threadcpu import intern_key
@@ -87,25 +87,31 @@ _CALLEES_SINCE = 3  # frames above the copy's leaf that the handler may run in (
 
 def record_copy(table: StackTable, labels: tuple, copied: tuple, codes: tuple, frame: FrameType | None,
                 max_depth: int, samples: int, cpu_ns: int, wall_ns: int, _native=native_site) -> tuple:
-    """Fold a stack the C handler copied at the signal into `table`: `_threadcpu.main_frames()`'s (code id,
-    offset, ...), leaf first, and its code objects. `frame`: where the Python handler runs, a check point
+    """Fold a stack the C handler copied at the signal into `table`: a `_threadcpu.main_pull()` record's (code
+    id, offset, ...), leaf first, and its code objects. `frame`: where the Python handler runs, a check point
     later: the copy's leaf frame itself, or a function it called since (from C: `sorted` calling its key).
     The C callee the leaf was in is named from that frame: a call at the signal's instruction, or the
-    `str +=` whose copy the signal interrupted (found by the loop's back-edge, where the handler runs)."""
-    f, up = frame, 0
-    while f is not None and copied[0] != id(f.f_code) and up < _CALLEES_SINCE:
-        f, up = f.f_back, up + 1
-    if f is not None and up < _CALLEES_SINCE:
-        at = copied[1]
-        site = _native(f, lasti=at)
-        if site is None and up == 0:
-            site = _native(f)
-            if site is not None and site[1] != at:
-                site = None
-        if site is not None:
-            copied = (site[0], 0, copied[0], site[1]) + copied[2:]
-            if len(copied) // 2 - (copied[-2:] == (_CUT, -1)) > max_depth:  # the leaf made one too many
-                copied = copied[:2 * max_depth] + (_CUT, -1)
+    `str +=` whose copy the signal interrupted (found by the loop's back-edge, where the handler runs).
+    With no frame (a record older than the handler's run), from the leaf's code alone (`site_at`)."""
+    site = None
+    if frame is None:
+        if codes and codes[0] is not None:
+            site = site_at(codes[0], copied[1])
+    else:
+        f, up = frame, 0
+        while f is not None and copied[0] != id(f.f_code) and up < _CALLEES_SINCE:
+            f, up = f.f_back, up + 1
+        if f is not None and up < _CALLEES_SINCE:
+            at = copied[1]
+            site = _native(f, lasti=at)
+            if site is None and up == 0:
+                site = _native(f)
+                if site is not None and site[1] != at:
+                    site = None
+    if site is not None:
+        copied = (site[0], 0, copied[0], site[1]) + copied[2:]
+        if len(copied) // 2 - (copied[-2:] == (_CUT, -1)) > max_depth:  # the leaf made one too many
+            copied = copied[:2 * max_depth] + (_CUT, -1)
     key = (labels,) + copied
     stored = _add(table, key, samples, cpu_ns, wall_ns)
     if stored is None:
