@@ -259,6 +259,7 @@ class Sampler:
         self.handler_ns = 0
         self.handler_tick_ns = 0  # of which all-thread ticks taken in the handler (wall-time work, see _loop)
         self.handler_ticks = 0
+        self.handler_runs = 0  # of the Python handler: fewer than the signals when batched
         self.timer_samples = 0
         self.errors = 0
         self._period_integral = 0
@@ -818,6 +819,7 @@ class Sampler:
         self._in_handler = True
         t0 = time.thread_time_ns()
         ticked_all = False
+        self.handler_runs += 1
         try:
             records = _threadcpu.main_pull() if self._copies else None
             if self._batched:

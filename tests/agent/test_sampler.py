@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import _thread
 import signal
 import threading
 import time
 
 import pytest
 
+from cloudprof.agent import labels as labels_module
 from cloudprof.agent.governor import Governor
 from cloudprof.agent.sampler import UNSAMPLED, Sampler, timers_unavailable_reason
 from cloudprof.agent.stacks import Symbolizer
@@ -180,6 +182,123 @@ def test_a_signal_during_the_handler_is_not_a_sample_of_the_app(monkeypatch):
     shares, names = leaf_shares(batch)
     assert batch.signal_samples > 60, batch._replace(tables=None)  # the timer's and the other thread's
     assert sum(share for name, share in shares.items() if name.startswith("Burner.spin")) >= 40, shares
+    assert not {name for name in names if name.startswith("Sampler.")}, names
+
+
+@pytest.fixture
+def unlabelled(monkeypatch):
+    """No labels used so far in this process (earlier tests may have used some): the main thread can be batched."""
+    monkeypatch.setitem(labels_module._state, "used", False)
+
+
+def test_one_app_thread_is_sampled_in_batches(unlabelled):
+    """One app thread and no labels: the C handler records every signal and Python folds them about ten at a
+    time, each with its own CPU (the main thread's clock at the signal) and wall time, named where it was."""
+    extension_needed()
+    rows = [(i * 7919 % 1000003, i * 104729 % 999983, i * 31 % 65521, i * 17 % 257) for i in range(20000)]
+    sampler = Sampler(sample_hz=100, max_overhead_pct=100)
+    sampler.start()
+    try:
+        spent, t0 = time.thread_time(), time.monotonic()
+        while time.thread_time() - spent < 1.5:
+            sorted(rows, key=mixed_key)
+            Burner().spin(0.01)
+        batched = sampler._batched
+        batch = sampler.drain()
+        spent, elapsed = time.thread_time() - spent, time.monotonic() - t0
+    finally:
+        sampler.stop()
+    assert batched
+    per_thread, _ = totals(batch)
+    assert per_thread["MainThread"][1] == pytest.approx(spent * 1e9, rel=0.10), (per_thread, spent)
+    assert per_thread["MainThread"][2] == pytest.approx(elapsed * 1e9, rel=0.15), (per_thread, elapsed)
+    assert batch.signal_samples >= 0.8 * spent * 100, batch._replace(tables=None)
+    assert batch.ticks >= 0.8 * elapsed * 100, batch._replace(tables=None)
+    assert sampler.handler_runs < batch.signal_samples / 4, (sampler.handler_runs, batch.signal_samples)
+    shares, names = leaf_shares(batch)
+    # about half the CPU sorts, and that splits about evenly (see the key function's test)
+    assert shares.get("mixed_key", 0) >= 12, shares
+    assert shares.get("<native> sorted", 0) >= 12, shares  # older records named from the leaf's code alone
+    assert shares.get("mixed_key", 0) + shares.get("<native> sorted", 0) >= 35, shares
+    assert sum(share for name, share in shares.items() if name.startswith("Burner.spin")) >= 10, shares
+    assert not {name for name in names if name.startswith("Sampler.")}, names
+
+
+def test_labels_end_the_batches_and_label_their_samples(unlabelled):
+    extension_needed()
+    sampler = Sampler(sample_hz=100, max_overhead_pct=100)
+    sampler.start()
+    try:
+        Burner().spin(0.3)
+        batched = sampler._batched
+        with labels_module.labels(endpoint="/x"):
+            Burner().spin(0.3)
+            still = sampler._batched
+            spent = []
+            Burner().spin(0.5, spent)
+        batch = sampler.drain()
+    finally:
+        sampler.stop()
+    assert batched and not still
+    cpu = {}
+    for table in batch.tables:
+        for key, (_n, ns, _wall) in table.stacks.items():
+            endpoint = dict(key[0]).get("endpoint")
+            cpu[endpoint] = cpu.get(endpoint, 0) + ns
+    assert cpu.get("/x", 0) >= 0.8 * spent[0] * 1e9, (cpu, spent)
+
+
+def test_a_thread_started_outside_threading_ends_the_batches(unlabelled):
+    """Threads started through `threading` are seen as they start; one started with `_thread` (or from C) is
+    found by the batches' look at the threads, and gets its CPU from then on."""
+    extension_needed()
+    sampler = Sampler(sample_hz=100, max_overhead_pct=100)
+    done = threading.Event()
+
+    def spin():
+        while not done.is_set():
+            sum(i * i for i in range(500))
+
+    sampler.start()
+    try:
+        Burner().spin(0.3)
+        batched = sampler._batched
+        _thread.start_new_thread(spin, ())
+        Burner().spin(0.5)
+        still = sampler._batched
+        done.set()
+        batch = sampler.drain()
+    finally:
+        sampler.stop()
+    assert batched and not still
+    per_thread, _ = totals(batch)
+    assert len(per_thread) >= 2, per_thread
+
+
+def test_a_signal_during_a_batch_is_not_a_sample_of_the_app(monkeypatch, unlabelled):
+    """Batched, the Python handler runs about every 100 ms; a signal taken while it runs shows the handler, and
+    the C handler keeps no record of it."""
+    from cloudprof.agent import sampler as sampler_module
+
+    extension_needed()
+    extra = sampler_module.current_extra
+
+    def extra_and_a_signal():  # the handler calls it once per batch
+        signal.raise_signal(signal.SIGPROF)
+        return extra()
+
+    monkeypatch.setattr(sampler_module, "current_extra", extra_and_a_signal)
+    sampler = Sampler(sample_hz=100, max_overhead_pct=100)
+    sampler.start()
+    try:
+        Burner().spin(0.8)
+        batched = sampler._batched
+        batch = sampler.drain()
+    finally:
+        sampler.stop()
+    assert batched
+    shares, names = leaf_shares(batch)
+    assert sum(share for name, share in shares.items() if name.startswith(("Burner.spin", "<native> sum"))) >= 80, shares
     assert not {name for name in names if name.startswith("Sampler.")}, names
 
 
