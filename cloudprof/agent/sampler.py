@@ -5,13 +5,22 @@ threads mostly where they *release* the GIL (I/O, zlib, hashing) and misplaces
 CPU. ITIMER_PROF fires after every `period` of process CPU, and CPython runs the
 Python handler in the main thread at its next check point (a function's entry,
 a loop's back-edge, the end of a call into C). Where the main thread was when
-the signal came is copied by a C handler in front of Python's (`_threadcpu`,
+the signal came is recorded by a C handler in front of Python's (`_threadcpu`,
 `hook_main`), as the timers below do for other threads; the Python handler folds
-that copy with the labels of the moment. So the sample lands where the main
+those records with the labels of the moment. So the sample lands where the main
 thread spent the CPU, even in code with no check point of its own (a sort key
 called from C `sorted`: the next check point is the key's next entry). Without
 the extension, or when the kernel hands the signal to another thread, the
 handler's own frame stands in (see `where_cpu_went` below).
+
+Batches: while the main thread is the app's only thread and no labels can change
+between samples (none used yet, no event loop running in it), the C handler
+chains to the Python handler only every `_BATCH_NS`, which then folds the ten or
+so records since, each with its own weight (the main thread's CPU since the
+previous record, from its clock at the signal) and wall time. A Python handler
+run costs 15-20 us in a real signal (cold caches), a record's fold 2-5 us. Each
+batch also looks for threads started outside `threading`; a second app thread or
+the first labels end the batches (every signal goes to Python again).
 
 Other threads get the same treatment from their own CPU timers (`_threadcpu`, a
 C extension): after every `period` of a thread's CPU the kernel signals that very
@@ -33,7 +42,8 @@ main thread's part of the process CPU; a window's main-thread samples are then
 scaled to add up to the CPU its clock measured. Not the plain CPU delta: the
 handler runs at the next check point, so after a long C call (zlib, hashing,
 JSON) the delta also holds the time before the call began, and would charge it
-to the call, by 10-25 points on such programs. Without a copy, a sample taken at
+to the call, by 10-25 points on such programs. (Batched, the C handler reads the
+main thread's clock at the signal itself, so the plain delta is right.) Without a copy, a sample taken at
 a function's entry RESUME is the caller's (stacks.where_cpu_went). Rate changes and missed
 ticks leave totals right. A thread with no CPU since its previous sample has not
 moved: its previous stack takes the tick's wall time without a new walk. A
