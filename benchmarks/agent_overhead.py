@@ -297,23 +297,28 @@ def deep(n, fn):
 
 
 def per_sample_cost():
+    """Per main-thread sample at stack depth 10 / 50 / 100: the stack fold alone (direct calls, hot cache); the
+    Python handler called directly with every signal going to it (its mode with several app threads or with
+    labels); and in real signals at 100 Hz, batched (one app thread, no labels), by the handlers' own clocks."""
     import signal as sig
 
-    from cloudprof.agent.sampler import Sampler
+    from cloudprof.agent import labels
+    from cloudprof.agent.sampler import Sampler, _threadcpu
     from cloudprof.agent.stacks import StackTable, record
 
     for depth in (10, 50, 100):
         def measure():
             frame = sys._getframe()
-            table, labels, n = StackTable(), (("thread_name", "MainThread"),), 20000
+            table, names, n = StackTable(), (("thread_name", "MainThread"),), 20000
             t0 = time.thread_time_ns()
             for _ in range(n):
-                record(table, labels, frame, 128, 1, 1, 1)
+                record(table, names, frame, 128, 1, 1, 1)
             fold = (time.thread_time_ns() - t0) / n / 1000
+            used = labels._state["used"]
+            labels._state["used"] = True  # every signal to the Python handler
             s = Sampler(sample_hz=1, max_overhead_pct=100)  # 1 Hz: the timer stays out of the measurement
             s.start()
             try:
-                t0 = time.thread_time_ns()
                 handler_start = s.handler_ns
                 for _ in range(n // 10):
                     s._last_tick = 0  # make every call take the all-thread tick too
@@ -321,10 +326,32 @@ def per_sample_cost():
                 handler = (s.handler_ns - handler_start) / (n // 10) / 1000
             finally:
                 s.stop()
-            return fold, handler
-        fold, handler = deep(depth, measure)
-        print(f"per-sample cost at depth {depth:>3}: signal handler + tick {handler:6.1f} us, stack fold alone {fold:5.1f} us",
-              flush=True)
+                labels._state["used"] = used
+            batched = c_part = runs = None
+            if _threadcpu is not None and not _threadcpu.UNSUPPORTED:
+                s = Sampler(sample_hz=100, max_overhead_pct=100)
+                s.start()
+                try:
+                    time.sleep(0.05)
+                    h0, c0, n0, r0 = s.handler_ns, _threadcpu.counters()["main_handler_ns"], s.signal_samples, s.handler_runs
+                    t0 = time.thread_time()
+                    while time.thread_time() - t0 < 3:
+                        fib(15)
+                    s.drain()
+                    samples = s.signal_samples - n0
+                    batched = (s.handler_ns - h0) / samples / 1000
+                    c_part = (_threadcpu.counters()["main_handler_ns"] - c0) / samples / 1000
+                    runs = (s.handler_runs - r0) / samples
+                finally:
+                    s.stop()
+            return fold, handler, batched, c_part, runs
+        fold, handler, batched, c_part, runs = deep(depth, measure)
+        line = (f"per-sample cost at depth {depth:>3}: stack fold alone {fold:5.1f} us; Python handler + tick, every "
+                f"signal, called directly {handler:5.1f} us")
+        if batched is not None:
+            line += (f"; real signals, batched {batched:5.1f} us (C handler {c_part:4.1f} us, "
+                     f"{runs:.2f} Python handler runs per sample)")
+        print(line, flush=True)
 
 
 def startup_cost():

@@ -341,7 +341,7 @@ out:
 typedef struct {
     long long weight, mono;
     int n, cut;
-    uint64_t frames[2 * MAX_DEPTH];
+    uint64_t frames[]; /* 2 * prof_depth */
 } main_rec_t;
 
 static struct sigaction prof_prev; /* Python's handler for SIGPROF, chained */
@@ -350,7 +350,9 @@ static pthread_t main_thread;
 static PyThreadState *main_ts; /* NULL: no records (not hooked, or a forked child) */
 static int prof_depth = 128;
 static uintptr_t handler_code;
-static main_rec_t main_recs[MAIN_RING];
+static char *main_recs;   /* MAIN_RING records of main_stride bytes (allocated for prof_depth by hook_main) */
+static size_t main_stride;
+#define MAIN_REC(i) ((main_rec_t *)(main_recs + ((i) % MAIN_RING) * main_stride))
 static _Atomic unsigned long main_head, main_tail; /* written by on_prof; by main_pull (under the GIL) */
 static _Atomic long long main_mark;               /* the main thread's CPU the next record's weight starts from */
 static _Atomic int main_batch;
@@ -404,7 +406,7 @@ static void on_prof(int sig, siginfo_t *si, void *uc)
             chain = 1;
         }
         else {
-            main_rec_t *r = &main_recs[head % MAIN_RING];
+            main_rec_t *r = MAIN_REC(head);
             if (copy_main(r)) {
                 r->mono = mono_ns();
                 r->weight = t0 - atomic_load(&main_mark);
@@ -473,7 +475,19 @@ static PyObject *py_hook_main(PyObject *self, PyObject *args)
     if (known == NULL && (known = PyDict_New()) == NULL)
         return NULL;
     init_process();
-    prof_depth = depth < 1 ? 1 : depth > MAX_DEPTH ? MAX_DEPTH : depth;
+    depth = depth < 1 ? 1 : depth > MAX_DEPTH ? MAX_DEPTH : depth;
+    if (main_recs == NULL || depth != prof_depth) {
+        main_ts = NULL; /* on_prof (this thread only) records nothing meanwhile */
+        atomic_signal_fence(memory_order_seq_cst);
+        size_t stride = sizeof(main_rec_t) + 2 * sizeof(uint64_t) * (size_t)depth;
+        char *recs = PyMem_RawCalloc(MAIN_RING, stride);
+        if (recs == NULL)
+            return PyErr_NoMemory();
+        PyMem_RawFree(main_recs);
+        main_recs = recs;
+        main_stride = stride;
+        prof_depth = depth;
+    }
     handler_code = (uintptr_t)code;
     main_thread = pthread_self();
     main_restart();
@@ -522,7 +536,7 @@ static PyObject *py_main_pull(PyObject *self, PyObject *noargs)
     if (out == NULL)
         return NULL;
     for (; tail != head; tail++) {
-        main_rec_t *r = &main_recs[tail % MAIN_RING];
+        main_rec_t *r = MAIN_REC(tail);
         PyObject *frames = Py_None, *codes = Py_None, *item;
         if (r->n > 0 && (frames = frames_tuple(r->frames, r->n, r->cut, &codes)) == NULL) {
             Py_DECREF(out);

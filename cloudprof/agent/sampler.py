@@ -76,6 +76,7 @@ written. Ticks are serialised by a lock taken without blocking.
 
 from __future__ import annotations
 
+import _thread
 import atexit
 import os
 import signal
@@ -229,6 +230,8 @@ class Sampler:
         self._main_copy: tuple | None = None  # the copy the running handler took: ((code id, offset, ...), codes)
         self._batched = False  # the C handler chains to Python's only every _BATCH_NS (see _threadcpu.on_prof)
         self._c_handler_ns = 0  # the C handler's CPU so far, as main_skip() last told it
+        self._started = -1  # _thread._count() at the last look at the threads while batched
+        self._batches = 0
         self._tbusy = False
         self._tick_lock = threading.Lock()
         self._threads: dict[int, _Thread | None] = {}
@@ -900,7 +903,16 @@ class Sampler:
         self.signal_samples += len(records)
 
     def _count_app_threads(self) -> None:
-        """While batched no tick looks at the other threads: one started outside `threading` shows up here."""
+        """While batched no tick looks at the other threads: one started outside `threading` shows up here.
+
+        `sys._current_frames()` makes a frame object for every thread's top frame; `_thread._count()` (the
+        threads started through `_thread`, `threading`'s too) is read instead, and the frames every 16th batch
+        (a thread that C code made, `PyGILState_Ensure`, is only in them)."""
+        started = _thread._count()
+        self._batches += 1
+        if started == self._started and self._batches & 15:
+            return
+        self._started = started
         frames = sys._current_frames()
         threads = self._threads
         app = sum(1 for ident in frames if threads.get(ident, 0) is not None)

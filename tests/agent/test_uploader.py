@@ -98,8 +98,11 @@ def test_retries_with_exponential_backoff_and_jitter(tmp_path):
     store.failures = 2  # fewer than spool_after_failures: retried from memory
     up, fake = make(store, tmp_path, random=lambda: 1.0)
     up.submit("raw/a", b"a")
-    assert up.flush(5.0)
+    deadline = time.monotonic() + 5.0  # not flush(): it cuts a backoff short if the first try came before it
+    while not store.order and time.monotonic() < deadline:
+        time.sleep(0.005)
     assert store.order == ["raw/a"]
+    assert up.flush(5.0)
     counters = up.counters()
     assert (counters["retried"], counters["failed_unavailable"], counters["uploaded"], counters["spooled"]) == (2, 2, 1, 0)
     assert sum(fake.sleeps) == pytest.approx(1.0 + 2.0)  # base * 2**(n-1), full jitter factor 1.0
