@@ -335,7 +335,7 @@ out:
  * main_pull(). A Python handler run costs ~15 us in a real signal (cold caches), a record's fold 1-4 us.
  *
  * A signal taken while Python's handler runs (its code, `handler_code`, on the stack) is the agent's: no record.
- * The handler ends with main_skip(cpu): the next record's weight starts there, not at the previous record. */
+ * The handler ends with main_skip(): the next record's weight leaves out the handler's own CPU. */
 
 #define MAIN_RING 128
 typedef struct {
@@ -554,15 +554,19 @@ static PyObject *py_main_pull(PyObject *self, PyObject *noargs)
     return out;
 }
 
-/* main_skip(cpu_ns) -> this C handler's CPU so far (ns): the next record's weight starts at `cpu_ns`, the main
- * thread's CPU at the end of Python's handler. */
-static PyObject *py_main_skip(PyObject *self, PyObject *arg)
+/* main_skip(ns, add) -> (this C handler's CPU so far, the new mark), at the end of Python's handler: the next
+ * record's weight starts `ns` of the main thread's CPU later than the newest record (`add`: the Python handler's
+ * own CPU, after a batch) or at `ns` (the handler's end, after a sample it weighed itself). */
+static PyObject *py_main_skip(PyObject *self, PyObject *args)
 {
-    long long cpu = PyLong_AsLongLong(arg);
-    if (cpu == -1 && PyErr_Occurred())
+    long long ns;
+    int add;
+    if (!PyArg_ParseTuple(args, "Lp", &ns, &add))
         return NULL;
-    atomic_store(&main_mark, cpu);
-    return PyLong_FromUnsignedLongLong(atomic_load(&main_handler_ns));
+    long long mark = add ? atomic_fetch_add(&main_mark, ns) + ns : ns;
+    if (!add)
+        atomic_store(&main_mark, ns);
+    return Py_BuildValue("KL", atomic_load(&main_handler_ns), mark);
 }
 
 /* main_last() -> monotonic ns of the newest record (0: none yet): the main thread ran then. */
@@ -1061,7 +1065,7 @@ static PyMethodDef methods[] = {
      "hook_main(max_depth, handler_code_id): record the main thread's frames at each SIGPROF"},
     {"unhook_main", py_unhook_main, METH_NOARGS, "SIGPROF to Python's handler alone again"},
     {"main_pull", py_main_pull, METH_NOARGS, "[(weight_ns, monotonic_ns, frames or None, codes or None), ...] since the last pull"},
-    {"main_skip", py_main_skip, METH_O, "main_skip(cpu_ns) -> handler ns: the next record's weight starts at cpu_ns"},
+    {"main_skip", py_main_skip, METH_VARARGS, "main_skip(ns, add) -> (C handler ns, mark): where the next record's weight starts"},
     {"main_last", py_main_last, METH_NOARGS, "monotonic ns of the newest record"},
     {"main_mode", py_main_mode, METH_VARARGS, "main_mode(batch, chain_ns): chain every SIGPROF, or in batches"},
     {NULL, NULL, 0, NULL},

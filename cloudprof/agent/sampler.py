@@ -833,9 +833,10 @@ class Sampler:
         t0 = time.thread_time_ns()
         ticked_all = False
         self.handler_runs += 1
+        batch = self._batched
         try:
             records = _threadcpu.main_pull() if self._copies else None
-            if self._batched:
+            if batch:
                 if records and frame is not None:
                     labels, more = self._main_labels(), current_extra()
                     self._fold_records(self._mtable, records, labels + more if more else labels, frame)
@@ -856,7 +857,9 @@ class Sampler:
             self._main_cpu_mark = t1
             if self._copies:
                 self._main_copy = None
-                c_ns = _threadcpu.main_skip(t1)  # the next record's CPU starts here: this handler's is the agent's
+                # The next sample's CPU leaves this handler's out: after a batch, the app's CPU from the newest
+                # record to this handler (up to a check point) is the next record's; otherwise this sample had it.
+                c_ns, self._main_cpu_mark = _threadcpu.main_skip(t1 - t0 if batch else t1, batch)
                 self.handler_ns += c_ns - self._c_handler_ns
                 self._c_handler_ns = c_ns
             self._in_handler = False
