@@ -837,7 +837,7 @@ class Sampler:
         try:
             records = _threadcpu.main_pull() if self._copies else None
             if batch:
-                if records and frame is not None:
+                if records:
                     labels, more = self._main_labels(), current_extra()
                     self._fold_records(self._mtable, records, labels + more if more else labels, frame)
                 self._count_app_threads()
