@@ -154,8 +154,9 @@ def child(args) -> None:
     print(json.dumps({"cpu": cpu, "wall": wall, **stats}))
 
 
-# What the signal alone costs: SIGPROF at 100 Hz of CPU with (1) only our C handler, which copies the main
-# thread's frames (`_threadcpu.hook_main`), Python's handler ignoring it; (2) that and an empty Python handler,
+# What the signal alone costs: SIGPROF at 100 Hz of CPU with (1) only our C handler, which records the main
+# thread's frames (`_threadcpu.hook_main`; nothing reads them, so once its ring is full, after 128 signals, it
+# only counts them), Python's handler ignoring it; (2) that and an empty Python handler,
 # which CPython runs at the next check point with a frame object; (3) the agent. What (3) costs above (2) is the
 # handler's own work and the agent's threads.
 VARIANTS = ("C handler only", "+ empty Python handler", "agent")
@@ -169,7 +170,7 @@ def dispatch_variant(variant: str) -> None:
         cloudprof.start(enabled=True, service="bench", storage=f"file://{tempfile.mkdtemp()}", strict=True)
         return
     signal.signal(signal.SIGPROF, signal.SIG_IGN if variant == VARIANTS[0] else (lambda signum, frame: None))
-    _threadcpu.hook_main(128)
+    _threadcpu.hook_main(128, 0)
     signal.setitimer(signal.ITIMER_PROF, 0.01, 0.01)
 
 
