@@ -839,7 +839,7 @@ static PyObject *code_id(uint64_t addr, int line)
     return PyUnicode_FromString("<code gone before it was named>");
 }
 
-/* (code id, offset, ...) of a copied stack: n frames, then (0, -1) if it was cut (drain's records, main_frames);
+/* (code id, offset, ...) of a copied stack: n frames, then (0, -1) if it was cut (drain's records, main_pull);
  * with `codes`, also the tuple of the frames' code objects (None for one gone). */
 static PyObject *frames_tuple(const uint64_t *f, int n, int cut, PyObject **codes)
 {

@@ -17,7 +17,9 @@ code (module and type dictionaries only, never `getattr`) to a qualified name:
 The main thread's samples come with a copy of its frames taken at the signal
 itself (sampler.py), so the leaf's instruction is the call the signal found it in;
 `stacks.record_copy` names that call with `lasti=` from the frame the handler runs in
-(or the caller of a function called since, as `sorted` calls its key).
+(or the caller of a function called since, as `sorted` calls its key). Records older
+than the handler's run (batches) have no frame to read: `site_at` names them from the
+code object alone (a site resolved before keeps its name; else the static expression).
 
 `str +=` is BINARY_OP, which has no check point: a signal taken during the copy
 is handled at the loop's JUMP_BACKWARD. When the loop region since the last

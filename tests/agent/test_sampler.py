@@ -149,9 +149,9 @@ def test_cpu_in_a_key_function_called_from_c_lands_on_it(timers):
 
 
 def test_a_signal_during_the_handler_is_not_a_sample_of_the_app(monkeypatch):
-    """A SIGPROF that comes while our Python handler runs is copied too (the C handler cannot tell); that copy
-    shows the handler, and is dropped as the handler ends. The next handler may find no copy of its own (its
-    signal went to another thread, here one that signals itself): it must not take that one."""
+    """A SIGPROF that comes while our Python handler runs finds the handler's code on the main thread's stack: the
+    C handler keeps no record of it. The next handler may find no record of its own (its signal went to another
+    thread, here one that signals itself): it must not take one that shows the handler."""
     from cloudprof.agent import sampler as sampler_module
 
     extension_needed()
@@ -269,6 +269,36 @@ def test_labels_end_the_batches_and_label_their_samples(unlabelled):
             endpoint = dict(key[0]).get("endpoint")
             cpu[endpoint] = cpu.get(endpoint, 0) + ns
     assert cpu.get("/x", 0) >= 0.8 * spent[0] * 1e9, (cpu, spent)
+
+
+def test_an_event_loop_in_the_main_thread_is_not_batched(unlabelled):
+    """Each task is a `task_name` label: while a loop runs in the main thread every signal goes to Python."""
+    import asyncio
+
+    extension_needed()
+    seen = []
+
+    async def busy():
+        for _ in range(10):
+            Burner().spin(0.02)
+            seen.append(sampler._batched)
+            await asyncio.sleep(0)
+
+    async def main():
+        await asyncio.gather(asyncio.create_task(busy(), name="busy-a"), asyncio.create_task(busy(), name="busy-b"))
+
+    sampler = Sampler(sample_hz=100, max_overhead_pct=100)
+    sampler.start()
+    try:
+        Burner().spin(0.3)
+        batched = sampler._batched
+        asyncio.run(main())
+        batch = sampler.drain()
+    finally:
+        sampler.stop()
+    assert batched and not any(seen[5:]), seen
+    tasks = {dict(key[0]).get("task_name") for table in batch.tables for key in table.stacks}
+    assert {"busy-a", "busy-b"} <= tasks, tasks
 
 
 def test_a_thread_started_outside_threading_ends_the_batches(unlabelled):

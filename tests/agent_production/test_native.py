@@ -57,6 +57,24 @@ def test_not_a_call_site_gives_none():
     assert native.native_leaf(sys._getframe()) is None
 
 
+def test_a_site_without_a_frame_keeps_the_name_a_frame_resolved():
+    """site_at (batched records: code and instruction only) gives the static expression until a frame has
+    resolved the site, then that name; never a name for what is not a C-call site."""
+    def local_receiver(started):
+        lock = threading.Lock()
+        lock.acquire()
+        started.set()
+        lock.acquire(timeout=0.3)
+
+    (leaf, lasti), frame = _blocked_thread_leaf(local_receiver)
+    code = frame.f_code
+    assert leaf == "<native> _thread.lock.acquire"
+    assert native.site_at(code, lasti) == (leaf, lasti)  # resolved by native_site above, kept per site
+    fresh = local_receiver.__code__.replace(co_name="fresh")  # another code object: nothing resolved yet
+    assert native.site_at(fresh, lasti) == ("<native> lock.acquire", lasti)
+    assert native.site_at(fresh, 0) is None
+
+
 def _blocked_thread_leaf(target):
     started = threading.Event()
     thread = threading.Thread(target=target, args=(started,), daemon=True)
