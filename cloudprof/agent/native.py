@@ -134,12 +134,9 @@ def native_site(frame: types.FrameType, *, resolve: bool = True, lasti: int | No
     """
     if not SUPPORTED:
         return None
-    sites = _sites_of(frame.f_code)
     if lasti is None:
         lasti = frame.f_lasti
-    site = sites.get(lasti, _MISSING)
-    if site is _MISSING:
-        site = sites[lasti] = _analyse(frame.f_code, lasti)
+    sites, site = _site(frame.f_code, lasti)
     if site is None:
         return None
     kind = site[0]
@@ -176,10 +173,7 @@ def site_at(code: types.CodeType, lasti: int) -> tuple[str, int] | None:
     not resolved yet gets its static callee expression, a `str +=` site its last answer."""
     if not SUPPORTED:
         return None
-    sites = _sites_of(code)
-    site = sites.get(lasti, _MISSING)
-    if site is _MISSING:
-        site = sites[lasti] = _analyse(code, lasti)
+    site = _site(code, lasti)[1]
     if site is None:
         return None
     kind = site[0]
@@ -191,7 +185,8 @@ def site_at(code: types.CodeType, lasti: int) -> tuple[str, int] | None:
     return site[4][1]
 
 
-def _sites_of(code: types.CodeType) -> dict:
+def _site(code: types.CodeType, lasti: int) -> tuple[dict, tuple | None]:
+    """The code object's sites (cached) and the one at `lasti`, analysed on first sight."""
     # Keyed by id(code) and checked by identity: a 3.11 code object's hash is recomputed from its bytecode,
     # constants and names at every lookup, which would dominate this (per-sample) path.
     entry = _SITES.get(id(code))
@@ -199,7 +194,11 @@ def _sites_of(code: types.CodeType) -> dict:
         if len(_SITES) >= _SITES_MAX:
             _SITES.clear()
         entry = _SITES[id(code)] = (code, {})
-    return entry[1]
+    sites = entry[1]
+    site = sites.get(lasti, _MISSING)
+    if site is _MISSING:
+        site = sites[lasti] = _analyse(code, lasti)
+    return sites, site
 
 
 def site_name(code: types.CodeType, lasti: int) -> str | None:
