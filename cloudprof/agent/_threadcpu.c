@@ -332,7 +332,7 @@ out:
  * Every signal chains to Python's handler, unless Python asked for batches (main_mode: one app thread, no labels
  * that change between requests): then only the first signal `chain_ns` after the previous chain does, or one whose
  * walk failed, or one that finds the ring half full. The Python handler folds the records it finds with
- * main_pull(). A Python handler run costs ~15 us in a real signal (cold caches), a record's fold 1-4 us.
+ * main_pull(). A Python handler run costs ~15 us in a real signal (cold caches), a record's fold 2-10 us.
  *
  * A signal taken while Python's handler runs (its code, `handler_code`, on the stack) is the agent's: no record.
  * The handler ends with main_skip(): the next record's weight leaves out the handler's own CPU. */

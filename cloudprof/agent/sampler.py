@@ -18,7 +18,8 @@ between samples (none used yet, no event loop running in it), the C handler
 chains to the Python handler only every `_BATCH_NS`, which then folds the ten or
 so records since, each with its own weight (the main thread's CPU since the
 previous record, from its clock at the signal) and wall time. A Python handler
-run costs 15-20 us in a real signal (cold caches), a record's fold 2-5 us. Each
+run costs 15-20 us in a real signal (cold caches), a record's fold 2-10 us (the
+most for a new stack). Each
 batch also looks for threads started outside `threading`; a second app thread or
 the first labels end the batches (every signal goes to Python again).
 
