@@ -525,7 +525,7 @@ static PyObject *py_unhook_main(PyObject *self, PyObject *noargs)
 
 static PyObject *frames_tuple(const uint64_t *f, int n, int cut, PyObject **codes);
 
-/* main_pull() -> [(weight_ns, monotonic_ns, (code id, offset, ...) or None, (code, ...) or None), ...]: the records
+/* main_pull() -> [(weight_ns, monotonic_ns, (code id, offset, ...) or None, {code id: code} or None), ...]: the records
  * since the previous pull, oldest first (None: the walk found no frame to show). The code objects are the caller's
  * to hold (forget_codes() may run in another thread before the caller is done). Under the GIL, so one reader at a
  * time; on_prof only writes at the head, which the reader does not read. */
@@ -840,13 +840,13 @@ static PyObject *code_id(uint64_t addr, int line)
 }
 
 /* (code id, offset, ...) of a copied stack: n frames, then (0, -1) if it was cut (drain's records, main_pull);
- * with `codes`, also the tuple of the frames' code objects (None for one gone). */
+ * with `codes`, also a dict {code id: code object} of its frames (a code gone before it was named is not in it). */
 static PyObject *frames_tuple(const uint64_t *f, int n, int cut, PyObject **codes)
 {
     PyObject *frames = PyTuple_New(2 * (n + cut));
     if (frames == NULL)
         return NULL;
-    if (codes != NULL && (*codes = PyTuple_New(n)) == NULL) {
+    if (codes != NULL && (*codes = PyDict_New()) == NULL) {
         Py_DECREF(frames);
         return NULL;
     }
@@ -867,8 +867,15 @@ static PyObject *frames_tuple(const uint64_t *f, int n, int cut, PyObject **code
                 Py_CLEAR(*codes);
             return NULL;
         }
-        if (codes != NULL && i < n) /* an accepted address is an int key of `known`, which holds its code */
-            PyTuple_SET_ITEM(*codes, i, Py_NewRef(PyLong_CheckExact(id) ? (PyObject *)(uintptr_t)f[2 * i] : Py_None));
+        /* an accepted address is an int key of `known`, which holds its code */
+        if (codes != NULL && i < n && PyLong_CheckExact(id) && f[2 * i] != 0
+                && PyDict_SetItem(*codes, id, (PyObject *)(uintptr_t)f[2 * i]) < 0) {
+            Py_DECREF(id);
+            Py_DECREF(off);
+            Py_DECREF(frames);
+            Py_CLEAR(*codes);
+            return NULL;
+        }
         PyTuple_SET_ITEM(frames, 2 * i, id);
         PyTuple_SET_ITEM(frames, 2 * i + 1, off);
     }

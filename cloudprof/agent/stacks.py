@@ -85,18 +85,19 @@ def record(table: StackTable, labels: tuple, frame: FrameType | None, max_depth:
 _CALLEES_SINCE = 3  # frames above the copy's leaf that the handler may run in (see record_copy)
 
 
-def record_copy(table: StackTable, labels: tuple, copied: tuple, codes: tuple, frame: FrameType | None,
+def record_copy(table: StackTable, labels: tuple, copied: tuple, codes: dict, frame: FrameType | None,
                 max_depth: int, samples: int, cpu_ns: int, wall_ns: int, _native=native_site) -> tuple:
     """Fold a stack the C handler copied at the signal into `table`: a `_threadcpu.main_pull()` record's (code
-    id, offset, ...), leaf first, and its code objects. `frame`: where the Python handler runs, a check point
+    id, offset, ...), leaf first, and its code objects by id. `frame`: where the Python handler runs, a check point
     later: the copy's leaf frame itself, or a function it called since (from C: `sorted` calling its key).
     The C callee the leaf was in is named from that frame: a call at the signal's instruction, or the
     `str +=` whose copy the signal interrupted (found by the loop's back-edge, where the handler runs).
     With no frame (a record older than the handler's run), from the leaf's code alone (`site_at`)."""
     site = None
     if frame is None:
-        if codes and codes[0] is not None:
-            site = site_at(codes[0], copied[1])
+        leaf = codes.get(copied[0])
+        if leaf is not None:
+            site = site_at(leaf, copied[1])
     else:
         f, up = frame, 0
         while f is not None and copied[0] != id(f.f_code) and up < _CALLEES_SINCE:
@@ -116,10 +117,7 @@ def record_copy(table: StackTable, labels: tuple, copied: tuple, codes: tuple, f
     stored = _add(table, key, samples, cpu_ns, wall_ns)
     if stored is None:
         return key
-    held = table.codes
-    for code in codes:
-        if code is not None:
-            held[id(code)] = code
+    table.codes.update(codes)
     return stored
 
 

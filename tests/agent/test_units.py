@@ -78,7 +78,7 @@ def test_a_copy_at_a_c_call_gets_the_callee_as_leaf_within_max_depth(max_depth):
     code = frame.f_code
     copied = (id(code), frame.f_lasti, id(code), 2, id(code), 4)  # three frames, as a copy of depth 3 gives them
     table = StackTable()
-    key = record_copy(table, ("l",), copied, (code,) * 3, frame, max_depth, 1, 10, 0)
+    key = record_copy(table, ("l",), copied, {id(code): code}, frame, max_depth, 1, 10, 0)
     thread.join()
     names = [f[0] for f in Symbolizer().frames(key, table.codes)]
     assert names[0] == "<native> time.sleep", names
