@@ -358,7 +358,7 @@ static _Atomic long long main_mark;               /* the main thread's CPU the n
 static _Atomic int main_batch;
 static long long main_chain_ns, main_chain_at;
 static _Atomic long long main_last; /* monotonic ns of the newest record */
-static _Atomic unsigned long long main_lost, main_handler_ns;
+static _Atomic unsigned long long main_handler_ns;
 
 static inline long long mono_ns(void)
 {
@@ -402,7 +402,6 @@ static void on_prof(int sig, siginfo_t *si, void *uc)
         long long t0 = thread_cpu_ns();
         unsigned long head = atomic_load(&main_head), used = head - atomic_load(&main_tail);
         if (used >= MAIN_RING) { /* Python has not run for a while (a long C call): the next record carries it */
-            atomic_fetch_add(&main_lost, 1);
             chain = 1;
         }
         else {
@@ -563,8 +562,10 @@ static PyObject *py_main_skip(PyObject *self, PyObject *args)
     int add;
     if (!PyArg_ParseTuple(args, "Lp", &ns, &add))
         return NULL;
-    long long mark = add ? atomic_fetch_add(&main_mark, ns) + ns : ns;
-    if (!add)
+    long long mark = ns;
+    if (add)
+        mark += atomic_fetch_add(&main_mark, ns);
+    else
         atomic_store(&main_mark, ns);
     return Py_BuildValue("KL", atomic_load(&main_handler_ns), mark);
 }
@@ -938,9 +939,9 @@ static PyObject *py_forget_codes(PyObject *self, PyObject *noargs)
 
 static PyObject *py_counters(PyObject *self, PyObject *noargs)
 {
-    return Py_BuildValue("{sKsKsKsKsKsL}", "samples", atomic_load(&samples), "dropped", atomic_load(&dropped),
+    return Py_BuildValue("{sKsKsKsKsL}", "samples", atomic_load(&samples), "dropped", atomic_load(&dropped),
                          "handler_ns", atomic_load(&handler_ns), "main_handler_ns", atomic_load(&main_handler_ns),
-                         "main_lost", atomic_load(&main_lost), "main_mark", atomic_load(&main_mark));
+                         "main_mark", atomic_load(&main_mark));
 }
 
 static PyObject *py_in_use(PyObject *self, PyObject *noargs)
@@ -1065,7 +1066,7 @@ static PyMethodDef methods[] = {
     {"drain", py_drain, METH_NOARGS, "drain() -> [(ident, native_id, weight_ns, (code id, offset, ...)), ...]"},
     {"codes", py_codes, METH_NOARGS, "the code objects drained keys name, by id"},
     {"forget_codes", py_forget_codes, METH_NOARGS, "drop the references to named code objects"},
-    {"counters", py_counters, METH_NOARGS, "samples, dropped, handler_ns since the module loaded"},
+    {"counters", py_counters, METH_NOARGS, "samples, dropped, handler_ns, main_handler_ns since the module loaded; main_mark (see main_skip)"},
     {"in_use", py_in_use, METH_NOARGS, "how many threads have a timer"},
     {"signal", py_signal, METH_NOARGS, "the signal in use while our handler is installed, else 0"},
     {"hook_main", py_hook_main, METH_VARARGS,

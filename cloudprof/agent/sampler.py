@@ -510,6 +510,11 @@ class Sampler:
         elif measured > 0:  # CPU without a sample to carry it (no expiry fell in this window): say so
             _add_cpu(table, (self._main_labels(), UNSAMPLED, 0), measured)
 
+    def _labels_now(self) -> tuple:
+        """The main thread's labels at this instant, from its own context (in the signal handler)."""
+        labels, more = self._main_labels(), current_extra()
+        return labels + more if more else labels
+
     def _main_labels(self) -> tuple:
         main = self._threads.get(self._main_ident)
         return main.labels if main is not None else (("thread_name", "MainThread"),)
@@ -818,10 +823,7 @@ class Sampler:
                 natives.pop(ident, None)
         while self._starting:  # threads started during this tick, so not in `frames` (see _on_thread_start)
             self._register_started(table, extra, self._starting.pop())
-        app_threads = sum(1 for ident in frames if threads.get(ident) is not None)
-        if app_threads > 1 and self._app_threads <= 1:
-            self._proc_mark = process_cpu_ns()
-        self._app_threads = app_threads
+        self._note_app_threads(sum(1 for ident in frames if threads.get(ident) is not None))
         # The dict holds this very frame (the sampler's own thread): a reference cycle per tick, i.e. garbage
         # that makes the app's collector run more often. Break it now.
         frames.clear()
@@ -839,8 +841,7 @@ class Sampler:
             records = _threadcpu.main_pull() if self._copies else None
             if batch:
                 if records:
-                    labels, more = self._main_labels(), current_extra()
-                    self._fold_records(self._mtable, records, labels + more if more else labels, frame)
+                    self._fold_records(self._mtable, records, self._labels_now(), frame)
                 self._count_app_threads()
             else:
                 if records and records[-1][2] is not None:
@@ -855,7 +856,6 @@ class Sampler:
             self.handler_ns += t1 - t0
             if ticked_all:
                 self.handler_tick_ns += t1 - t0
-            self._main_cpu_mark = t1
             if self._copies:
                 self._main_copy = None
                 # The next sample's CPU leaves this handler's out: after a batch, the app's CPU from the newest
@@ -863,6 +863,8 @@ class Sampler:
                 c_ns, self._main_cpu_mark = _threadcpu.main_skip(t1 - t0 if batch else t1, batch)
                 self.handler_ns += c_ns - self._c_handler_ns
                 self._c_handler_ns = c_ns
+            else:
+                self._main_cpu_mark = t1
             self._in_handler = False
 
     def _fold_records(self, table: StackTable, records: list, labels: tuple, frame) -> None:
@@ -919,16 +921,22 @@ class Sampler:
         self._started = started
         frames = sys._current_frames()
         threads = self._threads
-        app = sum(1 for ident in frames if threads.get(ident, 0) is not None)
+        app = sum(1 for ident in frames if threads.get(ident, 0) is not None)  # an ident not seen yet counts
         frames.clear()
-        if app > 1:
+        self._note_app_threads(app)
+
+    def _note_app_threads(self, app: int) -> None:
+        """The app's thread count from a look at every thread; the process-CPU mark restarts when it turns
+        multi-threaded (the main thread's weights take its part of the process CPU from then on)."""
+        if app > 1 and self._app_threads <= 1:
             self._proc_mark = process_cpu_ns()
-            self._app_threads = app
+        self._app_threads = app
 
     def _set_batched(self, batched: bool) -> None:
         _threadcpu.main_mode(batched, _BATCH_NS)
         self._batched = batched
-        self._rearmed = True  # back to the timer's weights: this once, the plain delta
+        if not batched:
+            self._rearmed = True  # back to the timer's weights: this once, the plain delta
 
     def _sample_main(self, frame, t0: int) -> bool:
         """One signal, one sample of the main thread; True if it was a tick of all threads."""
@@ -971,9 +979,7 @@ class Sampler:
                     self.ticks += 1
                     self._last_handler_tick = now
                     self.handler_ticks += 1
-                    labels = self._main_labels()
-                    more = current_extra()
-                    self._record_main(mtable, labels + more if more else labels, frame, 1,
+                    self._record_main(mtable, self._labels_now(), frame, 1,
                                       cpu, wall if wall < _MAX_WALL_NS else _MAX_WALL_NS)
                 finally:
                     self._tick_lock.release()
@@ -988,9 +994,7 @@ class Sampler:
                 finally:
                     self._tick_lock.release()
             else:
-                labels = self._main_labels()
-                more = current_extra()
-                self._record_main(mtable, labels + more if more else labels, frame, 1, cpu, 0)
+                self._record_main(mtable, self._labels_now(), frame, 1, cpu, 0)
             self.signal_samples += 1
         return ticked_all
 
