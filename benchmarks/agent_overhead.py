@@ -265,18 +265,31 @@ def pairs(name, n, units, threads, hz=100.0, budget=1.0, concurrent=False):
 # --- in-process --------------------------------------------------------------------
 
 
-def abba(units, segments, threads=1):
+def abba(units, segments, threads=1, budget=1.0, settle=0):
+    """In-process groups of bare (A) and profiled (B) segments of the same work, in the order A B B A.
+
+    Each B starts and stops its own agent. With `settle` (work units) instead, one agent runs that much unmeasured
+    work first, so its governor has stepped (once a second after a warm-up second) before the two B segments are
+    measured, and as much bare work comes before the second A: the order stays symmetric in time."""
     import cloudprof
+    from cloudprof.agent import lifecycle
 
     store = tempfile.mkdtemp(prefix="cloudprof-abba-")
+    hzs = []
+
+    def start():
+        cloudprof.start(enabled=True, service="bench", storage=f"file://{store}", strict=True,
+                        max_overhead_pct=budget, thread_cpu_timers=not NO_TIMERS)
+
+    def measure():
+        c0 = time.process_time()
+        workload(units, threads)
+        return time.process_time() - c0
 
     def segment(on):
         if on:
-            cloudprof.start(enabled=True, service="bench", storage=f"file://{store}", strict=True,
-                            thread_cpu_timers=not NO_TIMERS)
-        c0 = time.process_time()
-        workload(units, threads)
-        c = time.process_time() - c0
+            start()
+        c = measure()
         if on:
             cloudprof.stop(flush=False, timeout=5)
         return c
@@ -284,11 +297,27 @@ def abba(units, segments, threads=1):
     workload(units // 4, threads)  # warm up
     ratios = []
     for _ in range(segments):
-        a1, b1, b2, a2 = segment(False), segment(True), segment(True), segment(False)
+        if settle:
+            a1 = measure()
+            start()
+            workload(settle, threads)
+            b1, b2 = measure(), measure()
+            governor = lifecycle.current().sampler.governor
+            hzs.append((governor.hz, governor.tick_hz))
+            cloudprof.stop(flush=False, timeout=5)
+            workload(settle, threads)
+            a2 = measure()
+        else:
+            a1, b1, b2, a2 = segment(False), segment(True), segment(True), segment(False)
         ratios.append(100 * ((b1 + b2) / (a1 + a2) - 1))
     q, ci = quartiles(ratios), median_ci(ratios)
-    print(f"in-process ABBA, {threads} thread(s)         CPU {q[1]:+6.2f}% [{q[0]:+.2f}, {q[2]:+.2f}] "
-          f"(95% CI of the median {ci[0]:+.2f}..{ci[1]:+.2f})  (n={segments} ABBA groups)", flush=True)
+    name = f"in-process ABBA, {threads} thread(s)" + (f", budget {budget:g}%" if budget != 1.0 else "")
+    name += f", settled {settle} units" if settle else ""
+    rate = (f"  governor at {statistics.median(h for h, _ in hzs):.0f} Hz, ticks at "
+            f"{statistics.median(t for _, t in hzs):.0f} Hz" if hzs else "")
+    print(f"{name:<37} CPU {q[1]:+6.2f}% [{q[0]:+.2f}, {q[2]:+.2f}] "
+          f"(95% CI of the median {ci[0]:+.2f}..{ci[1]:+.2f}){rate}  (n={segments} ABBA groups of {units} units)",
+          flush=True)
 
 
 def deep(n, fn):
@@ -518,6 +547,11 @@ def main(argv=None) -> int:
     if "abba" in only:
         abba(args.units // 2, args.segments, 1)
         abba(args.units // 2, args.segments, 4)
+    if "governor" in only:
+        # the governor steps once a second after a warm-up second: let it settle (3 s) before measuring
+        for threads in (1, 4):
+            for budget in (1.0, 0.25):
+                abba(args.units // 2, args.segments, threads, budget=budget, settle=args.units * 3 // 2)
     if "cost" in only:
         per_sample_cost()
     if "startup" in only:
