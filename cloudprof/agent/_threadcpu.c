@@ -359,6 +359,7 @@ static _Atomic int main_batch;
 static long long main_chain_ns, main_chain_at;
 static _Atomic long long main_last; /* monotonic ns of the newest record */
 static _Atomic unsigned long long main_handler_ns;
+static volatile sig_atomic_t main_pulling; /* main_pull is reading records (on_prof then leaves them alone) */
 
 static inline long long mono_ns(void)
 {
@@ -368,20 +369,20 @@ static inline long long mono_ns(void)
 }
 
 /* Walk the main thread's frames into `r`: 0 if the stack runs through Python's handler for this signal. */
-static int copy_main(main_rec_t *r)
+static int copy_main(PyThreadState *ts, main_rec_t *r)
 {
-    _PyCFrame *cf = main_ts->cframe;
+    _PyCFrame *cf = ts->cframe;
     _PyInterpreterFrame *top = cf != NULL ? cf->current_frame : NULL;
     int budget = WALK_LIMIT, n = 0;
     view_t v;
-    int more = shown(main_ts, top, &v, &budget, 1);
+    int more = shown(ts, top, &v, &budget, 1);
     while (more && n < prof_depth) {
         if ((uintptr_t)v.code == handler_code)
             return 0;
         r->frames[2 * n] = (uint64_t)(uintptr_t)v.code;
         r->frames[2 * n + 1] = ((uint64_t)(uint32_t)v.firstlineno << 32) | (uint32_t)v.lasti;
         n++;
-        more = shown(main_ts, v.previous, &v, &budget, 0);
+        more = shown(ts, v.previous, &v, &budget, 0);
     }
     r->n = n;
     r->cut = more;
@@ -389,7 +390,7 @@ static int copy_main(main_rec_t *r)
     for (int extra = 0; more && extra < 32; extra++) {
         if ((uintptr_t)v.code == handler_code)
             return 0;
-        more = shown(main_ts, v.previous, &v, &budget, 0);
+        more = shown(ts, v.previous, &v, &budget, 0);
     }
     return 1;
 }
@@ -398,15 +399,24 @@ static void on_prof(int sig, siginfo_t *si, void *uc)
 {
     int saved_errno = errno;
     int batch = atomic_load(&main_batch), chain = !batch;
-    if (main_ts != NULL && pthread_equal(pthread_self(), main_thread)) {
+    PyThreadState *ts = main_ts; /* read once: unhook_main may clear it from another thread */
+    if (ts != NULL && pthread_equal(pthread_self(), main_thread)) {
         long long t0 = thread_cpu_ns();
         unsigned long head = atomic_load(&main_head), used = head - atomic_load(&main_tail);
-        if (used >= MAIN_RING) { /* Python has not run for a while (a long C call): the next record carries it */
+        if (used >= MAIN_RING) {
+            /* Python has not run for 128 records: a long C call, whose Python stack cannot change. Its CPU goes
+             * on into the newest record (unless main_pull, which this signal interrupts, may have read it). */
             chain = 1;
+            if (!main_pulling) {
+                long long t1 = thread_cpu_ns();
+                MAIN_REC(head - 1)->weight += t0 - atomic_load(&main_mark);
+                atomic_store(&main_mark, t1);
+                atomic_fetch_add(&main_handler_ns, (unsigned long long)(t1 > t0 ? t1 - t0 : 0));
+            }
         }
         else {
             main_rec_t *r = MAIN_REC(head);
-            if (copy_main(r)) {
+            if (copy_main(ts, r)) {
                 r->mono = mono_ns();
                 r->weight = t0 - atomic_load(&main_mark);
                 atomic_store(&main_head, head + 1);
@@ -530,26 +540,33 @@ static PyObject *frames_tuple(const uint64_t *f, int n, int cut, PyObject **code
  * time; on_prof only writes at the head, which the reader does not read. */
 static PyObject *py_main_pull(PyObject *self, PyObject *noargs)
 {
+    if (main_pulling) /* a pull that let go of the GIL (a collection's finalizer): it reads these records */
+        return PyList_New(0);
     unsigned long tail = atomic_load(&main_tail), head = atomic_load(&main_head);
     PyObject *out = PyList_New(0);
     if (out == NULL)
         return NULL;
+    main_pulling = 1;
+    atomic_signal_fence(memory_order_seq_cst);
     for (; tail != head; tail++) {
         main_rec_t *r = MAIN_REC(tail);
         PyObject *frames = Py_None, *codes = Py_None, *item;
         if (r->n > 0 && (frames = frames_tuple(r->frames, r->n, r->cut, &codes)) == NULL) {
-            Py_DECREF(out);
-            return NULL;
+            Py_CLEAR(out);
+            break;
         }
         item = Py_BuildValue(r->n > 0 ? "(LLNN)" : "(LLOO)", r->weight, r->mono, frames, codes);
         if (item == NULL || PyList_Append(out, item) < 0) {
             Py_XDECREF(item);
-            Py_DECREF(out);
-            return NULL;
+            Py_CLEAR(out);
+            break;
         }
         Py_DECREF(item);
     }
-    atomic_store(&main_tail, tail);
+    if (out != NULL)
+        atomic_store(&main_tail, tail);
+    atomic_signal_fence(memory_order_seq_cst);
+    main_pulling = 0;
     return out;
 }
 
@@ -607,6 +624,7 @@ static void reset_in_child(void)
     /* POSIX timers are not inherited: forget the parent's slots and samples (no allocation here); the main
      * thread's copies wait for the child's sampler to hook again */
     main_ts = NULL;
+    main_pulling = 0; /* a fork from a finalizer that a pull's allocation ran */
     main_restart();
     for (int i = 0; i < NSLOTS; i++) {
         atomic_store(&slots[i].active, 0);

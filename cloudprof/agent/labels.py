@@ -37,6 +37,8 @@ __all__ = [
     "labels_by_thread",
     "labels_of_task",
     "may_change",
+    "off_first_use",
+    "on_first_use",
     "reset",
     "tick_labels",
 ]
@@ -51,6 +53,7 @@ _LABELS: contextvars.ContextVar[tuple] = contextvars.ContextVar("cloudprof_label
 _BY_THREAD: dict[int, tuple] = {}
 _SEEN: dict[str, set] = {}
 _state = {"max_values": 100, "folded": 0, "dropped_keys": 0, "warned": False, "used": False}
+_FIRST_USE: list = []  # called just before the process's first labels apply (see on_first_use)
 _lock = threading.Lock()
 
 
@@ -115,9 +118,14 @@ class labels:  # noqa: N801 - used like a function: `with cloudprof.labels(endpo
             new = tuple(sorted(merged.items()))
         else:
             new = current
-        self._token = _LABELS.set(new)
-        if new:
+        if new and not _state["used"]:
             _state["used"] = True
+            for callback in list(_FIRST_USE):
+                try:
+                    callback()
+                except Exception:  # noqa: BLE001 - the app's labels must not fail over the agent's bookkeeping
+                    _log.debug("cloudprof: first-use callback failed", exc_info=True)
+        self._token = _LABELS.set(new)
         # Tasks are read through their own Context; plain threads need the registry.
         if tasks.current_task() is None:
             self._owner = threading.get_ident()
@@ -190,6 +198,17 @@ def current_extra() -> tuple:
     if task is None:
         return user
     return (("task_name", tasks.task_name(task)),) + user
+
+
+def on_first_use(callback) -> None:
+    """Call `callback()` just before the first labels of the process apply (in the thread that sets them): the
+    sampler, which folds the main thread's samples in batches while no labels can change, ends its batch there."""
+    _FIRST_USE.append(callback)
+
+
+def off_first_use(callback) -> None:
+    if callback in _FIRST_USE:
+        _FIRST_USE.remove(callback)
 
 
 def may_change() -> bool:

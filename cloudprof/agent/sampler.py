@@ -90,7 +90,7 @@ from cloudprof.agent import exits
 from cloudprof.agent.clocks import SYSTEM_CLOCK, Clock, process_cpu_ns, thread_cpu_clock, thread_cpu_ns
 from cloudprof.agent.fairness import ThreadPicker
 from cloudprof.agent.governor import Governor
-from cloudprof.agent.labels import current_extra, may_change, tick_labels
+from cloudprof.agent.labels import current_extra, may_change, off_first_use, on_first_use, tick_labels
 from cloudprof.agent.stacks import StackTable, intern_key, record, record_copy, where_cpu_went
 
 try:
@@ -104,6 +104,7 @@ __all__ = ["AGENT_THREAD_PREFIX", "Batch", "Sampler", "next_deadline", "signal_u
 AGENT_THREAD_PREFIX = "cloudprof"  # threads named so are the agent's own and are not sampled
 _WATCH_NS = 500_000_000  # how often the thread checks that the handler still takes ticks
 _BATCH_NS = 100_000_000  # batched: how often the C handler chains to the Python handler (see _on_signal)
+_ENDED_NS = 500_000_000  # an ended thread's ident found in use this long after its end is another thread's
 _REFILL_NS = 100_000_000  # while the thread fills in, how often it checks that the handler still falls short
 _CHECK_NS = 500_000_000  # how often the thread runs `checks` (the safety watchdog's rounds)
 _GOVERN_NS = 1_000_000_000
@@ -168,13 +169,26 @@ def timers_unavailable_reason() -> str:
     return ""
 
 
-def _add_cpu(table: StackTable, key: tuple, cpu: int) -> None:
-    """CPU with no sample of its own (an `UNSAMPLED` leaf) into `table`."""
+def _under_handler(frame):
+    """The app's frame under the agent's signal handler, if `frame` is in it (its callees are a few deep)."""
+    f = frame
+    for _ in range(12):
+        if f is None:
+            break
+        if f.f_code is _HANDLER_CODE:
+            return f.f_back
+        f = f.f_back
+    return frame
+
+
+def _add_cpu(table: StackTable, key: tuple, cpu: int, wall: int = 0) -> None:
+    """CPU (and wall time) with no stack of its own (an `UNSAMPLED` leaf) into `table`."""
     acc = table.stacks.get(key)
     if acc is None:
-        table.stacks[key] = [0, cpu, 0]
+        table.stacks[key] = [0, cpu, wall]
     else:
         acc[1] += cpu
+        acc[2] += wall
 
 
 class _MainTable(StackTable):
@@ -237,6 +251,7 @@ class Sampler:
         self._tick_lock = threading.Lock()
         self._threads: dict[int, _Thread | None] = {}
         self._natives: dict[int, int | None] = {}  # ident -> native id of the thread _threads[ident] describes
+        self._ended_at: dict[int, int] = {}  # ident -> monotonic ns when its thread's end was folded
         self._ended = None  # exits.Ended readings of threads that have ended, while running
         self._starting: list[threading.Thread] = []  # started while a tick held the lock: it registers them
         self._main_ident = threading.main_thread().ident
@@ -293,9 +308,12 @@ class Sampler:
         self._last_tick = now
         self._period_mark = now
         exits.install()
+        on_first_use(self._labels_coming)
         self._ended = exits.watch()
         for ident in sys._current_frames():
             self._new_thread(ident, baseline=True)
+        self._note_app_threads(sum(1 for info in self._threads.values() if info is not None))
+        self._started = -1
         main = self._threads.get(self._main_ident)
         self._main_cpu_mark = main.last_cpu if main else 0
         self.reason = signal_unavailable_reason() if self._want_signal else "signal disabled by the caller"
@@ -331,11 +349,8 @@ class Sampler:
             try:
                 signal.setitimer(signal.ITIMER_PROF, 0, 0)
                 time.sleep(0.002)  # let a signal already generated be delivered to our handler
-                if self._batched:
-                    self._fold_records(self._htable, _threadcpu.main_pull(), self._main_labels(), None)
-                    self._main_cpu_mark = _threadcpu.counters()["main_mark"]
-                self._record_main_residue()
                 self._unhook_copies()
+                self._record_main_residue()
                 if signal.getsignal(signal.SIGPROF) == self._on_signal:
                     signal.signal(signal.SIGPROF, self._prev_handler or signal.SIG_DFL)
             except (OSError, ValueError):
@@ -348,6 +363,7 @@ class Sampler:
             exits.off_start(self._on_thread_start)
             _threadcpu.stop()  # no timer from here on; the samples already taken are pulled below
         exits.unwatch(self._ended)
+        off_first_use(self._labels_coming)
         self._starting.clear()
         self._catch_up(self._htable, max(0.0, deadline - time.monotonic()))
         if self.timers:
@@ -365,9 +381,31 @@ class Sampler:
                 self._copies = False  # where_cpu_went places the samples, as without the extension
 
     def _unhook_copies(self) -> None:
+        """Python's handler alone again: the batch not folded yet goes into the handler's table first (after
+        this, nothing reads the records)."""
         if self._copies:
-            self._copies = self._batched = False
+            if self._batched:
+                self._end_batch(self._htable)
+            self._copies = False
             _threadcpu.unhook_main()
+
+    def _end_batch(self, table: StackTable) -> None:
+        """Every signal to Python's handler from now on: the records so far into `table`, and the main thread's
+        CPU after the newest is the next sample's (or the residue's, at stop)."""
+        self._fold_pending(table)
+        self._main_cpu_mark = _threadcpu.counters()["main_mark"]
+        self._set_batched(False)
+
+    def _labels_coming(self) -> None:
+        """The process's first labels are about to apply: the batch so far is folded with the labels of before.
+        (Set in another thread, which the batches have not seen yet, or during the handler, the batch's end in
+        the handler leaves its records with the thread's labels alone.)"""
+        if self._batched and not self._in_handler and threading.get_ident() == self._main_ident:
+            self._in_handler = True  # a signal meanwhile leaves its record to the next handler
+            try:
+                self._end_batch(self._mtable)
+            finally:
+                self._in_handler = False
 
     def _start_timers(self) -> None:
         self.timers = False
@@ -472,7 +510,7 @@ class Sampler:
         while (self._tbusy or (self._in_handler and not nested)) and time.monotonic() < deadline:
             time.sleep(0.0005)
         if records:
-            self._fold_records(mtable, records, self._main_labels(), None)
+            self._fold_records(mtable, records, self._main_labels(), None, False)
         self._settle(mtable)
         now = self.clock.monotonic_ns()
         mark, self._mark = self._mark, self._counters(now)
@@ -702,6 +740,7 @@ class Sampler:
                 continue  # a new thread already holds the ident and its entry (and this one's last reading)
             if not newer_holds:  # else the ident's entry is the newer thread's: it stays
                 threads[e.ident], natives[e.ident] = _SKIP, e.native_id
+                self._ended_at[e.ident] = self.clock.monotonic_ns()
             if info is not None:
                 if info.clock is None:
                     continue  # its samples carried wall time as CPU: nothing to add
@@ -722,6 +761,7 @@ class Sampler:
         name = thread.name if thread is not None else f"Thread-{ident}"
         native = getattr(thread, "native_id", None) if thread is not None else None
         self._natives[ident] = native
+        self._ended_at.pop(ident, None)
         if name.startswith(AGENT_THREAD_PREFIX) or ident == self._sampler_ident:
             self._threads[ident] = _SKIP
             return _SKIP
@@ -770,7 +810,11 @@ class Sampler:
             if ident in threads and (thread is None or natives.get(ident) == thread._native_id):
                 info = threads[ident]
                 if info is None:
-                    continue
+                    if not self._reused(ident, now):
+                        continue
+                    info = self._new_thread(ident)  # started outside `threading`, with an ended thread's ident
+                    if info is None:
+                        continue
             else:
                 info = self._new_thread(ident)
                 if info is None:
@@ -785,6 +829,7 @@ class Sampler:
                 more = current_extra()
             elif ident == main and signal_mode:
                 cpu = 0  # the handler accounts the main thread's CPU
+                frame = _under_handler(frame)  # a tick while the handler runs: where the app was
             elif info.clock is not None:
                 try:
                     c = thread_cpu_ns(info.clock)
@@ -821,6 +866,7 @@ class Sampler:
             for ident in [i for i in threads if i not in frames]:
                 del threads[ident]
                 natives.pop(ident, None)
+                self._ended_at.pop(ident, None)
         while self._starting:  # threads started during this tick, so not in `frames` (see _on_thread_start)
             self._register_started(table, extra, self._starting.pop())
         self._note_app_threads(sum(1 for ident in frames if threads.get(ident) is not None))
@@ -841,7 +887,14 @@ class Sampler:
             records = _threadcpu.main_pull() if self._copies else None
             if batch:
                 if records:
-                    self._fold_records(self._mtable, records, self._labels_now(), frame)
+                    # The thread's labels alone: batched, no others could apply, and a batch that ends because
+                    # labels or a loop came does not know which of its records came before them.
+                    ticks = self._tick_lock.acquire(False)
+                    try:
+                        self._fold_records(self._mtable, records, self._main_labels(), frame, ticks)
+                    finally:
+                        if ticks:
+                            self._tick_lock.release()
                 self._count_app_threads()
             else:
                 if records and records[-1][2] is not None:
@@ -867,45 +920,46 @@ class Sampler:
                 self._main_cpu_mark = t1
             self._in_handler = False
 
-    def _fold_records(self, table: StackTable, records: list, labels: tuple, frame) -> None:
+    def _fold_pending(self, table: StackTable, ticks: bool = False) -> None:
+        """The batch's records not folded yet, outside the handler (a tick of the thread, a window's end, stop)."""
+        records = _threadcpu.main_pull()
+        if records:
+            self._fold_records(table, records, self._main_labels(), None, ticks)
+
+    def _fold_records(self, table: StackTable, records: list, labels: tuple, frame, ticks: bool) -> None:
         """Batched records (see _threadcpu.on_prof): each weighs the main thread's CPU since the previous one.
 
-        In the handler (`frame`: where it runs), each is also the tick (the wall time since the previous tick)
-        when one is due at its time, and the newest is named from `frame`; the others from their leaf's code.
-        Elsewhere (a window's end, stop) they carry no wall time: the next tick carries it.
+        With `ticks` (the caller holds the tick lock), each is also the tick (the wall time since the previous
+        tick) when one is due at its time; else the next tick carries their wall time. In the handler the newest
+        is named from `frame` (where the handler runs), the others from their leaf's code alone.
         """
         if not records:
             return
         depth = self.max_depth
         half = self._period_ns >> 1
-        ticks = frame is not None and self._tick_lock.acquire(False)
         measured = isinstance(table, _MainTable)
-        try:
-            newest = records[-1]
-            for record_ in records:
-                weight, mono, copied, codes = record_
-                wall = 0
-                if ticks and mono - self._last_tick >= half:
-                    wall, self._last_tick = mono - self._last_tick, mono
-                    if wall > _MAX_WALL_NS:
-                        wall = _MAX_WALL_NS
-                    self.ticks += 1
-                    self.handler_ticks += 1
-                    self._last_handler_tick = mono
-                if measured:
-                    table.measured += weight
-                    table.weighted += weight
-                here = frame if record_ is newest else None
-                if copied is None:  # the C walk found no frame to show
-                    if frame is None:
-                        _add_cpu(table, (labels, UNSAMPLED, 0), weight)
-                    else:
-                        record(table, labels, where_cpu_went(frame), depth, 1, weight, wall)
+        newest = records[-1]
+        for record_ in records:
+            weight, mono, copied, codes = record_
+            wall = 0
+            if ticks and mono - self._last_tick >= half:
+                wall, self._last_tick = mono - self._last_tick, mono
+                if wall > _MAX_WALL_NS:
+                    wall = _MAX_WALL_NS
+                self.ticks += 1
+                self.handler_ticks += 1
+                self._last_handler_tick = mono
+            if measured:
+                table.measured += weight
+                table.weighted += weight
+            here = frame if record_ is newest else None
+            if copied is None:  # the C walk found no frame to show
+                if frame is None:
+                    _add_cpu(table, (labels, UNSAMPLED, 0), weight, wall)
                 else:
-                    record_copy(table, labels, copied, codes, here, depth, 1, weight, wall)
-        finally:
-            if ticks:
-                self._tick_lock.release()
+                    record(table, labels, where_cpu_went(frame), depth, 1, weight, wall)
+            else:
+                record_copy(table, labels, copied, codes, here, depth, 1, weight, wall)
         self.signal_samples += len(records)
 
     def _count_app_threads(self) -> None:
@@ -920,10 +974,18 @@ class Sampler:
             return
         self._started = started
         frames = sys._current_frames()
-        threads = self._threads
-        app = sum(1 for ident in frames if threads.get(ident, 0) is not None)  # an ident not seen yet counts
+        threads, now = self._threads, self.clock.monotonic_ns()
+        # an ident not seen yet counts, and one that an ended thread left to a thread not started by `threading`
+        app = sum(1 for ident in frames if threads.get(ident, 0) is not None or self._reused(ident, now))
         frames.clear()
         self._note_app_threads(app)
+
+    def _reused(self, ident: int, now: int) -> bool:
+        """Is an ended thread's ident (idents are reused at once) held by a thread not started by `threading`
+        (those are told apart by native id)? Only after _ENDED_NS: until its state goes, the ended thread's
+        last frames may still show."""
+        at = self._ended_at.get(ident)
+        return at is not None and now - at >= _ENDED_NS
 
     def _note_app_threads(self, app: int) -> None:
         """The app's thread count from a look at every thread; the process-CPU mark restarts when it turns
@@ -1010,6 +1072,10 @@ class Sampler:
             return
         self._tbusy = True
         try:
+            if self._batched:
+                # The main thread ran since its last batch and blocked or waits (else the handler would tick): its
+                # records are the ticks of their time, the blocked stack's wall time starts at the newest.
+                self._fold_pending(self._ttable, ticks=True)
             self._tick(now, self._ttable, None, 0)
         except Exception:
             self.errors += 1

@@ -107,15 +107,25 @@ def mixed_key(row):
 
 
 def leaf_shares(batch):
-    """Self CPU share (%) by leaf function name, and every function name seen."""
-    own, names, sym, total = {}, set(), Symbolizer(), 0
+    """Self CPU share (%) by leaf function name."""
+    own, sym, total = {}, Symbolizer(), 0
     for table in batch.tables:
         for key, (_n, cpu, _wall) in table.stacks.items():
-            frames = sym.frames(key, table.codes)
-            own[frames[0][0]] = own.get(frames[0][0], 0) + cpu
-            names.update(f[0] for f in frames)
+            leaf = sym.frames(key, table.codes)[0][0]
+            own[leaf] = own.get(leaf, 0) + cpu
             total += cpu
-    return {name: round(100 * cpu / total, 1) for name, cpu in own.items()}, names
+    return {name: round(100 * cpu / total, 1) for name, cpu in own.items()}
+
+
+def agent_frames(batch):
+    """The agent's functions seen in samples, but for the test's own call of drain(), which signals can sample."""
+    seen, sym = set(), Symbolizer()
+    for table in batch.tables:
+        for key in table.stacks:
+            names = [f[0] for f in sym.frames(key, table.codes)]
+            if "Sampler.drain" not in names:
+                seen.update(name for name in names if name.startswith("Sampler."))
+    return seen
 
 
 def extension_needed():
@@ -143,7 +153,7 @@ def test_cpu_in_a_key_function_called_from_c_lands_on_it(timers):
         assert mixed_key.__code__ not in _threadcpu.codes().values()  # the window's tables hold it now
     finally:
         sampler.stop()
-    shares, _ = leaf_shares(batch)
+    shares = leaf_shares(batch)
     assert shares.get("mixed_key", 0) >= 30, shares
     assert shares.get("<native> sorted", 0) >= 30, shares
 
@@ -179,10 +189,10 @@ def test_a_signal_during_the_handler_is_not_a_sample_of_the_app(monkeypatch):
         batch = sampler.drain()
     finally:
         sampler.stop()
-    shares, names = leaf_shares(batch)
+    shares = leaf_shares(batch)
     assert batch.signal_samples > 60, batch._replace(tables=None)  # the timer's and the other thread's
     assert sum(share for name, share in shares.items() if name.startswith("Burner.spin")) >= 40, shares
-    assert not {name for name in names if name.startswith("Sampler.")}, names
+    assert not agent_frames(batch), agent_frames(batch)
 
 
 @pytest.fixture
@@ -215,13 +225,13 @@ def test_one_app_thread_is_sampled_in_batches(unlabelled):
     assert batch.signal_samples >= 0.8 * spent * 100, batch._replace(tables=None)
     assert batch.ticks >= 0.8 * elapsed * 100, batch._replace(tables=None)
     assert sampler.handler_runs < batch.signal_samples / 4, (sampler.handler_runs, batch.signal_samples)
-    shares, names = leaf_shares(batch)
+    shares = leaf_shares(batch)
     # about half the CPU sorts, and that splits about evenly (see the key function's test)
     assert shares.get("mixed_key", 0) >= 12, shares
     assert shares.get("<native> sorted", 0) >= 12, shares  # older records named from the leaf's code alone
     assert shares.get("mixed_key", 0) + shares.get("<native> sorted", 0) >= 35, shares
     assert sum(share for name, share in shares.items() if name.startswith("Burner.spin")) >= 10, shares
-    assert not {name for name in names if name.startswith("Sampler.")}, names
+    assert not agent_frames(batch), agent_frames(batch)
 
 
 def test_batches_keep_the_cpu_of_long_c_calls(unlabelled):
@@ -247,6 +257,104 @@ def test_batches_keep_the_cpu_of_long_c_calls(unlabelled):
     assert per_thread["MainThread"][1] == pytest.approx(spent * 1e9, rel=0.04), (per_thread, spent)
 
 
+def long_call(iterations):
+    """One C call with no check point: Python's handler waits for its end, its records fill the ring."""
+    import hashlib
+
+    return hashlib.pbkdf2_hmac("sha256", b"password", b"salt", iterations)
+
+
+def test_a_c_call_longer_than_the_ring_keeps_its_cpu_on_its_stack(unlabelled):
+    """Past the ring's 128 records (0.5 s at 250 Hz) the call's CPU goes on into the newest record, whose stack
+    the call cannot change; it used to go to the first record after the call."""
+    extension_needed()
+    t = time.thread_time()
+    long_call(20000)
+    iterations = int(20000 * 1.2 / max(time.thread_time() - t, 1e-4))  # about 1.2 s of CPU
+    sampler = Sampler(sample_hz=250, max_overhead_pct=100)
+    sampler.start()
+    try:
+        Burner().spin(0.1)
+        batched = sampler._batched
+        t = time.thread_time()
+        long_call(iterations)
+        spent = time.thread_time() - t
+        Burner().spin(0.3)
+        batch = sampler.drain()
+    finally:
+        sampler.stop()
+    assert batched
+    _, leaves = totals(batch)
+    assert leaves.get("long_call", 0) == pytest.approx(spent * 1e9, rel=0.08), (leaves, spent)
+
+
+def burst_then_wait(seconds, burst_s, wait_s):
+    """A request loop's shape: CPU for `burst_s`, then blocked for `wait_s`; returns the wall time in bursts."""
+    in_bursts, end = 0.0, time.monotonic() + seconds
+    while time.monotonic() < end:
+        t = time.monotonic()
+        burst(burst_s)
+        in_bursts += time.monotonic() - t
+        time.sleep(wait_s)
+    return in_bursts
+
+
+def burst(seconds):
+    start = time.thread_time()
+    while time.thread_time() - start < seconds:
+        sum(i * i for i in range(500))
+
+
+def test_records_of_a_batch_are_the_wall_ticks_of_their_time(unlabelled):
+    """Bursts shorter than a batch, then a wait: the thread's tick in the wait folds the burst's records first,
+    each the tick of its time. Before, the records waited for the next batch and the tick gave their wall time
+    to the waiting stack."""
+    extension_needed()
+    sampler = Sampler(sample_hz=100, max_overhead_pct=100)
+    sampler.start()
+    try:
+        Burner().spin(0.1)
+        batched = sampler._batched
+        # the sampler thread starts filling in for the waits at its first governor step (1 s; before, the
+        # first record after a wait takes the wait's wall time)
+        burst_then_wait(1.2, 0.03, 0.06)
+        sampler.drain()
+        in_bursts = burst_then_wait(2.0, 0.03, 0.06)
+        batch = sampler.drain()
+    finally:
+        sampler.stop()
+    assert batched
+    wall, sym = {}, Symbolizer()
+    for table in batch.tables:
+        for key, (_n, _cpu, ns) in table.stacks.items():
+            for name in {f[0] for f in sym.frames(key, table.codes)}:
+                wall[name] = wall.get(name, 0) + ns
+    assert wall.get("burst", 0) == pytest.approx(in_bursts * 1e9, rel=0.2), (wall.get("burst"), in_bursts)
+
+
+def test_a_batch_pending_at_exit_keeps_its_stacks(monkeypatch, unlabelled):
+    """At exit the timer is disarmed and the C handler unhooked before the agent's last flush: the records not
+    folded yet go into the flush's tables with their stacks (they used to be the residue's, `UNSAMPLED`)."""
+    from cloudprof.agent import sampler as sampler_module
+
+    extension_needed()
+    monkeypatch.setattr(sampler_module, "_BATCH_NS", 10**9)  # one batch a second: most of the run is pending
+    sampler = Sampler(sample_hz=100, max_overhead_pct=100)
+    sampler.start()
+    try:
+        spent = []
+        Burner().spin(0.5, spent)
+        batched = sampler._batched
+        sampler._disarm_at_exit()
+    finally:
+        sampler.stop()
+    batch = sampler.drain()
+    assert batched
+    per_thread, leaves = totals(batch)
+    assert leaves.get("Burner.spin", 0) >= 0.85 * spent[0] * 1e9, (leaves, spent)
+    assert leaves.get(UNSAMPLED, 0) < 0.05e9, leaves
+
+
 def test_labels_end_the_batches_and_label_their_samples(unlabelled):
     extension_needed()
     sampler = Sampler(sample_hz=100, max_overhead_pct=100)
@@ -269,6 +377,34 @@ def test_labels_end_the_batches_and_label_their_samples(unlabelled):
             endpoint = dict(key[0]).get("endpoint")
             cpu[endpoint] = cpu.get(endpoint, 0) + ns
     assert cpu.get("/x", 0) >= 0.8 * spent[0] * 1e9, (cpu, spent)
+
+
+def test_the_first_labels_end_the_batch_where_they_start(monkeypatch, unlabelled):
+    """The records of a batch taken before the process's first labels keep no labels, and those after have them
+    (the batch ends as the labels come, not at its next fold, which would not know which came first)."""
+    from cloudprof.agent import sampler as sampler_module
+
+    extension_needed()
+    monkeypatch.setattr(sampler_module, "_BATCH_NS", 10**9)  # one batch a second: the labels come mid-batch
+    sampler = Sampler(sample_hz=100, max_overhead_pct=100)
+    sampler.start()
+    try:
+        before, inside = [], []
+        Burner().spin(0.4, before)
+        batched = sampler._batched
+        with labels_module.labels(endpoint="/y"):
+            Burner().spin(0.6, inside)
+        batch = sampler.drain()
+    finally:
+        sampler.stop()
+    assert batched
+    cpu = {}
+    for table in batch.tables:
+        for key, (_n, ns, _wall) in table.stacks.items():
+            endpoint = dict(key[0]).get("endpoint")
+            cpu[endpoint] = cpu.get(endpoint, 0) + ns
+    assert cpu.get("/y", 0) == pytest.approx(inside[0] * 1e9, rel=0.1), (cpu, inside)
+    assert cpu.get(None, 0) >= 0.85 * before[0] * 1e9, (cpu, before)
 
 
 def test_an_event_loop_in_the_main_thread_is_not_batched(unlabelled):
@@ -350,9 +486,9 @@ def test_a_signal_during_a_batch_is_not_a_sample_of_the_app(monkeypatch, unlabel
     finally:
         sampler.stop()
     assert batched
-    shares, names = leaf_shares(batch)
+    shares = leaf_shares(batch)
     assert sum(share for name, share in shares.items() if name.startswith(("Burner.spin", "<native> sum"))) >= 80, shares
-    assert not {name for name in names if name.startswith("Sampler.")}, names
+    assert not agent_frames(batch), agent_frames(batch)
 
 
 def test_achieved_tick_rate_is_the_asked_rate():
@@ -708,3 +844,49 @@ def test_a_new_thread_behind_a_reused_ident_is_a_new_thread():
     per_thread, _ = totals(batch)
     assert second.name in per_thread, (second.name, per_thread)
     assert per_thread[second.name][1] == pytest.approx(spent[0] * 1e9, rel=0.10), per_thread
+
+
+def test_a_thread_started_outside_threading_on_an_ended_threads_ident_is_sampled():
+    """An ended thread's ident is held back for half a second (its last frames may still show); a thread that
+    `threading` does not know and that got the ident (glibc reuses them at once) is sampled after that."""
+    sampler = Sampler(sample_hz=100, max_overhead_pct=100)
+    done = threading.Event()
+
+    def spin(out):
+        out.append(threading.get_ident())
+        start = time.thread_time()
+        while not done.is_set():
+            sum(i * i for i in range(500))
+        out.append(time.thread_time() - start)
+
+    sampler.start()
+    try:
+        for _ in range(10):
+            first = threading.Thread(target=Burner().spin, args=(0.02,), name="first")
+            first.start()
+            first.join()
+            target = sampler.ticks + 3
+            while sampler.ticks < target:  # its end folded by a tick
+                time.sleep(0.01)
+            out = []
+            _thread.start_new_thread(spin, (out,))
+            while not out:
+                time.sleep(0.001)
+            if out[0] == first.ident:
+                break
+            done.set()
+            while len(out) < 2:
+                time.sleep(0.01)
+            done.clear()
+        time.sleep(1.0)
+        done.set()
+        while len(out) < 2:
+            time.sleep(0.01)
+        batch = sampler.drain()
+    finally:
+        sampler.stop()
+    assert out[0] == first.ident, "no ident was reused in 10 tries"
+    per_thread, _ = totals(batch)
+    name = f"Thread-{out[0]}"
+    assert per_thread.get(name, [0, 0])[1] >= 0.5 * out[1] * 1e9, (name, out, per_thread)
+
