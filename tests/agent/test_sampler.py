@@ -470,13 +470,15 @@ def test_a_signal_during_a_batch_is_not_a_sample_of_the_app(monkeypatch, unlabel
     from cloudprof.agent import sampler as sampler_module
 
     extension_needed()
-    extra = sampler_module.current_extra
+    fold = sampler_module.record_copy
+    raised = []
 
-    def extra_and_a_signal():  # the handler calls it once per batch
+    def a_signal_and_fold(*args):  # the batch's handler calls it for each record
         signal.raise_signal(signal.SIGPROF)
-        return extra()
+        raised.append(1)
+        return fold(*args)
 
-    monkeypatch.setattr(sampler_module, "current_extra", extra_and_a_signal)
+    monkeypatch.setattr(sampler_module, "record_copy", a_signal_and_fold)
     sampler = Sampler(sample_hz=100, max_overhead_pct=100)
     sampler.start()
     try:
@@ -486,6 +488,7 @@ def test_a_signal_during_a_batch_is_not_a_sample_of_the_app(monkeypatch, unlabel
     finally:
         sampler.stop()
     assert batched
+    assert len(raised) >= 40, len(raised)  # signals raised inside the handler
     shares = leaf_shares(batch)
     assert sum(share for name, share in shares.items() if name.startswith(("Burner.spin", "<native> sum"))) >= 80, shares
     assert not agent_frames(batch), agent_frames(batch)
