@@ -395,6 +395,14 @@ static int copy_main(PyThreadState *ts, main_rec_t *r)
     return 1;
 }
 
+/* End of a kept signal begun at `t0`: this handler's CPU is the agent's, and the next record's weight starts after it. */
+static void main_charge(long long t0)
+{
+    long long t1 = thread_cpu_ns();
+    atomic_store(&main_mark, t1);
+    atomic_fetch_add(&main_handler_ns, (unsigned long long)(t1 > t0 ? t1 - t0 : 0));
+}
+
 static void on_prof(int sig, siginfo_t *si, void *uc)
 {
     int saved_errno = errno;
@@ -408,10 +416,8 @@ static void on_prof(int sig, siginfo_t *si, void *uc)
              * on into the newest record (unless main_pull, which this signal interrupts, may have read it). */
             chain = 1;
             if (!main_pulling) {
-                long long t1 = thread_cpu_ns();
                 MAIN_REC(head - 1)->weight += t0 - atomic_load(&main_mark);
-                atomic_store(&main_mark, t1);
-                atomic_fetch_add(&main_handler_ns, (unsigned long long)(t1 > t0 ? t1 - t0 : 0));
+                main_charge(t0);
             }
         }
         else {
@@ -423,9 +429,7 @@ static void on_prof(int sig, siginfo_t *si, void *uc)
                 atomic_store(&main_last, r->mono);
                 if (r->n == 0 || used + 1 >= MAIN_RING / 2 || r->mono >= main_chain_at)
                     chain = 1;
-                long long t1 = thread_cpu_ns();
-                atomic_store(&main_mark, t1); /* this handler's CPU is the agent's, not the next record's */
-                atomic_fetch_add(&main_handler_ns, (unsigned long long)(t1 > t0 ? t1 - t0 : 0));
+                main_charge(t0);
             }
             else {
                 chain = 0; /* Python's handler is running: nothing new to tell it */
@@ -536,8 +540,9 @@ static PyObject *frames_tuple(const uint64_t *f, int n, int cut, PyObject **code
 
 /* main_pull() -> [(weight_ns, monotonic_ns, (code id, offset, ...) or None, {code id: code} or None), ...]: the records
  * since the previous pull, oldest first (None: the walk found no frame to show). The code objects are the caller's
- * to hold (forget_codes() may run in another thread before the caller is done). Under the GIL, so one reader at a
- * time; on_prof only writes at the head, which the reader does not read. */
+ * to hold (forget_codes() may run in another thread before the caller is done). One reader at a time (`main_pulling`:
+ * a pull's allocation can run a finalizer that lets go of the GIL); on_prof writes at the head, which the reader does
+ * not read, and leaves the newest record alone while a pull runs. */
 static PyObject *py_main_pull(PyObject *self, PyObject *noargs)
 {
     if (main_pulling) /* a pull that let go of the GIL (a collection's finalizer): it reads these records */

@@ -920,8 +920,17 @@ class Sampler:
                 self._main_cpu_mark = t1
             self._in_handler = False
 
+    def _main_tick(self, now: int) -> int:
+        """The main thread's sample at `now` is the tick (tick lock held): the wall time since the previous one."""
+        wall, self._last_tick = now - self._last_tick, now
+        self.ticks += 1
+        self.handler_ticks += 1
+        self._last_handler_tick = now
+        return wall if wall < _MAX_WALL_NS else _MAX_WALL_NS
+
     def _fold_pending(self, table: StackTable, ticks: bool = False) -> None:
-        """The batch's records not folded yet, outside the handler (a tick of the thread, a window's end, stop)."""
+        """The batch's records not folded yet, outside the handler (a tick of the thread, the first labels, stop,
+        exit)."""
         records = _threadcpu.main_pull()
         if records:
             self._fold_records(table, records, self._main_labels(), None, ticks)
@@ -941,14 +950,7 @@ class Sampler:
         newest = records[-1]
         for record_ in records:
             weight, mono, copied, codes = record_
-            wall = 0
-            if ticks and mono - self._last_tick >= half:
-                wall, self._last_tick = mono - self._last_tick, mono
-                if wall > _MAX_WALL_NS:
-                    wall = _MAX_WALL_NS
-                self.ticks += 1
-                self.handler_ticks += 1
-                self._last_handler_tick = mono
+            wall = self._main_tick(mono) if ticks and mono - self._last_tick >= half else 0
             if measured:
                 table.measured += weight
                 table.weighted += weight
@@ -1037,12 +1039,7 @@ class Sampler:
                 # Only the main thread to sample (every 16th tick, when due, still looks for new threads):
                 # its tick is this very sample, with the wall time since the previous tick.
                 try:
-                    wall, self._last_tick = now - self._last_tick, now
-                    self.ticks += 1
-                    self._last_handler_tick = now
-                    self.handler_ticks += 1
-                    self._record_main(mtable, self._labels_now(), frame, 1,
-                                      cpu, wall if wall < _MAX_WALL_NS else _MAX_WALL_NS)
+                    self._record_main(mtable, self._labels_now(), frame, 1, cpu, self._main_tick(now))
                 finally:
                     self._tick_lock.release()
             elif all_due and self._tick_lock.acquire(False):
