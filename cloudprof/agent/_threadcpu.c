@@ -889,6 +889,11 @@ static void release(slot_t *s)
     while (atomic_load(&s->inflight) != 0) /* a handler that saw it active, in another thread: a few us */
         sched_yield();
     s->tid = 0;
+    /* add() takes the lowest free slot, so the slots in use stay near the start: a wall tick looks at those only */
+    int used = atomic_load(&slots_used);
+    while (used > 0 && slots[used - 1].tid == 0)
+        used--;
+    atomic_store(&slots_used, used);
 }
 
 /* In a thread that ends: no signal from here on (a pending one dies with the thread), then its timer goes. */
