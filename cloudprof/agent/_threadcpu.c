@@ -12,8 +12,9 @@
  * its weight is the thread's CPU since its previous sample (its clock, read in
  * the handler), so totals stay exact across rate changes and late expiries.
  *
- * Safety: the handler reads only the interrupted thread's own frames, which no
- * other thread changes. CPython 3.11.1+ unlinks a frame before clearing it, but a
+ * Safety: for a CPU sample the handler reads only the interrupted thread's own
+ * frames, which no other thread changes (a wall tick reads the others' only
+ * while this thread holds the GIL, so they cannot change theirs either). CPython 3.11.1+ unlinks a frame before clearing it, but a
  * few instructions at an eval loop's entry leave `current_frame` uninitialised
  * (a stale pointer), and a chunk of the frame stack is unmapped when its last
  * frame returns. So the frame `current_frame` names must be either a whole live
@@ -29,6 +30,9 @@
  * copied the same way and accepted only if it still holds a live code object with
  * the first line the handler saw. Accepted code objects are held (strong
  * references) until `forget_codes()`.
+ *
+ * The same handler (and the SIGPROF one, in whichever thread it runs) takes the wall ticks while the sampler asks
+ * (wall_mode): a thread holding the GIL is a moment when no other thread can change its frames (see wall_tick).
  *
  * Also `stack_key()`, for the Python side's samples (the main thread's signal
  * handler, the ticks): the same (code id, offset) walk of a frame's chain, under

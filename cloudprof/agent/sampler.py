@@ -54,7 +54,14 @@ sample, or all of it if it lived between two ticks, is not lost.
 Ticks (one stack per thread, for wall time and CPU without a timer) are taken
 by the signal handler while the main thread runs Python, which costs no thread
 wake-up and no GIL hand-off, and by the sampler thread when the handler is not
-running (main thread blocked or idle). The sampler thread then checks back only
+running (main thread blocked or idle). With CPU timers, the C handlers take them
+too: a thread that holds the GIL when its timer (or SIGPROF) fires is a moment
+when no other thread can run Python, so its handler reads every thread's stack
+for the tick that is due (`_threadcpu.wall_tick`). Behind busy threads, where
+the sampler thread waits for the GIL and ticks a few dozen times a second, that
+holds the rate, for none of the thread's wake-ups. They are used while the
+records need nothing Python alone knows (see `_update_walls`); the sampler
+thread then only looks at the threads every `_CHECK_NS`. The sampler thread then checks back only
 every `_WATCH_NS`, and runs the `checks` (the safety watchdog) at the same wake-up:
 next to a busy main thread every wake-up costs 100-300 us of CPU (the GIL). While
 it fills in, it leaves the ticks to the handler whenever the handler ticked in the
@@ -583,10 +590,9 @@ class Sampler:
         return main.labels if main is not None else (("thread_name", "MainThread"),)
 
     def _counters(self, now: int) -> dict[str, int]:
-        return {"mono": now, "ticks": self.ticks + self._timer_counters()["wall_ticks"], "signal": self.signal_samples,
-                "agent": self.agent_cpu_ns(),
-                "timer": self.timer_samples,
-                "dropped": self._timer_counters()["dropped"],
+        timer = self._timer_counters()
+        return {"mono": now, "ticks": self.ticks + timer["wall_ticks"], "signal": self.signal_samples,
+                "agent": self.agent_cpu_ns(), "timer": self.timer_samples, "dropped": timer["dropped"],
                 "process": process_cpu_ns(), "errors": self.errors,
                 "period_integral": self._period_integral + self._period_ns * (now - self._period_mark)}
 
