@@ -201,3 +201,36 @@ def test_a_thread_without_a_timer_gives_the_wall_ticks_back_to_python():
     raw_rows = rows[f"Thread-{ident}"]  # not a `threading` thread: named by its ident
     assert sum(acc[1] for acc in raw_rows.values()) == pytest.approx(cpu * 1e9, rel=0.10), (raw_rows, cpu)
     assert wall_of(raw_rows) >= 0.3 * wall * 1e9, (raw_rows, wall)  # its wall from the first look on
+
+
+def test_a_wall_tick_while_the_main_thread_is_in_the_agents_handler_shows_the_app_under_it(monkeypatch):
+    """The Python signal handler can let go of the GIL (here it sleeps a little at every signal), and a worker's
+    handler may then take a wall tick: the main thread's stack is the app's frames under the handler, as in the
+    sampler thread's ticks."""
+    sampler = Sampler(sample_hz=100, max_overhead_pct=100)
+    sample_main = sampler._sample_main
+
+    def and_sleep(frame, t0):
+        try:
+            return sample_main(frame, t0)
+        finally:
+            time.sleep(0.002)  # the GIL to the workers, whose handlers take the wall ticks meanwhile
+
+    monkeypatch.setattr(sampler, "_sample_main", and_sleep)
+    workers = [threading.Thread(target=spin, args=(0.6,), name=f"busy-{i}") for i in range(2)]
+    sampler.start()
+    try:
+        c0 = _threadcpu.counters()["wall_ticks"]
+        for t in workers:
+            t.start()
+        spin(0.6)
+        for t in workers:
+            t.join()
+        batch = sampler.drain()
+        handler_ticks = _threadcpu.counters()["wall_ticks"] - c0
+    finally:
+        sampler.stop()
+    assert handler_ticks > 50, handler_ticks
+    rows, agent = by_thread(batch)
+    assert not agent, agent
+    assert rows["MainThread"]["spin"][2] >= 0.9 * wall_of(rows["MainThread"]), rows["MainThread"]
