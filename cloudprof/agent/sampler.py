@@ -589,6 +589,10 @@ class Sampler:
         main = self._threads.get(self._main_ident)
         return main.labels if main is not None else (("thread_name", "MainThread"),)
 
+    def all_ticks(self) -> int:
+        """Wall ticks so far: Python's (`ticks`) and the C handlers' (see _threadcpu.wall_tick)."""
+        return self.ticks + self._timer_counters()["wall_ticks"]
+
     def _counters(self, now: int) -> dict[str, int]:
         timer = self._timer_counters()
         return {"mono": now, "ticks": self.ticks + timer["wall_ticks"], "signal": self.signal_samples,
