@@ -75,6 +75,7 @@ typedef struct {
     PyThreadState *tstate;
     timer_t timer;
     long long last_cpu_ns; /* the thread's CPU at its previous sample (written by its own handler) */
+    uint64_t wall_sig;     /* the stack of its newest wall record (see put) */
 } slot_t;
 
 static slot_t slots[NSLOTS];
@@ -115,6 +116,7 @@ static PyObject *intern_int(PyObject *v)
 
 #define HEADER_WORDS 4 /* n | cut << 32 | WALL, ident, weight (CPU ns, or wall ns with WALL), tid */
 #define WALL (1ull << 40) /* a wall tick's record (see wall_tick) */
+#define SAME (1ull << 41) /* with WALL: the thread's stack is its previous wall record's (no frames follow) */
 
 static inline long long thread_cpu_ns(void)
 {
@@ -249,8 +251,9 @@ static inline int shown(PyThreadState *ts, _PyInterpreterFrame *f, view_t *v, in
  * max_depth) and sets *cut when more were left. `checked`: the top frame was checked by an earlier walk (see view).
  * `skip`: a code whose frame and callees are left out (the Python handler's, on the main thread: its callees are a
  * few frames deep, so past max_depth at most 32 more frames are looked at for it). */
-static int walk(PyThreadState *ts, uint64_t *w, int *cut, int checked, uintptr_t skip)
+static int walk(PyThreadState *ts, uint64_t *w, int *cut, int checked, uintptr_t skip, uint64_t *sig)
 {
+    uint64_t h = 1469598103934665603ull;
     _PyCFrame *cf = ts->cframe;
     _PyInterpreterFrame *top = cf != NULL ? cf->current_frame : NULL;
     int budget = WALK_LIMIT, n = 0, extra = 0;
@@ -260,10 +263,12 @@ static int walk(PyThreadState *ts, uint64_t *w, int *cut, int checked, uintptr_t
         if (skip && (uintptr_t)v.code == skip) {
             n = extra = 0;
         } else if (n < max_depth) {
+            uint64_t code = (uint64_t)(uintptr_t)v.code, at = ((uint64_t)(uint32_t)v.firstlineno << 32) | (uint32_t)v.lasti;
             if (w != NULL) {
-                w[HEADER_WORDS + 2 * n] = (uint64_t)(uintptr_t)v.code;
-                w[HEADER_WORDS + 2 * n + 1] = ((uint64_t)(uint32_t)v.firstlineno << 32) | (uint32_t)v.lasti;
+                w[HEADER_WORDS + 2 * n] = code;
+                w[HEADER_WORDS + 2 * n + 1] = at;
             }
+            h = ((h ^ code) * 1099511628211ull ^ at) * 1099511628211ull;
             n++;
         } else if (!skip || ++extra > 32) {
             break;
@@ -271,6 +276,8 @@ static int walk(PyThreadState *ts, uint64_t *w, int *cut, int checked, uintptr_t
         more = shown(ts, v.previous, &v, &budget, 0);
     }
     *cut = more;
+    if (sig != NULL)
+        *sig = (h ^ (uint64_t)n << 1 ^ (uint64_t)more) | 1; /* never 0: no record yet */
     if (w != NULL && more) { /* the truncation mark */
         w[HEADER_WORDS + 2 * n] = 0;
         w[HEADER_WORDS + 2 * n + 1] = UINT32_MAX;
@@ -302,14 +309,25 @@ static uint64_t *reserve(size_t words, int *b)
 }
 
 /* One record of the frames of `ts`: `flags` WALL or 0, `weight` its ns. Counted, then written in place: the frames
- * cannot change meanwhile (the thread is in this handler, or does not hold the GIL that this one holds). */
-static void put(PyThreadState *ts, unsigned long ident, pid_t tid, uint64_t flags, long long weight, uintptr_t skip)
+ * cannot change meanwhile (the thread is in this handler, or does not hold the GIL that this one holds). A wall
+ * record whose stack is the thread's previous one (`last_sig`) is a SAME record, without frames: a blocked thread's
+ * ticks cost Python one dict update each. */
+static void put(PyThreadState *ts, unsigned long ident, pid_t tid, uint64_t flags, long long weight, uintptr_t skip,
+                uint64_t *last_sig)
 {
     int cut, b;
-    int n = walk(ts, NULL, &cut, 0, skip);
+    uint64_t sig;
+    int n = walk(ts, NULL, &cut, 0, skip, &sig);
+    if (last_sig != NULL && sig == *last_sig) {
+        flags |= SAME;
+        n = cut = 0;
+    }
     uint64_t *w = reserve(HEADER_WORDS + 2 * (size_t)(n + cut), &b);
+    if (last_sig != NULL)
+        *last_sig = w != NULL ? sig : 0; /* a record lost: the next is whole */
     if (w != NULL) {
-        walk(ts, w, &cut, 1, skip);
+        if (!(flags & SAME))
+            walk(ts, w, &cut, 1, skip, NULL);
         w[0] = flags | ((uint64_t)cut << 32) | (uint64_t)n;
         w[1] = ident;
         w[2] = (uint64_t)weight;
@@ -333,6 +351,7 @@ static _Atomic long long wall_last;   /* monotonic ns of the newest tick, ours o
 static _Atomic long long wall_own;    /* of the newest of ours */
 static _Atomic unsigned long long wall_ticks;
 static _Atomic int slots_used; /* slots [0, slots_used) may be in use */
+static uint64_t main_wall_sig;
 #define MAX_WALL_NS 1000000000LL /* one tick never carries more (as the Python ticks) */
 
 static pthread_t main_thread;
@@ -375,12 +394,12 @@ static void wall_take(long long wall)
         slot_t *s = &slots[i];
         atomic_fetch_add(&s->inflight, 1);
         if (atomic_load(&s->active))
-            put(s->tstate, s->ident, s->tid, WALL, wall, 0);
+            put(s->tstate, s->ident, s->tid, WALL, wall, 0, &s->wall_sig);
         atomic_fetch_sub(&s->inflight, 1);
     }
     PyThreadState *main = main_ts;
     if (main != NULL)
-        put(main, (unsigned long)main_thread, my_pid, WALL, wall, handler_code);
+        put(main, (unsigned long)main_thread, my_pid, WALL, wall, handler_code, &main_wall_sig);
     atomic_fetch_add(&wall_ticks, 1);
 }
 
@@ -404,7 +423,7 @@ static void on_signal(int sig, siginfo_t *si, void *uc)
     long long weight = t0 - s->last_cpu_ns;
     if (t0 < 0 || weight <= 0)
         goto done;
-    put(s->tstate, s->ident, s->tid, 0, weight, 0);
+    put(s->tstate, s->ident, s->tid, 0, weight, 0, NULL);
     long long wall = wall_due(s->tstate);
     if (wall > 0)
         wall_take(wall);
@@ -791,7 +810,6 @@ static PyObject *py_start(PyObject *self, PyObject *args)
         sa.sa_sigaction = on_signal;
         sa.sa_flags = SA_SIGINFO | SA_RESTART;
         sigemptyset(&sa.sa_mask);
-        sigaddset(&sa.sa_mask, SIGPROF); /* its handler's wall tick would land inside this one's timing */
         if (sigaction(sig, &sa, NULL) != 0)
             continue;
         signo = last_signo = sig;
@@ -872,6 +890,7 @@ static PyObject *py_add(PyObject *self, PyObject *args)
     s->tstate = ts;
     s->timer = timer;
     s->last_cpu_ns = base;
+    s->wall_sig = 0;
     atomic_store(&s->active, 1);
     if (idx >= atomic_load(&slots_used))
         atomic_store(&slots_used, idx + 1);
@@ -1024,7 +1043,8 @@ static PyObject *frames_tuple(const uint64_t *f, int n, int cut, PyObject **code
 }
 
 /* drain() -> [(ident, native_id, cpu_ns, wall_ns, (code id, offset, ...)), ...]: the timers' samples (wall_ns 0) and
- * the wall ticks' records (cpu_ns 0) since the previous drain, in the order they were taken */
+ * the wall ticks' records (cpu_ns 0; frames None: the thread's previous wall record's) since the previous drain, in
+ * the order they were taken */
 static PyObject *py_drain(PyObject *self, PyObject *noargs)
 {
     if (bufs[0] == NULL)
@@ -1045,7 +1065,7 @@ static PyObject *py_drain(PyObject *self, PyObject *noargs)
         size_t words = HEADER_WORDS + 2 * (size_t)(n + cut);
         if (pos + words > end)
             break;
-        PyObject *frames = frames_tuple(w + pos + HEADER_WORDS, n, cut, NULL);
+        PyObject *frames = w[pos] & SAME ? Py_NewRef(Py_None) : frames_tuple(w + pos + HEADER_WORDS, n, cut, NULL);
         if (frames == NULL)
             goto fail;
         PyObject *item = Py_BuildValue("(kiKKN)", (unsigned long)w[pos + 1], (int)w[pos + 3], cpu, weight - cpu,
@@ -1092,6 +1112,11 @@ static PyObject *py_wall_mode(PyObject *self, PyObject *args)
     long long period;
     if (!PyArg_ParseTuple(args, "L", &period))
         return NULL;
+    if (atomic_load(&wall_period) == 0) { /* turned on: every thread's next wall record is whole */
+        for (int i = 0; i < NSLOTS; i++)
+            slots[i].wall_sig = 0;
+        main_wall_sig = 0;
+    }
     atomic_store(&wall_period, period > 0 && signo ? period : 0);
     Py_RETURN_NONE;
 }

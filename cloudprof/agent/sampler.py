@@ -266,6 +266,7 @@ class Sampler:
         self._started = -1  # _thread._count() at the last look at the threads while batched
         self._batches = 0
         self._walls = False  # the timers' handler takes the wall ticks (see _threadcpu.wall_tick, _update_walls)
+        self._wall_keys: dict[int, tuple] = {}  # native id -> (table, key) of the thread's newest handler wall tick
         self._labelled = False  # labels or tasks were seen: the wall ticks are the Python ones (their labels)
         self._tbusy = False
         self._tick_lock = threading.Lock()
@@ -672,7 +673,7 @@ class Sampler:
         codes = _threadcpu.codes()
         table = self._xtable
         by_tid, stacks, table_codes = self._by_tid, table.stacks, table.codes
-        main, depth, samples = self._main_ident, self.max_depth, 0
+        main, samples = self._main_ident, 0
         for ident, tid, weight, wall, frames in records:
             info = by_tid.get(tid)
             if info is None and ident == main:  # the wall ticks' record of the main thread
@@ -682,11 +683,7 @@ class Sampler:
             if more:
                 labels += more
             if wall:
-                # A wall tick's: where the thread waits, with the C call it waits in, as the Python ticks show it.
-                if frames:
-                    record_copy(ticks, labels, frames, codes, None, depth, 1, 0, wall)
-                else:
-                    _add_wall(ticks, (labels, _NO_FRAME, 0), wall)
+                self._fold_wall(ticks, tid, labels, frames, codes, wall)
                 continue
             key = (labels,) + (frames or (_NO_FRAME, 0))
             acc = stacks.get(key)
@@ -702,6 +699,39 @@ class Sampler:
             if info is not None:
                 info.last_cpu += weight
         self.timer_samples += samples
+
+    def _fold_wall(self, table: StackTable, tid: int, labels: tuple, frames: tuple | None, codes: dict,
+                   wall: int) -> None:
+        """A handler's wall tick of one thread: where it waits, with the C call it waits in (as the Python ticks
+        show it). `frames` None: the stack of its previous one, which may be in an earlier window's table."""
+        stacks = table.stacks
+        if frames is None:
+            held = self._wall_keys.get(tid)
+            if held is None:
+                return  # not seen since the ticks began (never expected: the C side starts each thread whole)
+            was, key = held
+            acc = stacks.get(key)
+            if acc is None:
+                stacks[key] = [1, 0, wall]
+                for code_id in key[1::2]:
+                    code = was.codes.get(code_id)
+                    if code is not None:
+                        table.codes[code_id] = code
+                self._wall_keys[tid] = (table, key)
+                return
+        else:
+            key = (labels,) + (frames or (_NO_FRAME, 0))
+            acc = stacks.get(key)  # stored as is when its leaf is not at a C call
+            if acc is None:
+                if frames:
+                    key = record_copy(table, labels, frames, codes, None, self.max_depth, 1, 0, wall)
+                else:
+                    _add_wall(table, key, wall)
+                self._wall_keys[tid] = (table, key)
+                return
+            self._wall_keys[tid] = (table, key)
+        acc[0] += 1
+        acc[2] += wall
 
     def _on_thread_start(self, thread: threading.Thread) -> None:
         """A thread the app just started gets its timer now, not at the next tick (which, behind busy threads,
@@ -1015,6 +1045,7 @@ class Sampler:
         if on == self._walls:
             return
         if on:
+            self._wall_keys.clear()
             _threadcpu.wall_mark(self._last_tick)  # the ticks share the newest tick's time from now on
             _threadcpu.wall_mode(self._tick_period_ns)
         else:
