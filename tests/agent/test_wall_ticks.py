@@ -234,3 +234,37 @@ def test_a_wall_tick_while_the_main_thread_is_in_the_agents_handler_shows_the_ap
     rows, agent = by_thread(batch)
     assert not agent, agent
     assert rows["MainThread"]["spin"][2] >= 0.9 * wall_of(rows["MainThread"]), rows["MainThread"]
+
+
+def test_a_blocked_threads_ticks_keep_its_stack_across_windows():
+    """A thread whose stack has not changed gets frameless (SAME) records from the handlers: each adds to its
+    previous stack, also when that stack is in the previous window's table (it is carried over with its code)."""
+    blocked = threading.Event()
+    stop = threading.Event()
+    sampler = Sampler(sample_hz=100, max_overhead_pct=100)
+    waiter = threading.Thread(target=blocked.wait, name="waiter")
+    busy = threading.Thread(target=lambda: [spin(0.01) for _ in iter(stop.is_set, True)], name="busy")
+    sampler.start()
+    try:
+        waiter.start()
+        busy.start()
+        time.sleep(0.4)
+        assert sampler._walls
+        first = sampler.drain()
+        c0 = _threadcpu.counters()["wall_ticks"]
+        time.sleep(0.6)
+        second = sampler.drain()
+        handler_ticks = _threadcpu.counters()["wall_ticks"] - c0
+    finally:
+        stop.set()
+        blocked.set()
+        waiter.join()
+        busy.join()
+        sampler.stop()
+    assert handler_ticks >= 30, handler_ticks
+    for batch in (first, second):
+        span = batch.mono_end_ns - batch.mono_start_ns
+        rows, _ = by_thread(batch)  # names resolve: the tables hold the codes their keys name
+        waited = rows["waiter"]
+        assert waited["Event.wait"][2] >= 0.9 * wall_of(waited), waited
+        assert wall_of(waited) >= (0.9 if batch is second else 0.5) * span, (waited, span)
