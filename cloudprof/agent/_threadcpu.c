@@ -14,7 +14,8 @@
  *
  * Safety: for a CPU sample the handler reads only the interrupted thread's own
  * frames, which no other thread changes (a wall tick reads the others' only
- * while this thread holds the GIL, so they cannot change theirs either). CPython 3.11.1+ unlinks a frame before clearing it, but a
+ * while this thread holds the GIL, so they cannot change theirs either).
+ * CPython 3.11.1+ unlinks a frame before clearing it, but a
  * few instructions at an eval loop's entry leave `current_frame` uninitialised
  * (a stale pointer), and a chunk of the frame stack is unmapped when its last
  * frame returns. So the frame `current_frame` names must be either a whole live
@@ -263,7 +264,8 @@ static int walk(PyThreadState *ts, uint64_t *w, int *cut, int checked, uintptr_t
         if (skip && (uintptr_t)v.code == skip) {
             n = extra = 0;
         } else if (n < max_depth) {
-            uint64_t code = (uint64_t)(uintptr_t)v.code, at = ((uint64_t)(uint32_t)v.firstlineno << 32) | (uint32_t)v.lasti;
+            uint64_t code = (uint64_t)(uintptr_t)v.code;
+            uint64_t at = ((uint64_t)(uint32_t)v.firstlineno << 32) | (uint32_t)v.lasti;
             if (w != NULL) {
                 w[HEADER_WORDS + 2 * n] = code;
                 w[HEADER_WORDS + 2 * n + 1] = at;
@@ -344,8 +346,8 @@ static void put(PyThreadState *ts, unsigned long ident, pid_t tid, uint64_t flag
  * timer fires while it holds the GIL is a moment when no other thread can run Python: their frames stand still. So
  * when a wall tick is due (wall_period since the previous one, ours or Python's: wall_mark), the handler of such a
  * thread takes it (and so does the SIGPROF handler, in whichever thread it runs), one WALL record per registered
- * thread and one for the main thread, each weighing the wall time since the previous tick. Python turns these on (wall_mode) only while the records need nothing it alone knows:
- * every app thread has a timer, no labels can change. */
+ * thread and one for the main thread, each weighing the wall time since the previous tick. Python turns these on
+ * (wall_mode) only while the records need nothing it alone knows: every app thread has a timer, no labels. */
 static _Atomic long long wall_period; /* 0: no wall ticks here */
 static _Atomic long long wall_last;   /* monotonic ns of the newest tick, ours or Python's */
 static _Atomic long long wall_own;    /* of the newest of ours */
