@@ -19,12 +19,12 @@ from collections import deque
 from types import CodeType
 from typing import NamedTuple
 
-__all__ = ["Ended", "forget_all", "install", "off_start", "on_end", "on_start", "unwatch", "watch"]
+__all__ = ["Ended", "forget_all", "install", "off_boot", "on_boot", "on_end", "unwatch", "watch"]
 
 _QUEUE_MAX = 100_000  # readings kept for a sampler that does not tick (oldest dropped beyond)
 _watchers: list[deque] = []
 _enders: list = []  # called in each ending thread, after it left threading._active and before it reports
-_starters: list = []  # called with each thread that started, by the thread that started it
+_booters: list = []  # called in each thread that starts, before it runs its target
 _state = {"installed": False}
 
 
@@ -37,16 +37,19 @@ class Ended(NamedTuple):
 
 
 def install() -> None:
-    """Wrap Thread.start and Thread._delete once; threads started from now on report their end.
+    """Wrap Thread.start, Thread._set_native_id and Thread._delete once; threads started from now on report
+    their start and end.
 
-    `_delete` is the last thing a thread does (from `_bootstrap_inner`), in the thread itself; `start`
-    notes the code the thread will run, which `run()` forgets as it ends. Neither adds a frame to the
+    `_set_native_id` is the first thing a thread does (from `_bootstrap_inner`, before it lets `start()`
+    return and before `run()`) that knows its native id; `_delete` the last; both in the thread itself.
+    `start` notes the code the thread will run, which `run()` forgets as it ends. None adds a frame to the
     stacks of a running thread.
     """
     cls = threading.Thread
     if _state["installed"] or not hasattr(cls, "_delete"):  # a threading without it: ends go unreported
         return
     start, delete = cls.start, cls._delete  # type: ignore[attr-defined]
+    set_native_id = getattr(cls, "_set_native_id", None)
 
     def _start(self) -> None:
         if _watchers:
@@ -55,9 +58,14 @@ def install() -> None:
             except Exception:  # noqa: BLE001 - odd targets (proxies, slotted subclasses) are named no further
                 pass
         start(self)
-        for starter in _starters:
+
+    def _set_native_id(self) -> None:
+        set_native_id(self)
+        if self._started.is_set():  # not a start: a forked child (threading's or multiprocessing's) names it again
+            return
+        for booter in _booters:
             try:
-                starter(self)
+                booter(self)
             except Exception:  # noqa: BLE001 - starting a thread must never fail because of us
                 pass
 
@@ -75,6 +83,8 @@ def install() -> None:
 
     cls.start = functools.update_wrapper(_start, start)
     cls._delete = functools.update_wrapper(_delete, delete)  # type: ignore[attr-defined]
+    if set_native_id is not None:  # a platform without native ids: threads get their timers at a tick
+        cls._set_native_id = functools.update_wrapper(_set_native_id, set_native_id)  # type: ignore[attr-defined]
     _state["installed"] = True
 
 
@@ -84,15 +94,16 @@ def on_end(ender) -> None:
         _enders.append(ender)
 
 
-def on_start(starter) -> None:
-    """Call `starter(thread)` after each `thread.start()` from now on (it runs by then); `off_start` undoes it."""
-    if starter not in _starters:
-        _starters.append(starter)
+def on_boot(booter) -> None:
+    """Call `booter(thread)` in each thread that starts from now on, before its `run()` and before its
+    `start()` returns; `off_boot` undoes it."""
+    if booter not in _booters:
+        _booters.append(booter)
 
 
-def off_start(starter) -> None:
+def off_boot(booter) -> None:
     try:
-        _starters.remove(starter)
+        _booters.remove(booter)
     except ValueError:
         pass
 
@@ -114,7 +125,7 @@ def unwatch(queue: deque) -> None:
 def forget_all() -> None:
     """In a forked child: the parent's samplers are gone, their queues would only grow."""
     _watchers.clear()
-    _starters.clear()
+    _booters.clear()
 
 
 def _report(thread: threading.Thread, target: CodeType | None) -> None:

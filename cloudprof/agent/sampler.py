@@ -253,7 +253,7 @@ class Sampler:
         self._natives: dict[int, int | None] = {}  # ident -> native id of the thread _threads[ident] describes
         self._ended_at: dict[int, int] = {}  # ident -> monotonic ns when its thread's end was folded
         self._ended = None  # exits.Ended readings of threads that have ended, while running
-        self._starting: list[threading.Thread] = []  # started while a tick held the lock: it registers them
+        self._booted: dict[int, tuple] = {}  # native id -> (thread, slot): timers made while a tick ran
         self._main_ident = threading.main_thread().ident
         self.picker = ThreadPicker()  # issue 5: at most picker.max_threads stacks per tick, unbiased weights
         self._sampler_ident: int | None = None
@@ -360,12 +360,12 @@ class Sampler:
             if thread is not None and thread is not threading.current_thread():
                 thread.join(max(0.0, deadline - time.monotonic()))
         if self.timers:
-            exits.off_start(self._on_thread_start)
+            exits.off_boot(self._on_thread_boot)
             _threadcpu.stop()  # no timer from here on; the samples already taken are pulled below
         exits.unwatch(self._ended)
         off_first_use(self._labels_coming)
-        self._starting.clear()
         self._catch_up(self._htable, max(0.0, deadline - time.monotonic()))
+        self._booted.clear()
         if self.timers:
             _timers_owner.clear()
         self._active = False
@@ -417,7 +417,7 @@ class Sampler:
                 self._timer_mark = _threadcpu.counters()
                 _timers_owner[:] = [self]
                 self.timers = True
-                exits.on_start(self._on_thread_start)
+                exits.on_boot(self._on_thread_boot)
                 # Interpreter shutdown frees the thread states of daemon threads that may still run C code.
                 atexit.register(self._timers_off_at_exit)
             except Exception as exc:  # noqa: BLE001 - OSError, MemoryError: the ticks take over, never the app
@@ -439,7 +439,7 @@ class Sampler:
             for info in self._by_tid.values():
                 info.slot = -1
             self._by_tid.clear()
-            exits.off_start(self._on_thread_start)
+            exits.off_boot(self._on_thread_boot)
 
     def _timers_off_at_exit(self) -> None:
         if self._active and self.timers:
@@ -629,6 +629,9 @@ class Sampler:
         Threads are found by native id: an ident may already be another thread's. Called with the tick lock
         held, at every tick, so labels are as fresh as the ticks' (a sample's labels are those at the pull).
         """
+        for native, (thread, _slot) in list(self._booted.items()):
+            self._register_started(thread)
+            self._booted.pop(native, None)  # not adopted (no entry for it): its samples are named by ident
         records = _threadcpu.drain()
         if not records:
             return
@@ -653,70 +656,83 @@ class Sampler:
                 info.last_cpu += weight
         self.timer_samples += len(records)
 
-    def _on_thread_start(self, thread: threading.Thread) -> None:
-        """A thread the app just started gets its timer now, not at the next tick (which, behind busy threads,
-        may be 100 ms away). If a tick is running (the lock is only tried: the app's thread never waits for
-        the agent), that tick registers it as it ends."""
-        if not self._active:
+    def _on_thread_boot(self, thread: threading.Thread) -> None:
+        """A thread that starts gets its timer now, in the thread itself, before it runs the app's code: its
+        first sample then carries its CPU from its first instruction on. (Registered later, at a tick or
+        after `start()` returned to its starter, both of which wait for the GIL behind busy threads, the
+        first sample carried 30-400 ms of CPU that was spent anywhere.) If a tick holds the lock (it is only
+        tried: a starting thread never waits for the agent), the timer is made all the same and the tick's
+        pull of the samples takes in its thread first (`_register` adopts it)."""
+        if not self._active or thread.name.startswith(AGENT_THREAD_PREFIX):
             return
-        if not self._tick_lock.acquire(False):
-            self._starting.append(thread)
-            return
-        try:
-            self._tbusy = True  # drain() waits for it (the tick lock keeps thread ticks out meanwhile)
+        if self._tick_lock.acquire(False):
             try:
-                self._register_started(self._ttable, None, thread, wait=True)
+                self._tbusy = True  # drain() waits for it (the tick lock keeps thread ticks out meanwhile)
+                try:
+                    if self._ended:  # an ended thread that held this ident is folded first, under its own entry
+                        self._take_in(self._ttable, tick_labels())
+                    self._register_started(thread)
+                finally:
+                    self._tbusy = False
             finally:
-                self._tbusy = False
-        finally:
-            self._tick_lock.release()
+                self._tick_lock.release()
+            return
+        slot = self._add_timer(thread, 0)
+        if slot >= 0:
+            self._booted[thread.native_id] = (thread, slot)
 
-    def _register_started(self, table: StackTable, extra: dict | None, thread: threading.Thread,
-                          wait: bool = False) -> None:
-        """`_on_thread_start`'s work, tick lock held. An ended thread that held this ident is folded first, under
-        its own entry."""
-        if self._ended:
-            self._take_in(table, tick_labels() if extra is None else extra)
+    def _register_started(self, thread: threading.Thread) -> None:
+        """A thread that just started (tick lock held): its entry and its timer, unless it has them."""
         ident = thread.ident
         info = self._threads.get(ident)
         if info is None or self._natives.get(ident) != thread.native_id:
             info = self._new_thread(ident, thread=thread)
         if info is not None and info.slot is None and info.clock is not None:
-            self._register(ident, info, thread, wait)
+            self._register(ident, info, thread)
 
-    def _register(self, ident: int, info: _Thread, thread: threading.Thread | None, wait: bool = False) -> None:
+    def _register(self, ident: int, info: _Thread, thread: threading.Thread | None) -> None:
         """A CPU timer for this thread, which signals the thread itself after every period of its CPU.
 
         Only for threading's own threads (their end unregisters them, in exits' `Thread._delete` hook, before
-        their thread state is freed), and only while `threading._active` (or `_limbo`, just started) still
-        holds the thread: checked under threading's lock, which the ending thread takes to leave it. In a
-        tick that lock is only tried (this may run in the signal handler, which may have interrupted its
-        holder; the next tick tries again); right after Thread.start (`wait`) it is waited for, briefly:
-        threads starting together hold it in turn, and the next tick may be 100 ms away. The timer's first
-        sample weighs the thread's CPU since `last_cpu`.
+        their thread state is freed), and only while the thread is alive: in the thread itself as it starts,
+        or while `threading._active` (or `_limbo`) still holds it, checked under threading's lock, which the
+        ending thread takes to leave it. That lock is only tried (this may run in the signal handler, which
+        may have interrupted its holder; the next tick tries again). A timer the thread made as it started
+        is adopted (see _on_thread_boot). The timer's first sample weighs the thread's CPU since `last_cpu`.
         """
         if thread is None or isinstance(thread, threading._DummyThread) or not thread.native_id:  # type: ignore[attr-defined]
             info.slot = -1
             return
-        lock = threading._active_limbo_lock  # type: ignore[attr-defined]
-        if not (lock.acquire(True, 0.05) if wait else lock.acquire(False)):
-            return
-        try:
-            if threading._active.get(ident) is not thread and thread not in threading._limbo:  # type: ignore[attr-defined]
-                info.slot = -1
+        booted = self._booted.pop(thread.native_id, None)
+        if booted is not None:
+            info.slot = booted[1]
+        elif ident == threading.get_ident():
+            info.slot = self._add_timer(thread, info.last_cpu)
+        else:
+            lock = threading._active_limbo_lock  # type: ignore[attr-defined]
+            if not lock.acquire(False):
                 return
-            info.slot = _threadcpu.add(ident, thread.native_id, self._period_ns, info.last_cpu)
-            self._by_tid[thread.native_id] = info
-        except (OSError, LookupError, OverflowError, RuntimeError):
-            info.slot = -1
-            self.errors += 1
+            try:
+                alive = threading._active.get(ident) is thread or thread in threading._limbo  # type: ignore[attr-defined]
+                info.slot = self._add_timer(thread, info.last_cpu) if alive else -1
+            finally:
+                lock.release()
+        if info.slot < 0:
             return
-        finally:
-            lock.release()
+        self._by_tid[thread.native_id] = info
         try:
             info.seen = thread_cpu_ns(info.clock)  # for the ticks' "has it moved" test
         except OSError:
             pass
+
+    def _add_timer(self, thread: threading.Thread, base: int) -> int:
+        """The C slot of a new timer for this live thread, whose first sample weighs its CPU since `base`;
+        -1 if none can be had (the timers went meanwhile, too many threads: its ticks sample it)."""
+        try:
+            return _threadcpu.add(thread.ident, thread.native_id, self._period_ns, base)
+        except (OSError, LookupError, OverflowError, RuntimeError):
+            self.errors += 1
+            return -1
 
     def _fold_ended(self, table: StackTable, count: int) -> None:
         """The CPU of threads that ended, since their last sample (all of it if they were never sampled).
@@ -790,6 +806,7 @@ class Sampler:
         threads = self._threads
         natives = self._natives
         active = threading._active  # type: ignore[attr-defined]
+        limbo = threading._limbo  # type: ignore[attr-defined]
         main = self._main_ident
         signal_mode = self.mode == "signal"
         depth = self.max_depth
@@ -806,6 +823,8 @@ class Sampler:
             else:
                 continue
             thread = active.get(ident)
+            if thread is None and limbo:  # started, not yet in _active: its timer may be waiting (_booted)
+                thread = next((t for t in list(limbo) if t._ident == ident), None)
             # Idents are reused as soon as a thread ends: a different native id is a different thread.
             if ident in threads and (thread is None or natives.get(ident) == thread._native_id):
                 info = threads[ident]
@@ -831,6 +850,8 @@ class Sampler:
                 cpu = 0  # the handler accounts the main thread's CPU
                 frame = _under_handler(frame)  # a tick while the handler runs: where the app was
             elif info.clock is not None:
+                if info.slot is None and thread is not None and thread._native_id in self._booted:
+                    self._register(ident, info, thread)  # it made its timer as it started: that carries its CPU
                 try:
                     c = thread_cpu_ns(info.clock)
                 except OSError:
@@ -867,8 +888,6 @@ class Sampler:
                 del threads[ident]
                 natives.pop(ident, None)
                 self._ended_at.pop(ident, None)
-        while self._starting:  # threads started during this tick, so not in `frames` (see _on_thread_start)
-            self._register_started(table, extra, self._starting.pop())
         self._note_app_threads(sum(1 for ident in frames if threads.get(ident) is not None))
         # The dict holds this very frame (the sampler's own thread): a reference cycle per tick, i.e. garbage
         # that makes the app's collector run more often. Break it now.

@@ -223,19 +223,27 @@ def test_a_rate_change_keeps_the_totals():
     assert 35 <= per_thread["worker"][0] <= 50  # ~30 at 100 Hz, then ~10 at 20 Hz
 
 
-def test_a_thread_started_during_a_tick_gets_its_timer_as_that_tick_ends(monkeypatch):
-    """Thread.start only tries the tick lock (the app never waits for the agent). A thread started while a tick
-    holds it is registered by that tick as it ends, not at the next tick (behind busy threads, 50-100 ms later:
-    that many fewer samples, their CPU carried by the first one)."""
+def test_a_thread_started_during_a_tick_is_sampled_from_its_first_instruction(monkeypatch):
+    """A thread makes its own timer as it starts, before its target runs, even while a tick holds the lock (the
+    thread does not wait for it): registered only by the tick (or by its starter after `start()`, which waits
+    for the GIL behind busy threads), its first sample carried all the CPU it used meanwhile (30-400 ms with 4
+    busy threads and slow ticks) at one stack, not where it went."""
     sampler = Sampler(max_overhead_pct=100, use_signal=False)
-    in_tick, go_on = threading.Event(), threading.Event()
+    in_tick, go_on, burnt = threading.Event(), threading.Event(), threading.Event()
     real_record = sampler_module.record
+    spent = []
 
     def slow_record(*args, **kwargs):  # the tick's walks come after its snapshot of the threads
         if threading.current_thread().name == "tick" and not go_on.is_set():
             in_tick.set()
             go_on.wait(5)
         return real_record(*args, **kwargs)
+
+    def burn_then_wait():
+        spin(0.3)
+        spent.append(time.thread_time())
+        burnt.set()
+        done.wait(10)
 
     done = threading.Event()
     waiter = threading.Thread(target=done.wait, name="waiter")  # a thread for the tick to walk
@@ -249,19 +257,24 @@ def test_a_thread_started_during_a_tick_gets_its_timer_as_that_tick_ends(monkeyp
         tick = threading.Thread(target=sampler._thread_tick, args=(sampler.clock.monotonic_ns(),), name="tick")
         tick.start()
         assert in_tick.wait(5)
-        late = threading.Thread(target=done.wait, name="late")
-        late.start()  # the lock is held: it waits for the tick to end
-        assert sampler._threads.get(late.ident) is None
+        late = threading.Thread(target=burn_then_wait, name="late")
+        late.start()  # the tick lock is held all the while it burns
+        assert burnt.wait(10)
         go_on.set()
         tick.join(5)
-        info = sampler._threads.get(late.ident)
-        assert info is not None and info.slot is not None and info.slot >= 0
-        assert sampler._by_tid[late.native_id] is info
+        batch = sampler.drain()
+        assert sampler._by_tid[late.native_id] is sampler._threads[late.ident]
     finally:
         go_on.set()
         done.set()
         waiter.join()
         sampler.stop()
+    per_thread, inclusive = timer_samples(batch)
+    samples, cpu = per_thread["late"]
+    seen = (per_thread, inclusive, spent, sampler.errors)
+    assert cpu == pytest.approx(spent[0] * 1e9, rel=0.05), seen
+    assert samples >= 0.9 * cpu / 1e7, seen  # one every 10 ms of its CPU, not one for all of it
+    assert inclusive["spin"] >= 0.95 * cpu, seen
 
 
 def test_threads_that_end_give_their_timer_back():
@@ -435,3 +448,27 @@ def test_an_app_that_takes_the_signal_gets_it_and_the_ticks_take_over():
     assert len(calls) == seen  # none after the timers were deleted
     assert sampler_module._threadcpu.in_use() == 0
     assert cpu_by_thread(batch)["worker"] == pytest.approx(spent[0] * 1e9, rel=0.10)
+
+
+def test_the_boot_hook_runs_in_each_starting_thread_before_its_target_and_only_then():
+    """exits.on_boot: in the thread itself (its timer is made for the right thread), before its target runs
+    (its first sample carries nothing spent elsewhere), and not when a started thread's native id is set again
+    (multiprocessing's fork children do that for their main thread, which has the process's timer)."""
+    from cloudprof.agent import exits
+
+    exits.install()
+    seen = []
+
+    def booter(thread):
+        seen.append((thread.name, threading.get_ident() == thread.ident, ran.is_set()))
+
+    ran = threading.Event()
+    exits.on_boot(booter)
+    try:
+        t = threading.Thread(target=ran.set, name="booting")
+        t.start()
+        t.join()
+        threading.main_thread()._set_native_id()
+    finally:
+        exits.off_boot(booter)
+    assert seen == [("booting", True, False)]
