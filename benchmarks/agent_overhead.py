@@ -133,14 +133,14 @@ def child(args) -> None:
                         strict=True)
         stats["start_cpu"] = time.process_time() - c
         s = lifecycle.current().sampler
-        s0 = (s.ticks, s.signal_samples, time.monotonic(), s.agent_cpu_ns(), s.timer_samples, time.process_time())
+        s0 = (s.all_ticks(), s.signal_samples, time.monotonic(), s.agent_cpu_ns(), s.timer_samples, time.process_time())
     # steady state: from a running agent to just before stop (start-up and the final flush are reported apart)
     c0, w0 = time.process_time(), time.perf_counter()
     workload(args.units, args.threads)
     cpu, wall = time.process_time() - c0, time.perf_counter() - w0
     if args.profile:
         s.drain()  # pulls the CPU timers' last samples
-        s1 = (s.ticks, s.signal_samples, time.monotonic(), s.agent_cpu_ns(), s.timer_samples, time.process_time())
+        s1 = (s.all_ticks(), s.signal_samples, time.monotonic(), s.agent_cpu_ns(), s.timer_samples, time.process_time())
         span = s1[2] - s0[2]
         app_cpu = (s1[5] - s0[5]) - (s1[3] - s0[3]) / 1e9
         stats.update({"ticks_per_s": (s1[0] - s0[0]) / span, "signals_per_s": (s1[1] - s0[1]) / span,
@@ -413,10 +413,10 @@ def idle_then_burst(idle_s=8.0):
     cloudprof.start(enabled=True, service="bench", storage=f"file://{tempfile.mkdtemp()}", strict=True)
     sampler = lifecycle.current().sampler
     time.sleep(idle_s - 3)
-    t0, a0, k0, p0 = time.monotonic(), sampler.agent_cpu_ns(), sampler.ticks, time.process_time()
+    t0, a0, k0, p0 = time.monotonic(), sampler.agent_cpu_ns(), sampler.all_ticks(), time.process_time()
     time.sleep(3)
     span = time.monotonic() - t0
-    own, ticks = (sampler.agent_cpu_ns() - a0) / span / 1e6, (sampler.ticks - k0) / span
+    own, ticks = (sampler.agent_cpu_ns() - a0) / span / 1e6, (sampler.all_ticks() - k0) / span
     whole = (time.process_time() - p0) / span * 1e3  # the app does nothing: all of it is the agent's threads
     n0, c0 = sampler.signal_samples, time.thread_time()
     while time.thread_time() - c0 < 0.3:

@@ -12,8 +12,10 @@
  * its weight is the thread's CPU since its previous sample (its clock, read in
  * the handler), so totals stay exact across rate changes and late expiries.
  *
- * Safety: the handler reads only the interrupted thread's own frames, which no
- * other thread changes. CPython 3.11.1+ unlinks a frame before clearing it, but a
+ * Safety: for a CPU sample the handler reads only the interrupted thread's own
+ * frames, which no other thread changes (a wall tick reads the others' only
+ * while this thread holds the GIL, so they cannot change theirs either).
+ * CPython 3.11.1+ unlinks a frame before clearing it, but a
  * few instructions at an eval loop's entry leave `current_frame` uninitialised
  * (a stale pointer), and a chunk of the frame stack is unmapped when its last
  * frame returns. So the frame `current_frame` names must be either a whole live
@@ -29,6 +31,9 @@
  * copied the same way and accepted only if it still holds a live code object with
  * the first line the handler saw. Accepted code objects are held (strong
  * references) until `forget_codes()`.
+ *
+ * The same handler (and the SIGPROF one, in whichever thread it runs) takes the wall ticks while the sampler asks
+ * (wall_mode): a thread holding the GIL is a moment when no other thread can change its frames (see wall_tick).
  *
  * Also `stack_key()`, for the Python side's samples (the main thread's signal
  * handler, the ticks): the same (code id, offset) walk of a frame's chain, under
@@ -71,6 +76,7 @@ typedef struct {
     PyThreadState *tstate;
     timer_t timer;
     long long last_cpu_ns; /* the thread's CPU at its previous sample (written by its own handler) */
+    uint64_t wall_sig;     /* the stack of its newest wall record (see put) */
 } slot_t;
 
 static slot_t slots[NSLOTS];
@@ -109,7 +115,9 @@ static PyObject *intern_int(PyObject *v)
     return kept;
 }
 
-#define HEADER_WORDS 4 /* n | cut << 32, ident, weight, tid */
+#define HEADER_WORDS 4 /* n | cut << 32 | WALL, ident, weight (CPU ns, or wall ns with WALL), tid */
+#define WALL (1ull << 40) /* a wall tick's record (see wall_tick) */
+#define SAME (1ull << 41) /* with WALL: the thread's stack is its previous wall record's (no frames follow) */
 
 static inline long long thread_cpu_ns(void)
 {
@@ -240,6 +248,163 @@ static inline int shown(PyThreadState *ts, _PyInterpreterFrame *f, view_t *v, in
     return 0;
 }
 
+/* The frames of `ts` into a record's body at `w` (NULL: only count them); returns how many are kept (at most
+ * max_depth) and sets *cut when more were left. `checked`: the top frame was checked by an earlier walk (see view).
+ * `skip`: a code whose frame and callees are left out (the Python handler's, on the main thread: its callees are a
+ * few frames deep, so past max_depth at most 32 more frames are looked at for it). */
+static int walk(PyThreadState *ts, uint64_t *w, int *cut, int checked, uintptr_t skip, uint64_t *sig)
+{
+    uint64_t h = 1469598103934665603ull;
+    _PyCFrame *cf = ts->cframe;
+    _PyInterpreterFrame *top = cf != NULL ? cf->current_frame : NULL;
+    int budget = WALK_LIMIT, n = 0, extra = 0;
+    view_t v;
+    int more = shown(ts, top, &v, &budget, !checked);
+    while (more) {
+        if (skip && (uintptr_t)v.code == skip) {
+            n = extra = 0;
+        } else if (n < max_depth) {
+            uint64_t code = (uint64_t)(uintptr_t)v.code;
+            uint64_t at = ((uint64_t)(uint32_t)v.firstlineno << 32) | (uint32_t)v.lasti;
+            if (w != NULL) {
+                w[HEADER_WORDS + 2 * n] = code;
+                w[HEADER_WORDS + 2 * n + 1] = at;
+            }
+            h = ((h ^ code) * 1099511628211ull ^ at) * 1099511628211ull;
+            n++;
+        } else if (!skip || ++extra > 32) {
+            break;
+        }
+        more = shown(ts, v.previous, &v, &budget, 0);
+    }
+    *cut = more;
+    if (sig != NULL)
+        *sig = (h ^ (uint64_t)n << 1 ^ (uint64_t)more) | 1; /* never 0: no record yet */
+    if (w != NULL && more) { /* the truncation mark */
+        w[HEADER_WORDS + 2 * n] = 0;
+        w[HEADER_WORDS + 2 * n + 1] = UINT32_MAX;
+    }
+    return n;
+}
+
+/* Room for `words` in the current buffer, or NULL (counted as dropped). Either way the caller is a writer of *b
+ * until it calls atomic_fetch_sub(&writers[*b], 1). */
+static uint64_t *reserve(size_t words, int *b)
+{
+    for (;;) { /* see drain(): a writer counts itself in, then checks the buffer is still current */
+        *b = atomic_load(&cur);
+        atomic_fetch_add(&writers[*b], 1);
+        if (atomic_load(&cur) == *b)
+            break;
+        atomic_fetch_sub(&writers[*b], 1);
+    }
+    size_t pos = atomic_fetch_add(&heads[*b], words);
+    if (pos + words > BUF_WORDS) {
+        /* records from here on do not fit: drain() reads up to the first of them */
+        size_t first = atomic_load(&full_at[*b]);
+        while (pos < first && !atomic_compare_exchange_weak(&full_at[*b], &first, pos))
+            ;
+        atomic_fetch_add(&dropped, 1);
+        return NULL;
+    }
+    return bufs[*b] + pos;
+}
+
+/* One record of the frames of `ts`: `flags` WALL or 0, `weight` its ns. Counted, then written in place: the frames
+ * cannot change meanwhile (the thread is in this handler, or does not hold the GIL that this one holds). A wall
+ * record whose stack is the thread's previous one (`last_sig`) is a SAME record, without frames: a blocked thread's
+ * ticks cost Python one dict update each. */
+static void put(PyThreadState *ts, unsigned long ident, pid_t tid, uint64_t flags, long long weight, uintptr_t skip,
+                uint64_t *last_sig)
+{
+    int cut, b;
+    uint64_t sig;
+    int n = walk(ts, NULL, &cut, 0, skip, &sig);
+    if (last_sig != NULL && sig == *last_sig) {
+        flags |= SAME;
+        n = cut = 0;
+    }
+    uint64_t *w = reserve(HEADER_WORDS + 2 * (size_t)(n + cut), &b);
+    if (last_sig != NULL)
+        *last_sig = w != NULL ? sig : 0; /* a record lost: the next is whole */
+    if (w != NULL) {
+        if (!(flags & SAME))
+            walk(ts, w, &cut, 1, skip, NULL);
+        w[0] = flags | ((uint64_t)cut << 32) | (uint64_t)n;
+        w[1] = ident;
+        w[2] = (uint64_t)weight;
+        w[3] = (uint64_t)tid;
+        if (!flags)
+            atomic_fetch_add(&samples, 1);
+    }
+    atomic_fetch_sub(&writers[b], 1);
+}
+
+/* ---- wall ticks in the timer handler ----
+ * Wall time needs a stack of every thread, blocked ones too, at a fixed rate. A Python thread taking them needs the
+ * GIL, and behind busy threads gets it 20-60 times a second, at 100-300 us of CPU per wake-up. But a thread whose
+ * timer fires while it holds the GIL is a moment when no other thread can run Python: their frames stand still. So
+ * when a wall tick is due (wall_period since the previous one, ours or Python's: wall_mark), the handler of such a
+ * thread takes it (and so does the SIGPROF handler, in whichever thread it runs), one WALL record per registered
+ * thread and one for the main thread, each weighing the wall time since the previous tick. Python turns these on
+ * (wall_mode) only while the records need nothing it alone knows: every app thread has a timer, no labels. */
+static _Atomic long long wall_period; /* 0: no wall ticks here */
+static _Atomic long long wall_last;   /* monotonic ns of the newest tick, ours or Python's */
+static _Atomic long long wall_own;    /* of the newest of ours */
+static _Atomic unsigned long long wall_ticks;
+static _Atomic int slots_used; /* slots [0, slots_used) may be in use */
+static uint64_t main_wall_sig;
+#define MAX_WALL_NS 1000000000LL /* one tick never carries more (as the Python ticks) */
+
+static pthread_t main_thread;
+static PyThreadState *main_ts; /* NULL: no records (not hooked, or a forked child) */
+static uintptr_t handler_code;
+
+static inline long long mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* Does the thread whose state is `ts` hold the GIL? CPython sets the current thread state after taking the GIL and
+ * clears it before dropping it; _PyThreadState_UncheckedGet is a plain load of it. */
+static inline int holds_gil(PyThreadState *ts)
+{
+    return _PyThreadState_UncheckedGet() == ts;
+}
+
+/* A wall tick, if one is due and the thread whose state is `mine` holds the GIL: its wall time (0: none). */
+static long long wall_due(PyThreadState *mine)
+{
+    long long period = atomic_load(&wall_period);
+    if (period <= 0 || !holds_gil(mine))
+        return 0;
+    long long now = mono_ns(), last = atomic_load(&wall_last);
+    /* due a quarter period early: the signals come at CPU times, not on the wall clock's beat */
+    if (now - last < period - (period >> 2) || !atomic_compare_exchange_strong(&wall_last, &last, now))
+        return 0;
+    atomic_store(&wall_own, now);
+    return now - last < MAX_WALL_NS ? now - last : MAX_WALL_NS;
+}
+
+/* The tick wall_due gave: a record of every registered thread and of the main thread. */
+static void wall_take(long long wall)
+{
+    int used = atomic_load(&slots_used);
+    for (int i = 0; i < used; i++) {
+        slot_t *s = &slots[i];
+        atomic_fetch_add(&s->inflight, 1);
+        if (atomic_load(&s->active))
+            put(s->tstate, s->ident, s->tid, WALL, wall, 0, &s->wall_sig);
+        atomic_fetch_sub(&s->inflight, 1);
+    }
+    PyThreadState *main = main_ts;
+    if (main != NULL)
+        put(main, (unsigned long)main_thread, my_pid, WALL, wall, handler_code, &main_wall_sig);
+    atomic_fetch_add(&wall_ticks, 1);
+}
+
 static void on_signal(int sig, siginfo_t *si, void *uc)
 {
     (void)sig;
@@ -260,56 +425,10 @@ static void on_signal(int sig, siginfo_t *si, void *uc)
     long long weight = t0 - s->last_cpu_ns;
     if (t0 < 0 || weight <= 0)
         goto done;
-    PyThreadState *ts = s->tstate;
-    _PyCFrame *cf = ts->cframe;
-    _PyInterpreterFrame *top = cf != NULL ? cf->current_frame : NULL;
-
-    /* count, then write in place: the frames cannot change while this thread is in its handler */
-    int budget = WALK_LIMIT, n = 0;
-    view_t v;
-    int more = shown(ts, top, &v, &budget, 1);
-    while (more && n < max_depth) {
-        n++;
-        more = shown(ts, v.previous, &v, &budget, 0);
-    }
-    int cut = more;
-    size_t words = HEADER_WORDS + 2 * (size_t)(n + cut);
-
-    int b;
-    for (;;) { /* see drain(): a writer counts itself in, then checks the buffer is still current */
-        b = atomic_load(&cur);
-        atomic_fetch_add(&writers[b], 1);
-        if (atomic_load(&cur) == b)
-            break;
-        atomic_fetch_sub(&writers[b], 1);
-    }
-    size_t pos = atomic_fetch_add(&heads[b], words);
-    if (pos + words > BUF_WORDS) {
-        /* records from here on do not fit: drain() reads up to the first of them */
-        size_t first = atomic_load(&full_at[b]);
-        while (pos < first && !atomic_compare_exchange_weak(&full_at[b], &first, pos))
-            ;
-        atomic_fetch_add(&dropped, 1);
-    } else {
-        uint64_t *w = bufs[b] + pos;
-        budget = WALK_LIMIT;
-        int i = 0;
-        /* the same walk again (the top frame was checked above) */
-        for (more = shown(ts, top, &v, &budget, 0); more && i < n; more = shown(ts, v.previous, &v, &budget, 0), i++) {
-            w[HEADER_WORDS + 2 * i] = (uint64_t)(uintptr_t)v.code;
-            w[HEADER_WORDS + 2 * i + 1] = ((uint64_t)(uint32_t)v.firstlineno << 32) | (uint32_t)v.lasti;
-        }
-        for (; i < n + cut; i++) { /* the truncation mark (the walk is the same as above, so nothing else) */
-            w[HEADER_WORDS + 2 * i] = 0;
-            w[HEADER_WORDS + 2 * i + 1] = UINT32_MAX;
-        }
-        w[0] = ((uint64_t)cut << 32) | (uint64_t)n;
-        w[1] = s->ident;
-        w[2] = (uint64_t)weight;
-        w[3] = (uint64_t)s->tid;
-        atomic_fetch_add(&samples, 1);
-    }
-    atomic_fetch_sub(&writers[b], 1);
+    put(s->tstate, s->ident, s->tid, 0, weight, 0, NULL);
+    long long wall = wall_due(s->tstate);
+    if (wall > 0)
+        wall_take(wall);
     long long t1 = thread_cpu_ns();
     if (t1 < t0)
         t1 = t0;
@@ -346,10 +465,7 @@ typedef struct {
 
 static struct sigaction prof_prev; /* Python's handler for SIGPROF, chained */
 static int prof_hooked;
-static pthread_t main_thread;
-static PyThreadState *main_ts; /* NULL: no records (not hooked, or a forked child) */
 static int prof_depth = 128;
-static uintptr_t handler_code;
 static char *main_recs;   /* MAIN_RING records of main_stride bytes (allocated for prof_depth by hook_main) */
 static size_t main_stride;
 #define MAIN_REC(i) ((main_rec_t *)(main_recs + ((i) % MAIN_RING) * main_stride))
@@ -360,13 +476,6 @@ static long long main_chain_ns, main_chain_at;
 static _Atomic long long main_last; /* monotonic ns of the newest record */
 static _Atomic unsigned long long main_handler_ns;
 static volatile sig_atomic_t main_pulling; /* main_pull is reading records (on_prof then leaves them alone) */
-
-static inline long long mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
 
 /* Walk the main thread's frames into `r`: 0 if the stack runs through Python's handler for this signal. */
 static int copy_main(PyThreadState *ts, main_rec_t *r)
@@ -437,6 +546,24 @@ static void on_prof(int sig, siginfo_t *si, void *uc)
         }
         if (chain && batch)
             main_chain_at = mono_ns() + main_chain_ns;
+    }
+    else if (atomic_load(&wall_period) > 0 && !pthread_equal(pthread_self(), main_thread)) {
+        /* The process's CPU timer, in another thread than the main one: holding the GIL, it may take a wall tick.
+         * Its CPU is the agent's, not the thread's next timer sample's. */
+        PyThreadState *me = PyGILState_GetThisThreadState();
+        long long wall = me != NULL ? wall_due(me) : 0;
+        if (wall > 0) {
+            long long t0 = thread_cpu_ns();
+            wall_take(wall);
+            long long spent = thread_cpu_ns() - t0;
+            spent = spent > 0 ? spent : 0;
+            atomic_fetch_add(&handler_ns, (unsigned long long)spent);
+            unsigned long self = (unsigned long)pthread_self();
+            int used = atomic_load(&slots_used);
+            for (int i = 0; i < used; i++)
+                if (slots[i].tid != 0 && slots[i].ident == self && atomic_load(&slots[i].active))
+                    slots[i].last_cpu_ns += spent;
+        }
     }
     errno = saved_errno;
     if (!chain)
@@ -631,6 +758,8 @@ static void reset_in_child(void)
     main_ts = NULL;
     main_pulling = 0; /* a fork from a finalizer that a pull's allocation ran */
     main_restart();
+    atomic_store(&wall_period, 0);
+    atomic_store(&slots_used, 0);
     for (int i = 0; i < NSLOTS; i++) {
         atomic_store(&slots[i].active, 0);
         atomic_store(&slots[i].inflight, 0);
@@ -763,7 +892,10 @@ static PyObject *py_add(PyObject *self, PyObject *args)
     s->tstate = ts;
     s->timer = timer;
     s->last_cpu_ns = base;
+    s->wall_sig = 0;
     atomic_store(&s->active, 1);
+    if (idx >= atomic_load(&slots_used))
+        atomic_store(&slots_used, idx + 1);
     if (arm(timer, period, 1) != 0) {
         int err = errno;
         atomic_store(&s->active, 0);
@@ -782,6 +914,11 @@ static void release(slot_t *s)
     while (atomic_load(&s->inflight) != 0) /* a handler that saw it active, in another thread: a few us */
         sched_yield();
     s->tid = 0;
+    /* add() takes the lowest free slot, so the slots in use stay near the start: a wall tick looks at those only */
+    int used = atomic_load(&slots_used);
+    while (used > 0 && slots[used - 1].tid == 0)
+        used--;
+    atomic_store(&slots_used, used);
 }
 
 /* In a thread that ends: no signal from here on (a pending one dies with the thread), then its timer goes. */
@@ -819,6 +956,7 @@ static PyObject *py_set_period(PyObject *self, PyObject *args)
 
 static PyObject *py_stop(PyObject *self, PyObject *noargs)
 {
+    atomic_store(&wall_period, 0);
     for (int i = 0; i < NSLOTS; i++)
         if (slots[i].tid != 0)
             release(&slots[i]);
@@ -906,7 +1044,9 @@ static PyObject *frames_tuple(const uint64_t *f, int n, int cut, PyObject **code
     return frames;
 }
 
-/* drain() -> [(ident, native_id, weight_ns, (code id, offset, ...)), ...]; the samples since the previous drain */
+/* drain() -> [(ident, native_id, cpu_ns, wall_ns, (code id, offset, ...)), ...]: the timers' samples (wall_ns 0) and
+ * the wall ticks' records (cpu_ns 0; frames None: the thread's previous wall record's) since the previous drain, in
+ * the order they were taken */
 static PyObject *py_drain(PyObject *self, PyObject *noargs)
 {
     if (bufs[0] == NULL)
@@ -922,15 +1062,16 @@ static PyObject *py_drain(PyObject *self, PyObject *noargs)
     uint64_t *w = bufs[b];
     size_t pos = 0;
     while (out != NULL && pos + HEADER_WORDS <= end) {
-        int n = (int)(w[pos] & 0xffffffffu), cut = (int)(w[pos] >> 32);
+        int n = (int)(w[pos] & 0xffffffffu), cut = (int)((w[pos] >> 32) & 1);
+        unsigned long long weight = w[pos + 2], cpu = w[pos] & WALL ? 0 : weight;
         size_t words = HEADER_WORDS + 2 * (size_t)(n + cut);
         if (pos + words > end)
             break;
-        PyObject *frames = frames_tuple(w + pos + HEADER_WORDS, n, cut, NULL);
+        PyObject *frames = w[pos] & SAME ? Py_NewRef(Py_None) : frames_tuple(w + pos + HEADER_WORDS, n, cut, NULL);
         if (frames == NULL)
             goto fail;
-        PyObject *item = Py_BuildValue("(kiKN)", (unsigned long)w[pos + 1], (int)w[pos + 3],
-                                       (unsigned long long)w[pos + 2], frames);
+        PyObject *item = Py_BuildValue("(kiKKN)", (unsigned long)w[pos + 1], (int)w[pos + 3], cpu, weight - cpu,
+                                       frames);
         if (item == NULL || PyList_Append(out, item) < 0) {
             Py_XDECREF(item);
             goto fail;
@@ -962,9 +1103,43 @@ static PyObject *py_forget_codes(PyObject *self, PyObject *noargs)
 
 static PyObject *py_counters(PyObject *self, PyObject *noargs)
 {
-    return Py_BuildValue("{sKsKsKsKsL}", "samples", atomic_load(&samples), "dropped", atomic_load(&dropped),
+    return Py_BuildValue("{sKsKsKsKsLsK}", "samples", atomic_load(&samples), "dropped", atomic_load(&dropped),
                          "handler_ns", atomic_load(&handler_ns), "main_handler_ns", atomic_load(&main_handler_ns),
-                         "main_mark", atomic_load(&main_mark));
+                         "main_mark", atomic_load(&main_mark), "wall_ticks", atomic_load(&wall_ticks));
+}
+
+/* wall_mode(period_ns): the timer handler takes the wall ticks due every period_ns (0: it takes none; see wall_tick) */
+static PyObject *py_wall_mode(PyObject *self, PyObject *args)
+{
+    long long period;
+    if (!PyArg_ParseTuple(args, "L", &period))
+        return NULL;
+    if (atomic_load(&wall_period) == 0) { /* turned on: every thread's next wall record is whole */
+        for (int i = 0; i < NSLOTS; i++)
+            slots[i].wall_sig = 0;
+        main_wall_sig = 0;
+    }
+    atomic_store(&wall_period, period > 0 && signo ? period : 0);
+    Py_RETURN_NONE;
+}
+
+/* wall_mark(now_ns) -> the newest tick's time before this one (Python's tick at now_ns): the two kinds of tick share
+ * it, so each stretch of wall time goes to one tick. A tick of ours later than now_ns stays the newest. */
+static PyObject *py_wall_mark(PyObject *self, PyObject *args)
+{
+    long long now;
+    if (!PyArg_ParseTuple(args, "L", &now))
+        return NULL;
+    long long last = atomic_load(&wall_last);
+    while (last < now && !atomic_compare_exchange_weak(&wall_last, &last, now))
+        ;
+    return PyLong_FromLongLong(last);
+}
+
+/* wall_last() -> monotonic ns of the newest wall tick the handlers took (0: none) */
+static PyObject *py_wall_last(PyObject *self, PyObject *noargs)
+{
+    return PyLong_FromLongLong(atomic_load(&wall_own));
 }
 
 static PyObject *py_in_use(PyObject *self, PyObject *noargs)
@@ -1086,10 +1261,14 @@ static PyMethodDef methods[] = {
     {"remove_self", py_remove_self, METH_NOARGS, "in an ending thread: block the signal, delete its timer"},
     {"set_period", py_set_period, METH_VARARGS, "set_period(period_ns): re-arm every timer"},
     {"stop", py_stop, METH_NOARGS, "delete every timer; the signal is ignored from now on"},
-    {"drain", py_drain, METH_NOARGS, "drain() -> [(ident, native_id, weight_ns, (code id, offset, ...)), ...]"},
+    {"drain", py_drain, METH_NOARGS, "drain() -> [(ident, native_id, cpu_ns, wall_ns, (code id, offset, ...)), ...]"},
+    {"wall_mode", py_wall_mode, METH_VARARGS, "wall_mode(period_ns): wall ticks in the timer handler (0: none)"},
+    {"wall_mark", py_wall_mark, METH_VARARGS, "wall_mark(now_ns) -> the previous tick's monotonic ns; now_ns is the newest"},
+    {"wall_last", py_wall_last, METH_NOARGS, "wall_last() -> monotonic ns of the handlers' newest wall tick"},
     {"codes", py_codes, METH_NOARGS, "the code objects drained keys name, by id"},
     {"forget_codes", py_forget_codes, METH_NOARGS, "drop the references to named code objects"},
-    {"counters", py_counters, METH_NOARGS, "samples, dropped, handler_ns, main_handler_ns since the module loaded; main_mark (see main_skip)"},
+    {"counters", py_counters, METH_NOARGS,
+     "samples, dropped, handler_ns, main_handler_ns, wall_ticks since the module loaded; main_mark (see main_skip)"},
     {"in_use", py_in_use, METH_NOARGS, "how many threads have a timer"},
     {"signal", py_signal, METH_NOARGS, "the signal in use while our handler is installed, else 0"},
     {"hook_main", py_hook_main, METH_VARARGS,

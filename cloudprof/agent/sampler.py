@@ -54,7 +54,14 @@ sample, or all of it if it lived between two ticks, is not lost.
 Ticks (one stack per thread, for wall time and CPU without a timer) are taken
 by the signal handler while the main thread runs Python, which costs no thread
 wake-up and no GIL hand-off, and by the sampler thread when the handler is not
-running (main thread blocked or idle). The sampler thread then checks back only
+running (main thread blocked or idle). With CPU timers, the C handlers take them
+too: a thread that holds the GIL when its timer (or SIGPROF) fires is a moment
+when no other thread can run Python, so its handler reads every thread's stack
+for the tick that is due (`_threadcpu.wall_tick`). Behind busy threads, where
+the sampler thread waits for the GIL and ticks a few dozen times a second, that
+holds the rate, for none of the thread's wake-ups. They are used while the
+records need nothing Python alone knows (see `_update_walls`); the sampler
+thread then only looks at the threads every `_CHECK_NS`. The sampler thread then checks back only
 every `_WATCH_NS`, and runs the `checks` (the safety watchdog) at the same wake-up:
 next to a busy main thread every wake-up costs 100-300 us of CPU (the GIL). While
 it fills in, it leaves the ticks to the handler whenever the handler ticked in the
@@ -110,6 +117,7 @@ _CHECK_NS = 500_000_000  # how often the thread runs `checks` (the safety watchd
 _GOVERN_NS = 1_000_000_000
 _MAX_TICKERS = 4  # threads that may take turns requesting ticks (see _loop)
 _MAX_WALL_NS = 1_000_000_000  # one tick never carries more wall time than this (suspended process)
+_WALL_THREADS = 16  # the timers' handler takes the wall ticks for at most this many app threads (see _update_walls)
 _SKIP = None
 UNSAMPLED = "<cpu after the last sample>"  # issue 5: a str leaf, named as is by stacks.Symbolizer
 _NO_FRAME = "<no Python frame>"  # a timer sample of a thread that was not running Python code
@@ -181,6 +189,16 @@ def _under_handler(frame):
     return frame
 
 
+def _add_wall(table: StackTable, key: tuple, wall: int) -> None:
+    """A wall tick's sample of a thread with no Python frame."""
+    acc = table.stacks.get(key)
+    if acc is None:
+        table.stacks[key] = [1, 0, wall]
+    else:
+        acc[0] += 1
+        acc[2] += wall
+
+
 def _add_cpu(table: StackTable, key: tuple, cpu: int, wall: int = 0) -> None:
     """CPU (and wall time) with no stack of its own (an `UNSAMPLED` leaf) into `table`."""
     acc = table.stacks.get(key)
@@ -247,6 +265,9 @@ class Sampler:
         self._c_handler_ns = 0  # the C handler's CPU so far, as main_skip() last told it
         self._started = -1  # _thread._count() at the last look at the threads while batched
         self._batches = 0
+        self._walls = False  # the timers' handler takes the wall ticks (see _threadcpu.wall_tick, _update_walls)
+        self._wall_keys: dict[int, tuple] = {}  # native id -> (table, key) of the thread's newest handler wall tick
+        self._labelled = False  # labels or tasks were seen: the wall ticks are the Python ones (their labels)
         self._tbusy = False
         self._tick_lock = threading.Lock()
         self._threads: dict[int, _Thread | None] = {}
@@ -309,6 +330,7 @@ class Sampler:
         self._period_mark = now
         exits.install()
         on_first_use(self._labels_coming)
+        self._labelled = may_change()
         self._ended = exits.watch()
         for ident in sys._current_frames():
             self._new_thread(ident, baseline=True)
@@ -386,6 +408,7 @@ class Sampler:
         if self._copies:
             if self._batched:
                 self._end_batch(self._htable)
+            self._set_walls(False)
             self._copies = False
             _threadcpu.unhook_main()
 
@@ -399,7 +422,16 @@ class Sampler:
     def _labels_coming(self) -> None:
         """The process's first labels are about to apply: the batch so far is folded with the labels of before.
         (Set in another thread, which the batches have not seen yet, or during the handler, the batch's end in
-        the handler leaves its records with the thread's labels alone.)"""
+        the handler leaves its records with the thread's labels alone.) The wall ticks go back to Python's."""
+        self._labelled = True
+        if self._walls and self._tick_lock.acquire(False):  # else the tick holding it sees _labelled
+            self._tbusy = True  # drain() waits for it
+            try:
+                self._take_in(self._ttable, tick_labels())  # the samples so far, with the labels of before
+                self._set_walls(False)
+            finally:
+                self._tbusy = False
+                self._tick_lock.release()
         if self._batched and not self._in_handler and threading.get_ident() == self._main_ident:
             self._in_handler = True  # a signal meanwhile leaves its record to the next handler
             try:
@@ -433,7 +465,8 @@ class Sampler:
         """
         with self._tick_lock:
             _threadcpu.stop()  # no sample after this (the app's handler stays in place), then pull them all
-            self._pull_timers(tick_labels())
+            self._set_walls(False)
+            self._pull_timers(tick_labels(), self._ttable)
             self.timers = False
             self.timers_reason = "the application took the timers' signal"
             for info in self._by_tid.values():
@@ -557,10 +590,14 @@ class Sampler:
         main = self._threads.get(self._main_ident)
         return main.labels if main is not None else (("thread_name", "MainThread"),)
 
+    def all_ticks(self) -> int:
+        """Wall ticks so far: Python's (`ticks`) and the C handlers' (see _threadcpu.wall_tick)."""
+        return self.ticks + self._timer_counters()["wall_ticks"]
+
     def _counters(self, now: int) -> dict[str, int]:
-        return {"mono": now, "ticks": self.ticks, "signal": self.signal_samples, "agent": self.agent_cpu_ns(),
-                "timer": self.timer_samples,
-                "dropped": self._timer_counters()["dropped"],
+        timer = self._timer_counters()
+        return {"mono": now, "ticks": self.ticks + timer["wall_ticks"], "signal": self.signal_samples,
+                "agent": self.agent_cpu_ns(), "timer": self.timer_samples, "dropped": timer["dropped"],
                 "process": process_cpu_ns(), "errors": self.errors,
                 "period_integral": self._period_integral + self._period_ns * (now - self._period_mark)}
 
@@ -585,9 +622,9 @@ class Sampler:
         """The C module's counters since this sampler's timers started (they stay, once lost or stopped)."""
         mark = self._timer_mark
         if mark is None:
-            return {"handler_ns": 0, "dropped": 0}
+            return {"handler_ns": 0, "dropped": 0, "wall_ticks": 0}
         now = _threadcpu.counters()
-        return {"handler_ns": now["handler_ns"] - mark["handler_ns"], "dropped": now["dropped"] - mark["dropped"]}
+        return {key: now[key] - mark[key] for key in ("handler_ns", "dropped", "wall_ticks")}
 
     # --- sampling --------------------------------------------------------------
 
@@ -617,32 +654,44 @@ class Sampler:
         before the pull: a thread's samples precede its end, so none of an end's is still in the ring."""
         ending = len(self._ended) if self._ended else 0
         if self.timers:
-            self._pull_timers(extra)
+            self._pull_timers(extra, table)
         if ending:
             self._fold_ended(table, ending)
 
-    def _pull_timers(self, extra: dict) -> None:
-        """The CPU timers' samples since the previous pull into their table, labelled as the thread is now.
+    def _pull_timers(self, extra: dict, ticks: StackTable) -> None:
+        """The CPU timers' samples since the previous pull into their table, labelled as the thread is now, and
+        the handlers' wall ticks into `ticks` (the caller's tick table).
 
         Each carries the thread's CPU since its previous sample (its clock, read by the handler), which is
         added to the thread's `last_cpu`: what a thread used after its last sample is its end's to report.
         Threads are found by native id: an ident may already be another thread's. Called with the tick lock
         held, at every tick, so labels are as fresh as the ticks' (a sample's labels are those at the pull).
         """
+        records = _threadcpu.drain()
+        # Threads that made their timer as they started: each did before its first sample, so before any record
+        # drained here (a record of a thread not adopted yet would be named by ident and not counted in its
+        # `last_cpu`, and so counted again at its end).
         for native, (thread, _slot) in list(self._booted.items()):
             self._register_started(thread)
             self._booted.pop(native, None)  # not adopted (no entry for it): its samples are named by ident
-        records = _threadcpu.drain()
         if not records:
             return
         codes = _threadcpu.codes()
         table = self._xtable
         by_tid, stacks, table_codes = self._by_tid, table.stacks, table.codes
-        for ident, tid, weight, frames in records:
+        main, samples = self._main_ident, 0
+        for ident, tid, weight, wall, frames in records:
             info = by_tid.get(tid)
+            if info is None and ident == main:  # the wall ticks' record of the main thread
+                info = self._threads.get(main)
             labels = info.labels if info is not None else (("thread_name", f"Thread-{ident}"),)
             more = extra.get(ident)
-            key = (labels + more if more else labels,) + (frames or (_NO_FRAME, 0))
+            if more:
+                labels += more
+            if wall:
+                self._fold_wall(ticks, tid, labels, frames, codes, wall)
+                continue
+            key = (labels,) + (frames or (_NO_FRAME, 0))
             acc = stacks.get(key)
             if acc is None:
                 stacks[intern_key(key)] = [1, weight, 0]
@@ -652,9 +701,43 @@ class Sampler:
             else:
                 acc[0] += 1
                 acc[1] += weight
+            samples += 1
             if info is not None:
                 info.last_cpu += weight
-        self.timer_samples += len(records)
+        self.timer_samples += samples
+
+    def _fold_wall(self, table: StackTable, tid: int, labels: tuple, frames: tuple | None, codes: dict,
+                   wall: int) -> None:
+        """A handler's wall tick of one thread: where it waits, with the C call it waits in (as the Python ticks
+        show it). `frames` None: the stack of its previous one, which may be in an earlier window's table."""
+        stacks = table.stacks
+        if frames is None:
+            held = self._wall_keys.get(tid)
+            if held is None:
+                return  # not seen since the ticks began (never expected: the C side starts each thread whole)
+            was, key = held
+            acc = stacks.get(key)
+            if acc is None:
+                stacks[key] = [1, 0, wall]
+                for code_id in key[1::2]:
+                    code = was.codes.get(code_id)
+                    if code is not None:
+                        table.codes[code_id] = code
+                self._wall_keys[tid] = (table, key)
+                return
+        else:
+            key = (labels,) + (frames or (_NO_FRAME, 0))
+            acc = stacks.get(key)  # stored as is when its leaf is not at a C call
+            if acc is None:
+                if frames:
+                    key = record_copy(table, labels, frames, codes, None, self.max_depth, 1, 0, wall)
+                else:
+                    _add_wall(table, key, wall)
+                self._wall_keys[tid] = (table, key)
+                return
+            self._wall_keys[tid] = (table, key)
+        acc[0] += 1
+        acc[2] += wall
 
     def _on_thread_boot(self, thread: threading.Thread) -> None:
         """A thread that starts gets its timer now, in the thread itself, before it runs the app's code: its
@@ -795,9 +878,7 @@ class Sampler:
     def _tick(self, now: int, table: StackTable, main_frame, main_cpu: int,
               main_table: StackTable | None = None) -> None:
         """One stack per thread: wall since the previous tick, CPU since each thread's previous sample."""
-        elapsed = now - self._last_tick
-        self._last_tick = now
-        wall = elapsed if elapsed < _MAX_WALL_NS else _MAX_WALL_NS
+        wall = self._claim_tick(now)
         self.ticks += 1
         # issue 5 hooks: task_name + user labels per thread; at most max_threads stacks, weighted to stay unbiased
         extra = tick_labels()
@@ -888,7 +969,9 @@ class Sampler:
                 del threads[ident]
                 natives.pop(ident, None)
                 self._ended_at.pop(ident, None)
-        self._note_app_threads(sum(1 for ident in frames if threads.get(ident) is not None))
+        app = [threads[ident] for ident in frames if threads.get(ident) is not None]
+        self._note_app_threads(len(app))
+        self._update_walls(app, extra)
         # The dict holds this very frame (the sampler's own thread): a reference cycle per tick, i.e. garbage
         # that makes the app's collector run more often. Break it now.
         frames.clear()
@@ -941,11 +1024,56 @@ class Sampler:
 
     def _main_tick(self, now: int) -> int:
         """The main thread's sample at `now` is the tick (tick lock held): the wall time since the previous one."""
-        wall, self._last_tick = now - self._last_tick, now
         self.ticks += 1
         self.handler_ticks += 1
         self._last_handler_tick = now
-        return wall if wall < _MAX_WALL_NS else _MAX_WALL_NS
+        return self._claim_tick(now)
+
+    def _claim_tick(self, now: int) -> int:
+        """A tick at `now`: the wall time since the previous one, Python's or the timers' handler's."""
+        last = self._last_tick
+        if self._walls:
+            last = max(last, _threadcpu.wall_mark(now))
+        self._last_tick = now
+        wall = now - last
+        return 0 if wall < 0 else wall if wall < _MAX_WALL_NS else _MAX_WALL_NS
+
+    def _last_any_tick(self) -> int:
+        """Monotonic ns of the newest tick, Python's or the timers' handler's."""
+        return max(self._last_tick, _threadcpu.wall_last()) if self._walls else self._last_tick
+
+    def _last_covered_tick(self) -> int:
+        """Monotonic ns of the newest tick taken without the sampler thread (see _covered_ticks)."""
+        return max(self._last_handler_tick, _threadcpu.wall_last()) if self._walls else self._last_handler_tick
+
+    def _covered_ticks(self) -> int:
+        """Ticks taken without the sampler thread so far: the Python handler's and the timers' handler's."""
+        return self.handler_ticks + self._timer_counters()["wall_ticks"]
+
+    def _update_walls(self, app: list, extra: dict) -> None:
+        """At the end of a tick (tick lock held): the timers' handler takes the wall ticks while its records need
+        nothing only Python knows. Every app thread but the main one has a timer (the handler walks those and the
+        main thread), they are few (each tick walks all), and no labels or tasks were seen (a record is labelled
+        when Python pulls it, up to half a second later). The sampler thread then looks at the threads every
+        _CHECK_NS, which finds a thread without a timer (started outside `threading`) and turns them off."""
+        if extra:
+            self._labelled = True
+        main = self._threads.get(self._main_ident)
+        self._set_walls(
+            self.timers and self._copies and not self._labelled and 1 < len(app) <= _WALL_THREADS
+            and all(info is main or (info.slot is not None and info.slot >= 0) for info in app))
+
+    def _set_walls(self, on: bool) -> None:
+        if on == self._walls:
+            return
+        if on:
+            self._wall_keys.clear()
+            _threadcpu.wall_mark(self._last_tick)  # the ticks share the newest tick's time from now on
+            _threadcpu.wall_mode(self._tick_period_ns)
+        else:
+            _threadcpu.wall_mode(0)
+            self._last_tick = max(self._last_tick, _threadcpu.wall_last())  # its ticks' time is taken
+        self._walls = on
 
     def _fold_pending(self, table: StackTable, ticks: bool = False) -> None:
         """The batch's records not folded yet, outside the handler (a tick of the thread, the first labels, stop,
@@ -1050,7 +1178,7 @@ class Sampler:
                 frame = where_cpu_went(frame)
             now = self.clock.monotonic_ns()
             table = self._htable
-            since = now - self._last_tick
+            since = now - self._last_any_tick()
             # Checked at every signal: due within half a signal period of the wall-tick period.
             all_due = since >= self._tick_period_ns - (self._period_ns >> 1)
             if (self._app_threads <= 1 and (self.ticks & 15 or not all_due) and since >= self._period_ns >> 1
@@ -1145,10 +1273,10 @@ class Sampler:
         # A handler's tick in the last period and a half says the main thread runs: leave the ticks to it. Taking
         # every other one would also keep the handler under the share that ends the filling in (see _loop).
         period = self._tick_period_ns
-        last_handler = self._last_handler_tick
+        last_handler = self._last_covered_tick()
         if self._batched:  # its records wait for the next batch: the newest tells when it last ran
             last_handler = max(last_handler, _threadcpu.main_last())
-        if now - self._last_tick >= period >> 1 and (
+        if now - self._last_any_tick() >= period >> 1 and (
                 self.mode != "signal" or now - last_handler >= period + (period >> 1)):
             self._thread_tick(now)
             self._wake_if_busy(now)
@@ -1172,6 +1300,8 @@ class Sampler:
     def _set_tick_period(self, period: int, now: int) -> int:
         """The thread's tick period from now on; a faster one starts now, not at the deadline already set."""
         self._tick_period_ns = period
+        if self._walls:
+            _threadcpu.wall_mode(period)
         with self._slot_lock:
             self._slot = min(self._slot, now + period)
         return period
@@ -1200,7 +1330,7 @@ class Sampler:
     def _handler_falls_short(self, since: int, handler_ticks: int, now: int) -> bool:
         """The handler took under 80% of the ticks due from `since` (monotonic ns, when it had taken
         `handler_ticks`) to `now`: the thread fills in."""
-        return self.handler_ticks - handler_ticks < 0.8 * (now - since) / self._tick_period_ns
+        return self._covered_ticks() - handler_ticks < 0.8 * (now - since) / self._tick_period_ns
 
     def _loop(self) -> None:
         self._sampler_ident = threading.get_ident()
@@ -1211,7 +1341,7 @@ class Sampler:
         now = clock.monotonic_ns()
         self._slot = now + self._tick_period_ns
         next_govern = now + _GOVERN_NS
-        gov_mark = (now, self.agent_cpu_ns(), process_cpu_ns(), self.handler_ticks, self.handler_ns,
+        gov_mark = (now, self.agent_cpu_ns(), process_cpu_ns(), self._covered_ticks(), self.handler_ns,
                     self.handler_tick_ns)
         # In signal mode the thread only watches while the handler alone holds the rate (a busy main
         # thread); it fills in when the handler falls short (main thread blocked, or waiting for the GIL
@@ -1220,7 +1350,7 @@ class Sampler:
         warming_up = True
         slot = None  # a claimed deadline after the next governor step, kept for later
         next_check = now + (_CHECK_NS >> 1)  # the first round soon, with a span to judge (safety.Watchdog.start)
-        fill_mark = (now, self.handler_ticks)
+        fill_mark = (now, self._covered_ticks())
         while True:
             now = clock.monotonic_ns()
             if now >= next_check:
@@ -1229,6 +1359,12 @@ class Sampler:
                         check()
                     except Exception:  # noqa: BLE001 - a broken check must not stop the sampling
                         self.errors += 1
+                if self._walls and not self._fill:
+                    # The handlers take the ticks: a look at the threads now and then (new ones, ended ones, the
+                    # timers' samples; a busy app whose wall ticks were slowed while it idled) is left to do here.
+                    tick_at = clock.monotonic_ns()
+                    self._thread_tick(tick_at)
+                    self._wake_if_busy(tick_at)
                 next_check = now + _CHECK_NS
             if now >= next_govern:
                 if self.timers and not _threadcpu.signal():
@@ -1247,7 +1383,7 @@ class Sampler:
                     # The thread fills in when that falls short of the rate: main thread blocked or idle,
                     # or waiting for the GIL behind other busy threads.
                     self._fill = self._handler_falls_short(gov_mark[0], gov_mark[3], now)
-                    fill_mark = (now, self.handler_ticks)
+                    fill_mark = (now, self._covered_ticks())
                 self._set_rate(governor.hz if self.mode == "signal" else governor.tick_hz, now)
                 period = self._set_tick_period(max(self._period_ns, int(1e9 / governor.tick_hz)), now)
                 if slot is not None and slot > now + period:  # a faster rate starts now, not at the old deadline
@@ -1259,9 +1395,9 @@ class Sampler:
                 self._want_tickers = min(_MAX_TICKERS, want)
                 if self._want_tickers > 1:
                     self._start_tickers()
-                gov_mark = (now, own, proc, self.handler_ticks, self.handler_ns, self.handler_tick_ns)
+                gov_mark = (now, own, proc, self._covered_ticks(), self.handler_ns, self.handler_tick_ns)
                 next_govern = now + _GOVERN_NS
-            if self._fill or now - self._last_handler_tick > _WATCH_NS:
+            if self._fill or now - self._last_covered_tick() > _WATCH_NS:
                 if slot is None:
                     slot = self._claim_slot(now)
                 wake = min(next_govern, next_check)
@@ -1273,7 +1409,7 @@ class Sampler:
                         # The governor's test over the last _REFILL_NS, not the last second: once the main thread
                         # runs again its handler takes the ticks, and each wake-up here costs 100-300 us of CPU.
                         self._fill = self._handler_falls_short(*fill_mark, due)
-                        fill_mark = (due, self.handler_ticks)
+                        fill_mark = (due, self._covered_ticks())
                     continue
             else:
                 wake = min(now + _WATCH_NS, next_govern, next_check)

@@ -117,7 +117,11 @@ def record_copy(table: StackTable, labels: tuple, copied: tuple, codes: dict, fr
     stored = _add(table, key, samples, cpu_ns, wall_ns)
     if stored is None:
         return key
-    table.codes.update(codes)
+    table_codes = table.codes
+    for code_id in copied[::2]:  # `codes` may name more (the timers' records come with all codes seen)
+        code = codes.get(code_id)
+        if code is not None:
+            table_codes[code_id] = code
     return stored
 
 
