@@ -29,8 +29,11 @@ thread, and the C handler copies its frames, without the GIL. A sampler thread
 would see a thread mostly where it releases the GIL (a thread that hashes showed
 100% in hashing against a truth near 50%), and behind busy threads it waits for
 the GIL and falls to 40-60 ticks a second; the timers keep 100 samples per second
-of each thread's CPU. Where the extension is not built (or `thread_cpu_timers` is
-off), the ticks weigh each thread by its CPU clock instead, and profiles say so.
+of each thread's CPU. A thread started through `threading` makes its timer itself
+as it starts, before its target runs (see `_on_thread_boot`); one already running
+gets it at a tick; one started outside `threading` gets none (its ticks weigh it
+by its CPU clock). Where the extension is not built (or `thread_cpu_timers` is off), the ticks
+weigh each thread by its CPU clock instead, and profiles say so.
 
 Weights come from the kernel, not from the nominal period. Timer samples: the
 thread's CPU since its previous sample. Other threads without a timer: the
