@@ -1073,6 +1073,10 @@ class Sampler:
             self._wall_keys.clear()
             _threadcpu.wall_mark(self._last_tick)  # the ticks share the newest tick's time from now on
             _threadcpu.wall_mode(self._tick_period_ns)
+            # The thread keeps ticking until the handlers are seen to take the ticks (counted, see _loop's
+            # refill test): in an app whose threads all wait they take none, and the shared newest-tick time,
+            # which the thread's own ticks move, would hide that for half a second at each look.
+            self._fill = True
         else:
             _threadcpu.wall_mode(0)
             self._last_tick = max(self._last_tick, _threadcpu.wall_last())  # its ticks' time is taken
