@@ -8,6 +8,10 @@ its own clock as it ends and queue the reading for the samplers; ticks turn
 the queue into samples. Python 3.11 and later: 3.10's `_bootstrap_inner` does not
 call `_delete`, so there ends go unreported (and the CPU after a thread's last
 tick is lost, as before).
+
+Threads also report their start, in the thread itself before its target runs
+(`on_boot`): the sampler makes the thread's CPU timer there, so that its first
+sample carries no CPU spent before the timer existed.
 """
 
 from __future__ import annotations
