@@ -248,18 +248,35 @@ static inline int shown(PyThreadState *ts, _PyInterpreterFrame *f, view_t *v, in
     return 0;
 }
 
+/* The thread's newest frame that can be read, into `v`: the one its cframe names, or, when that is not a frame (the
+ * few instructions at an eval loop's entry, where `current_frame` is not set yet: a generator's every resumption
+ * runs one), the caller's, which the previous cframe names. That cframe is linked before the new one is made current
+ * in source order, but the compiler may store them the other way: the link is read with safe_copy. */
+static int top_shown(PyThreadState *ts, view_t *v, int *budget)
+{
+    _PyCFrame *cf = ts->cframe;
+    if (cf == NULL)
+        return 0;
+    if (shown(ts, cf->current_frame, v, budget, 1))
+        return 1;
+    _PyCFrame *prev = cf->previous;
+    _PyInterpreterFrame *f;
+    if (prev == NULL || (uintptr_t)prev % sizeof(void *) || safe_copy(&f, &prev->current_frame, sizeof f) != 0)
+        return 0;
+    return shown(ts, f, v, budget, 1);
+}
+
 /* The frames of `ts` into a record's body at `w` (NULL: only count them); returns how many are kept (at most
- * max_depth) and sets *cut when more were left. `checked`: the top frame was checked by an earlier walk (see view).
+ * max_depth) and sets *cut when more were left. Both walks of a record check the top frame alike, so both find the
+ * same one.
  * `skip`: a code whose frame and callees are left out (the Python handler's, on the main thread: its callees are a
  * few frames deep, so past max_depth at most 32 more frames are looked at for it). */
-static int walk(PyThreadState *ts, uint64_t *w, int *cut, int checked, uintptr_t skip, uint64_t *sig)
+static int walk(PyThreadState *ts, uint64_t *w, int *cut, uintptr_t skip, uint64_t *sig)
 {
     uint64_t h = 1469598103934665603ull;
-    _PyCFrame *cf = ts->cframe;
-    _PyInterpreterFrame *top = cf != NULL ? cf->current_frame : NULL;
     int budget = WALK_LIMIT, n = 0, extra = 0;
     view_t v;
-    int more = shown(ts, top, &v, &budget, !checked);
+    int more = top_shown(ts, &v, &budget);
     while (more) {
         if (skip && (uintptr_t)v.code == skip) {
             n = extra = 0;
@@ -319,7 +336,7 @@ static void put(PyThreadState *ts, unsigned long ident, pid_t tid, uint64_t flag
 {
     int cut, b;
     uint64_t sig;
-    int n = walk(ts, NULL, &cut, 0, skip, &sig);
+    int n = walk(ts, NULL, &cut, skip, &sig);
     if (last_sig != NULL && sig == *last_sig) {
         flags |= SAME;
         n = cut = 0;
@@ -329,7 +346,7 @@ static void put(PyThreadState *ts, unsigned long ident, pid_t tid, uint64_t flag
         *last_sig = w != NULL ? sig : 0; /* a record lost: the next is whole */
     if (w != NULL) {
         if (!(flags & SAME))
-            walk(ts, w, &cut, 1, skip, NULL);
+            walk(ts, w, &cut, skip, NULL);
         w[0] = flags | ((uint64_t)cut << 32) | (uint64_t)n;
         w[1] = ident;
         w[2] = (uint64_t)weight;
@@ -480,11 +497,9 @@ static volatile sig_atomic_t main_pulling; /* main_pull is reading records (on_p
 /* Walk the main thread's frames into `r`: 0 if the stack runs through Python's handler for this signal. */
 static int copy_main(PyThreadState *ts, main_rec_t *r)
 {
-    _PyCFrame *cf = ts->cframe;
-    _PyInterpreterFrame *top = cf != NULL ? cf->current_frame : NULL;
     int budget = WALK_LIMIT, n = 0;
     view_t v;
-    int more = shown(ts, top, &v, &budget, 1);
+    int more = top_shown(ts, &v, &budget);
     while (more && n < prof_depth) {
         if ((uintptr_t)v.code == handler_code)
             return 0;

@@ -277,7 +277,7 @@ class Sampler:
         self._natives: dict[int, int | None] = {}  # ident -> native id of the thread _threads[ident] describes
         self._ended_at: dict[int, int] = {}  # ident -> monotonic ns when its thread's end was folded
         self._ended = None  # exits.Ended readings of threads that have ended, while running
-        self._booted: dict[int, tuple] = {}  # native id -> (thread, slot): timers made while a tick ran
+        self._booted: dict[int, tuple] = {}  # native id -> (thread, slot): timers threads made as they started
         self._main_ident = threading.main_thread().ident
         self.picker = ThreadPicker()  # issue 5: at most picker.max_threads stacks per tick, unbiased weights
         self._sampler_ident: int | None = None
@@ -743,32 +743,21 @@ class Sampler:
         acc[2] += wall
 
     def _on_thread_boot(self, thread: threading.Thread) -> None:
-        """A thread that starts gets its timer now, in the thread itself, before it runs the app's code: its
-        first sample then carries its CPU from its first instruction on. (Registered later, at a tick or
-        after `start()` returned to its starter, both of which wait for the GIL behind busy threads, the
-        first sample carried 30-400 ms of CPU that was spent anywhere.) If a tick holds the lock (it is only
-        tried: a starting thread never waits for the agent), the timer is made all the same and the tick's
-        pull of the samples takes in its thread first (`_register` adopts it)."""
+        """A thread that starts makes its timer now, in the thread itself, before it runs the app's code: its
+        first sample then carries its CPU from its first instruction on. (Made later, at a tick or by its
+        starter after `start()` returned, both of which wait for the GIL behind busy threads, the first sample
+        carried the 30-400 ms of CPU used meanwhile, at one stack.) Only the timer: the next pull or tick takes
+        the thread in (`_register` adopts it). Its starter waits in `start()` meanwhile, and behind busy threads
+        every hand-off of the GIL costs it 5 ms or more (doing the bookkeeping here too, under the tick lock,
+        kept one starter in `Event.wait` for 240 ms)."""
         if not self._active or thread.name.startswith(AGENT_THREAD_PREFIX):
-            return
-        if self._tick_lock.acquire(False):
-            try:
-                self._tbusy = True  # drain() waits for it (the tick lock keeps thread ticks out meanwhile)
-                try:
-                    if self._ended:  # an ended thread that held this ident is folded first, under its own entry
-                        self._take_in(self._ttable, tick_labels())
-                    self._register_started(thread)
-                finally:
-                    self._tbusy = False
-            finally:
-                self._tick_lock.release()
             return
         slot = self._add_timer(thread, 0)
         if slot >= 0:
             self._booted[thread.native_id] = (thread, slot)
 
     def _register_started(self, thread: threading.Thread) -> None:
-        """A thread that just started (tick lock held): its entry and its timer, unless it has them."""
+        """A thread that started (tick lock held): its entry and its timer (adopted, see _on_thread_boot)."""
         ident = thread.ident
         info = self._threads.get(ident)
         if info is None or self._natives.get(ident) != thread.native_id:
