@@ -769,8 +769,8 @@ class Sampler:
         """A CPU timer for this thread, which signals the thread itself after every period of its CPU.
 
         Only for threading's own threads (their end unregisters them, in exits' `Thread._delete` hook, before
-        their thread state is freed), and only while the thread is alive: in the thread itself as it starts,
-        or while `threading._active` (or `_limbo`) still holds it, checked under threading's lock, which the
+        their thread state is freed), and only while the thread is alive: in the thread itself (a drain in an
+        app thread), or while `threading._active` (or `_limbo`) still holds it, checked under threading's lock, which the
         ending thread takes to leave it. That lock is only tried (this may run in the signal handler, which
         may have interrupted its holder; the next tick tries again). A timer the thread made as it started
         is adopted (see _on_thread_boot). The timer's first sample weighs the thread's CPU since `last_cpu`.
