@@ -1062,14 +1062,15 @@ class Sampler:
             self._wall_keys.clear()
             _threadcpu.wall_mark(self._last_tick)  # the ticks share the newest tick's time from now on
             _threadcpu.wall_mode(self._tick_period_ns)
-            # The thread keeps ticking until the handlers are seen to take the ticks (counted, see _loop's
-            # refill test): in an app whose threads all wait they take none, and the shared newest-tick time,
-            # which the thread's own ticks move, would hide that for half a second at each look.
-            self._fill = True
         else:
             _threadcpu.wall_mode(0)
             self._last_tick = max(self._last_tick, _threadcpu.wall_last())  # its ticks' time is taken
         self._walls = on
+        # Either way the thread ticks until it counts the handlers taking the ticks (_loop's refill test). Turned
+        # on, in an app whose threads all wait they take none, and the shared newest-tick time, which the
+        # thread's own ticks move, would hide that for half a second at each look; turned off, only the main
+        # thread's handler may take them, and the thread would wait half a second to find it does not.
+        self._fill = True
 
     def _fold_pending(self, table: StackTable, ticks: bool = False) -> None:
         """The batch's records not folded yet, outside the handler (a tick of the thread, the first labels, stop,
