@@ -251,32 +251,38 @@ static inline int shown(PyThreadState *ts, _PyInterpreterFrame *f, view_t *v, in
 /* The thread's newest frame that can be read, into `v`: the one its cframe names, or, when that is not a frame (the
  * few instructions at an eval loop's entry, where `current_frame` is not set yet: a generator's every resumption
  * runs one), the caller's, which the previous cframe names. That cframe is linked before the new one is made current
- * in source order, but the compiler may store them the other way: the link is read with safe_copy. */
-static int top_shown(PyThreadState *ts, view_t *v, int *budget)
+ * in source order, but the compiler may store them the other way: the link is read with safe_copy. `*top` is set
+ * to the frame found, which a later walk of the same stack may start from unchecked. */
+static int top_shown(PyThreadState *ts, view_t *v, int *budget, _PyInterpreterFrame **top)
 {
     _PyCFrame *cf = ts->cframe;
     if (cf == NULL)
         return 0;
-    if (shown(ts, cf->current_frame, v, budget, 1))
+    *top = cf->current_frame;
+    if (shown(ts, *top, v, budget, 1))
         return 1;
     _PyCFrame *prev = cf->previous;
-    _PyInterpreterFrame *f;
-    if (prev == NULL || (uintptr_t)prev % sizeof(void *) || safe_copy(&f, &prev->current_frame, sizeof f) != 0)
+    if (prev == NULL || (uintptr_t)prev % sizeof(void *) || safe_copy(top, &prev->current_frame, sizeof *top) != 0) {
+        *top = NULL;
         return 0;
-    return shown(ts, f, v, budget, 1);
+    }
+    if (shown(ts, *top, v, budget, 1))
+        return 1;
+    *top = NULL;
+    return 0;
 }
 
 /* The frames of `ts` into a record's body at `w` (NULL: only count them); returns how many are kept (at most
- * max_depth) and sets *cut when more were left. Both walks of a record check the top frame alike, so both find the
- * same one.
+ * max_depth) and sets *cut when more were left. `*top`: NULL, or the top frame an earlier walk of this stack found
+ * and checked (set here when found).
  * `skip`: a code whose frame and callees are left out (the Python handler's, on the main thread: its callees are a
  * few frames deep, so past max_depth at most 32 more frames are looked at for it). */
-static int walk(PyThreadState *ts, uint64_t *w, int *cut, uintptr_t skip, uint64_t *sig)
+static int walk(PyThreadState *ts, uint64_t *w, int *cut, uintptr_t skip, uint64_t *sig, _PyInterpreterFrame **top)
 {
     uint64_t h = 1469598103934665603ull;
     int budget = WALK_LIMIT, n = 0, extra = 0;
     view_t v;
-    int more = top_shown(ts, &v, &budget);
+    int more = *top != NULL ? shown(ts, *top, &v, &budget, 0) : top_shown(ts, &v, &budget, top);
     while (more) {
         if (skip && (uintptr_t)v.code == skip) {
             n = extra = 0;
@@ -336,7 +342,8 @@ static void put(PyThreadState *ts, unsigned long ident, pid_t tid, uint64_t flag
 {
     int cut, b;
     uint64_t sig;
-    int n = walk(ts, NULL, &cut, skip, &sig);
+    _PyInterpreterFrame *top = NULL;
+    int n = walk(ts, NULL, &cut, skip, &sig, &top);
     if (last_sig != NULL && sig == *last_sig) {
         flags |= SAME;
         n = cut = 0;
@@ -346,7 +353,7 @@ static void put(PyThreadState *ts, unsigned long ident, pid_t tid, uint64_t flag
         *last_sig = w != NULL ? sig : 0; /* a record lost: the next is whole */
     if (w != NULL) {
         if (!(flags & SAME))
-            walk(ts, w, &cut, skip, NULL);
+            walk(ts, w, &cut, skip, NULL, &top);
         w[0] = flags | ((uint64_t)cut << 32) | (uint64_t)n;
         w[1] = ident;
         w[2] = (uint64_t)weight;
@@ -499,7 +506,8 @@ static int copy_main(PyThreadState *ts, main_rec_t *r)
 {
     int budget = WALK_LIMIT, n = 0;
     view_t v;
-    int more = top_shown(ts, &v, &budget);
+    _PyInterpreterFrame *top;
+    int more = top_shown(ts, &v, &budget, &top);
     while (more && n < prof_depth) {
         if ((uintptr_t)v.code == handler_code)
             return 0;
