@@ -32,8 +32,8 @@ the GIL and falls to 40-60 ticks a second; the timers keep 100 samples per secon
 of each thread's CPU. A thread started through `threading` makes its timer itself
 as it starts, before its target runs (see `_on_thread_boot`); one already running
 gets it at a tick; one started outside `threading` gets none (its ticks weigh it
-by its CPU clock). Where the extension is not built (or `thread_cpu_timers` is off), the ticks
-weigh each thread by its CPU clock instead, and profiles say so.
+by its CPU clock). Where the extension is not built (or `thread_cpu_timers` is
+off), the ticks weigh each thread by its CPU clock instead, and profiles say so.
 
 Weights come from the kernel, not from the nominal period. Timer samples: the
 thread's CPU since its previous sample. Other threads without a timer: the
@@ -770,8 +770,8 @@ class Sampler:
 
         Only for threading's own threads (their end unregisters them, in exits' `Thread._delete` hook, before
         their thread state is freed), and only while the thread is alive: in the thread itself (a drain in an
-        app thread), or while `threading._active` (or `_limbo`) still holds it, checked under threading's lock, which the
-        ending thread takes to leave it. That lock is only tried (this may run in the signal handler, which
+        app thread), or while `threading._active` (or `_limbo`) still holds it, checked under threading's lock,
+        which the ending thread takes to leave it. That lock is only tried (this may run in the signal handler, which
         may have interrupted its holder; the next tick tries again). A timer the thread made as it started
         is adopted (see _on_thread_boot). The timer's first sample weighs the thread's CPU since `last_cpu`.
         """
