@@ -545,8 +545,13 @@ class Sampler:
         deadline = time.monotonic() + 0.5
         while (self._tbusy or (self._in_handler and not nested)) and time.monotonic() < deadline:
             time.sleep(0.0005)
-        if records:
-            self._fold_records(mtable, records, self._main_labels(), None, False)
+        if records:  # each the tick when one is due, as in the handler: else the next window's first tick
+            ticks = self._tick_lock.acquire(False)  # would carry their wall time, at its own stack
+            try:
+                self._fold_records(mtable, records, self._main_labels(), None, ticks)
+            finally:
+                if ticks:
+                    self._tick_lock.release()
         self._settle(mtable)
         now = self.clock.monotonic_ns()
         mark, self._mark = self._mark, self._counters(now)

@@ -332,6 +332,30 @@ def test_records_of_a_batch_are_the_wall_ticks_of_their_time(unlabelled):
     assert wall.get("burst", 0) == pytest.approx(in_bursts * 1e9, rel=0.2), (wall.get("burst"), in_bursts)
 
 
+def test_the_batch_pending_at_a_windows_end_is_that_windows_wall_time(unlabelled):
+    """At a drain the records still in the ring are the window's ticks, each at its time: the main thread's wall
+    time adds up to the window's span, where it was spent. Before, they went in without wall time and the next
+    window's first tick carried it at its own stack (a 0.6 s window lost 55-75 ms of its span)."""
+    extension_needed()
+    sampler = Sampler(sample_hz=100, max_overhead_pct=100)
+    sampler.start()
+    try:
+        Burner().spin(0.3)
+        batched = sampler._batched
+        sampler.drain()
+        Burner().spin(0.6)
+        first = sampler.drain()
+        Burner().spin(0.3)
+        second = sampler.drain()
+    finally:
+        sampler.stop()
+    assert batched
+    for batch in (first, second):
+        span = batch.mono_end_ns - batch.mono_start_ns
+        per_thread, _ = totals(batch)
+        assert per_thread["MainThread"][2] == pytest.approx(span, rel=0.04), (per_thread, span)
+
+
 def test_a_batch_pending_at_exit_keeps_its_stacks(monkeypatch, unlabelled):
     """At exit the timer is disarmed and the C handler unhooked before the agent's last flush: the records not
     folded yet go into the flush's tables with their stacks (they used to be the residue's, `UNSAMPLED`)."""
