@@ -405,7 +405,9 @@ def test_labels_end_the_batches_and_label_their_samples(unlabelled):
 
 def test_the_first_labels_end_the_batch_where_they_start(monkeypatch, unlabelled):
     """The records of a batch taken before the process's first labels keep no labels, and those after have them
-    (the batch ends as the labels come, not at its next fold, which would not know which came first)."""
+    (the batch ends as the labels come, not at its next fold, which would not know which came first); each is
+    the wall tick of its time, so the wall time before the labels is not the labels' (before, the first tick
+    after them carried the ended batch's wall time)."""
     from cloudprof.agent import sampler as sampler_module
 
     extension_needed()
@@ -414,21 +416,27 @@ def test_the_first_labels_end_the_batch_where_they_start(monkeypatch, unlabelled
     sampler.start()
     try:
         before, inside = [], []
+        t0 = time.monotonic_ns()
         Burner().spin(0.4, before)
         batched = sampler._batched
+        t1 = time.monotonic_ns()
         with labels_module.labels(endpoint="/y"):
             Burner().spin(0.6, inside)
+        t2 = time.monotonic_ns()
         batch = sampler.drain()
     finally:
         sampler.stop()
     assert batched
-    cpu = {}
+    cpu, wall = {}, {}
     for table in batch.tables:
-        for key, (_n, ns, _wall) in table.stacks.items():
+        for key, (_n, ns, wall_ns) in table.stacks.items():
             endpoint = dict(key[0]).get("endpoint")
             cpu[endpoint] = cpu.get(endpoint, 0) + ns
+            wall[endpoint] = wall.get(endpoint, 0) + wall_ns
     assert cpu.get("/y", 0) == pytest.approx(inside[0] * 1e9, rel=0.1), (cpu, inside)
     assert cpu.get(None, 0) >= 0.85 * before[0] * 1e9, (cpu, before)
+    assert wall.get("/y", 0) == pytest.approx(t2 - t1, rel=0.1), (wall, t2 - t1)
+    assert wall.get(None, 0) == pytest.approx(t1 - t0, rel=0.1), (wall, t1 - t0)
 
 
 def test_an_event_loop_in_the_main_thread_is_not_batched(unlabelled):
