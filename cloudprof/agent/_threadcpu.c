@@ -686,6 +686,39 @@ static PyObject *py_unhook_main(PyObject *self, PyObject *noargs)
     Py_RETURN_NONE;
 }
 
+/* watch(quiet_ns, timeout_ns) -> True as soon as neither a tick (any handler's or Python's: wall_mark) nor a record
+ * of the main thread came for quiet_ns; False at the timeout, or once unhook_main ran. The sampler thread waits here
+ * without the GIL while the handlers take the ticks, and fills in the moment they stop (the app blocked or idle):
+ * looking only every half second, it had left a wait of up to that long to the next handler tick, at the stack the
+ * thread ran next. It wakes when the quiet could first be reached (about once a tick period while they tick). */
+static PyObject *py_watch(PyObject *self, PyObject *args)
+{
+    long long quiet, step, timeout;
+    if (!PyArg_ParseTuple(args, "LLL", &quiet, &step, &timeout))
+        return NULL;
+    int idle = 0;
+    Py_BEGIN_ALLOW_THREADS
+    long long start = mono_ns();
+    for (;;) {
+        long long now = mono_ns(), newest = atomic_load(&main_last), ticked = atomic_load(&wall_last);
+        newest = ticked > newest ? ticked : newest;
+        if (now - newest >= quiet) {
+            idle = 1;
+            break;
+        }
+        long long nap = newest + quiet - now, left = start + timeout - now;
+        if (left <= 0 || *(PyThreadState *volatile *)&main_ts == NULL)
+            break;
+        nap = nap > step ? nap : step;
+        nap = nap < left ? nap : left;
+        nap = nap > 1000000 ? nap : 1000000;
+        struct timespec ts = {(time_t)(nap / 1000000000LL), (long)(nap % 1000000000LL)};
+        nanosleep(&ts, NULL);
+    }
+    Py_END_ALLOW_THREADS
+    return PyBool_FromLong(idle);
+}
+
 static PyObject *frames_tuple(const uint64_t *f, int n, int cut, PyObject **codes);
 
 /* main_pull() -> [(weight_ns, monotonic_ns, (code id, offset, ...) or None, {code id: code} or None), ...]: the records
@@ -1300,6 +1333,7 @@ static PyMethodDef methods[] = {
     {"main_pull", py_main_pull, METH_NOARGS, "[(weight_ns, monotonic_ns, frames or None, codes or None), ...] since the last pull"},
     {"main_skip", py_main_skip, METH_VARARGS, "main_skip(ns, add) -> (C handler ns, mark): where the next record's weight starts"},
     {"main_last", py_main_last, METH_NOARGS, "monotonic ns of the newest record"},
+    {"watch", py_watch, METH_VARARGS, "watch(quiet_ns, timeout_ns) -> True once no tick or record came for quiet_ns"},
     {"main_mode", py_main_mode, METH_VARARGS, "main_mode(batch, chain_ns): chain every SIGPROF, or in batches"},
     {NULL, NULL, 0, NULL},
 };
