@@ -115,7 +115,6 @@ AGENT_THREAD_PREFIX = "cloudprof"  # threads named so are the agent's own and ar
 _WATCH_NS = 500_000_000  # how often the thread checks that the handler still takes ticks
 _BATCH_NS = 100_000_000  # batched: how often the C handler chains to the Python handler (see _on_signal)
 _ENDED_NS = 500_000_000  # an ended thread's ident found in use this long after its end is another thread's
-_WATCH_STEP = 2  # the watch looks every 2 tick periods while the handlers tick (1: +0.10% of a core; 4: +0.03%)
 _REFILL_NS = 100_000_000  # while the thread fills in, how often it checks that the handler still falls short
 _CHECK_NS = 500_000_000  # how often the thread runs `checks` (the safety watchdog's rounds)
 _GOVERN_NS = 1_000_000_000
@@ -1419,9 +1418,8 @@ class Sampler:
                     continue
             else:
                 wake = min(now + _WATCH_NS, next_govern, next_check)
-                if self._copies:  # see _threadcpu.watch: no tick for a period and a half, and the thread fills in
-                    period = self._tick_period_ns
-                    if _threadcpu.watch(period * 3 >> 1, period * _WATCH_STEP, wake - now):
+                if self._copies:  # see _threadcpu.watch: no tick for 4 tick periods, and the thread fills in
+                    if _threadcpu.watch(self._tick_period_ns * 4, wake - now):
                         self._fill = True
                         fill_mark = (clock.monotonic_ns(), self._covered_ticks())
                     if self._stop.is_set():
