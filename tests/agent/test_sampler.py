@@ -338,9 +338,9 @@ def nap(seconds):
 
 def test_a_wait_between_bursts_is_the_waits_wall_time(unlabelled):
     """One thread that burns 0.1 s and waits 0.1 s in turn, from the start: its handler takes the ticks while it
-    burns, and the sampler thread, waiting without the GIL meanwhile (_threadcpu.watch), ticks within a period
-    and a half of the handler's last tick. Before, it looked every half second, so a shorter wait went to the
-    next burst's stack at the handler's first tick (the waits had 188 of their 1,201 ms)."""
+    burns, and the sampler thread, waiting without the GIL meanwhile (_threadcpu.watch), fills in 20-40 ms after
+    the handler's last tick. Before, it looked every half second, so a shorter wait went to the next burst's
+    stack at the handler's first tick (the waits had 98 of their 600 ms)."""
     extension_needed()
     sampler = Sampler(sample_hz=100, max_overhead_pct=100)
     sampler.start()
