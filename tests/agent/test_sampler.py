@@ -315,9 +315,7 @@ def test_records_of_a_batch_are_the_wall_ticks_of_their_time(unlabelled):
     try:
         Burner().spin(0.1)
         batched = sampler._batched
-        # the sampler thread starts filling in for the waits at its first governor step (1 s; before, the
-        # first record after a wait takes the wait's wall time)
-        burst_then_wait(1.2, 0.03, 0.06)
+        burst_then_wait(1.2, 0.03, 0.06)  # (before 2869162 the thread filled in from its first governor step)
         sampler.drain()
         in_bursts = burst_then_wait(2.0, 0.03, 0.06)
         batch = sampler.drain()
