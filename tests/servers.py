@@ -133,8 +133,14 @@ def moto_server(aws_credentials) -> Iterator[MotoServer]:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
+    moto = MotoServer(f"http://{host}:{port}", server)
+    # The first request builds moto's S3 app, whose URL rules werkzeug compiles through `ast.parse`. CPython 3.11's
+    # ast module keeps one recursion counter for all threads (gh-106905): a test importing a module under pytest's
+    # assertion rewriting meanwhile failed with "SystemError: AST constructor recursion depth mismatch" (a
+    # clean-clone CI run at 8283cc5). Built here, while this thread waits for the answer.
+    moto.client().list_buckets()
     try:
-        yield MotoServer(f"http://{host}:{port}", server)
+        yield moto
     finally:
         server.stop()
 
