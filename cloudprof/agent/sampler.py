@@ -66,7 +66,10 @@ holds the rate, for none of the thread's wake-ups. They are used while the
 records need nothing Python alone knows (see `_update_walls`); the sampler
 thread then only looks at the threads every `_CHECK_NS`. The sampler thread then checks back only
 every `_WATCH_NS`, and runs the `checks` (the safety watchdog) at the same wake-up:
-next to a busy main thread every wake-up costs 100-300 us of CPU (the GIL). While
+next to a busy main thread every wake-up costs 100-300 us of CPU (the GIL). In
+between it waits in `_threadcpu.watch`, without the GIL and without waking while
+the handlers tick, and fills in 20-40 ms after their last tick (else a shorter
+wait after a burst went to the next burst's stack at the handler's tick). While
 it fills in, it leaves the ticks to the handler whenever the handler ticked in the
 last period and a half, and stops filling in once the handler takes 80% of them
 (checked every `_REFILL_NS`). Without a usable signal (not started from the main
