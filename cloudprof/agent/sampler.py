@@ -750,9 +750,9 @@ class Sampler:
         first sample then carries its CPU from its first instruction on. (Made later, at a tick or by its
         starter after `start()` returned, both of which wait for the GIL behind busy threads, the first sample
         carried the 30-400 ms of CPU used meanwhile, at one stack.) Only the timer: the next pull or tick takes
-        the thread in (`_register` adopts it). Its starter waits in `start()` meanwhile, and behind busy threads
-        every hand-off of the GIL costs it 5 ms or more (doing the bookkeeping here too, under the tick lock,
-        kept one starter in `Event.wait` for 240 ms)."""
+        the thread in (`_register` adopts it), so the starting thread, and its starter waiting in `start()`, do
+        no more than that. (A starter's 240 ms in `Event.wait`, once blamed on bookkeeping done here, was
+        CPython's GIL hand-off behind busy threads: without the agent, up to 90 ms in 40 runs.)"""
         if not self._active or thread.name.startswith(AGENT_THREAD_PREFIX):
             return
         slot = self._add_timer(thread, 0)
@@ -774,8 +774,8 @@ class Sampler:
         Only for threading's own threads (their end unregisters them, in exits' `Thread._delete` hook, before
         their thread state is freed), and only while the thread is alive: in the thread itself (a drain in an
         app thread), or while `threading._active` (or `_limbo`) still holds it, checked under threading's lock,
-        which the ending thread takes to leave it. That lock is only tried (this may run in the signal handler, which
-        may have interrupted its holder; the next tick tries again). A timer the thread made as it started
+        which the ending thread takes to leave it. That lock is only tried (this may run in the signal handler,
+        which may have interrupted its holder; the next tick tries again). A timer the thread made as it started
         is adopted (see _on_thread_boot). The timer's first sample weighs the thread's CPU since `last_cpu`.
         """
         if thread is None or isinstance(thread, threading._DummyThread) or not thread.native_id:  # type: ignore[attr-defined]
@@ -1066,10 +1066,9 @@ class Sampler:
             _threadcpu.wall_mode(0)
             self._last_tick = max(self._last_tick, _threadcpu.wall_last())  # its ticks' time is taken
         self._walls = on
-        # Either way the thread ticks until it counts the handlers taking the ticks (_loop's refill test). Turned
-        # on, in an app whose threads all wait they take none, and the shared newest-tick time, which the
-        # thread's own ticks move, would hide that for half a second at each look; turned off, only the main
-        # thread's handler may take them, and the thread would wait half a second to find it does not.
+        # Either way the thread ticks until it counts the handlers taking the ticks (_loop's refill test): turned
+        # on, in an app whose threads all wait they take none; turned off, only the main thread's handler may
+        # take them. Else the thread would find out only when the watch's quiet (4 tick periods) has passed.
         self._fill = True
 
     def _fold_pending(self, table: StackTable, held: bool = False) -> None:
