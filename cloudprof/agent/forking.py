@@ -13,7 +13,7 @@ Interval timers survive `execve`, and a child that forks only to exec
 (os.spawn*, pty.spawn, daemonisers) would be killed by a SIGPROF it cannot
 handle. The child's ITIMER_PROF is therefore armed only after ARM_DELAY_S, by
 which time such a child has long exec'd; until then the sampler thread takes the
-ticks (it fills in whenever the handler does not).
+ticks, and they carry the main thread's CPU (`Sampler.hold_timer`).
 
 The same holds for exec without a fork (a master re-executing itself on
 upgrade): os.execv/os.execve are wrapped to clear the timer first.
@@ -147,7 +147,7 @@ def _restart(parent) -> None:
     lifecycle._agent = agent
     _state["forks"] += 1
     if agent.sampler.mode == "signal":
-        signal.setitimer(signal.ITIMER_PROF, 0, 0)
+        agent.sampler.hold_timer()
         threading.Thread(target=_arm_later, args=(agent,), name="cloudprof-fork-arm", daemon=True).start()
 
 
@@ -184,8 +184,8 @@ def _finalizer_in_child(_anchor) -> None:
 def _arm_later(agent) -> None:
     time.sleep(ARM_DELAY_S)
     sampler = agent.sampler
-    if agent.running and sampler is not None and sampler._active and sampler.mode == "signal":
+    if agent.running and sampler is not None:
         try:
-            sampler._arm()
+            sampler.release_timer()
         except (OSError, ValueError):
             sampler.errors += 1

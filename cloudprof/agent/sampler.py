@@ -298,6 +298,7 @@ class Sampler:
         self._busy_mark = (0, 0)  # (monotonic, process CPU) at the previous slowed tick
         self._tail = 0  # process CPU from the timer's last expiry to the previous handler (see _on_signal)
         self._rearmed = False  # the timer's period changed since the previous handler
+        self._armed = False  # ITIMER_PROF runs (signal mode): else the ticks carry the main thread's CPU too
         self._proc_mark = 0
         self._app_threads = 1  # threads sampled at the last tick (not the agent's)
         self._thread: threading.Thread | None = None
@@ -510,8 +511,20 @@ class Sampler:
         self._main_cpu_mark += cpu
         _add_cpu(self._htable, (main.labels, UNSAMPLED, 0), cpu)
 
+    def hold_timer(self) -> None:
+        """ITIMER_PROF off until `release_timer` (a fork child's first ARM_DELAY_S, see forking). Meanwhile the
+        thread's ticks carry the main thread's CPU, as they do every other thread's: left to the first signal,
+        all of it went to the one stack that signal found."""
+        if self.mode == "signal":
+            signal.setitimer(signal.ITIMER_PROF, 0, 0)
+            self._armed = False
+
+    def release_timer(self) -> None:
+        if self._active and self.mode == "signal" and not self._armed:
+            self._arm()
+
     def _arm(self) -> None:
-        self._rearmed = True
+        self._rearmed = self._armed = True
         seconds = self._period_ns / 1e9
         # issue 5 fix: a rate change must not restart the countdown, or a process using less CPU than one
         # period between two governor steps (a throttled, bursty worker) would never get a signal.
@@ -525,7 +538,7 @@ class Sampler:
         self._period_integral += self._period_ns * (now - self._period_mark)
         self._period_mark = now
         self._period_ns = period
-        if self.mode == "signal" and self._active:
+        if self.mode == "signal" and self._active and self._armed:
             try:
                 self._arm()
             except (OSError, ValueError):
@@ -922,7 +935,7 @@ class Sampler:
                 frame = main_frame
                 cpu = main_cpu
                 more = current_extra()
-            elif ident == main and signal_mode:
+            elif ident == main and signal_mode and self._armed:
                 cpu = 0  # the handler accounts the main thread's CPU
                 frame = _under_handler(frame)  # a tick while the handler runs: where the app was
             elif info.clock is not None:
@@ -937,6 +950,10 @@ class Sampler:
                 if info.slot is None or info.slot < 0:
                     cpu = c - info.last_cpu
                     info.last_cpu = c
+                    if ident == main and signal_mode:  # its timer held (hold_timer): the first signal's CPU starts here
+                        self._main_cpu_mark = c
+                        if self._copies:
+                            _threadcpu.main_skip(c, False)
                     if timers and info.slot is None and (ident != main or not signal_mode):
                         self._register(ident, info, thread)  # its CPU from now on comes from its timer
                 else:
@@ -1404,7 +1421,7 @@ class Sampler:
                     self._start_tickers()
                 gov_mark = (now, own, proc, self._covered_ticks(), self.handler_ns, self.handler_tick_ns)
                 next_govern = now + _GOVERN_NS
-            if self._fill or now - self._last_covered_tick() > _WATCH_NS:
+            if self._fill or not self._armed or now - self._last_covered_tick() > _WATCH_NS:
                 if slot is None:
                     slot = self._claim_slot(now)
                 wake = min(next_govern, next_check)

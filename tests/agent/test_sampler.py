@@ -563,20 +563,36 @@ def test_achieved_tick_rate_is_the_asked_rate():
 
     Busy threads in this process would add GIL hand-off and the box's load to what is measured; the
     governor is switched off so that only the rate logic is tested (it would lower the rate of an idle
-    process, whose CPU is almost all the sampler's)."""
+    process, whose CPU is almost all the sampler's). The box's own punctuality is measured beside it: the
+    "sleeper" waits on a 10 ms grid of its own, as the sampler's thread does, and counts the waits it woke
+    from over 5 ms late (a tick that late gives way to the next deadline's). A clean-clone CI run once got
+    83 ticks a second, which no local run reproduced (99.5-100, also beside two busy processes)."""
+    late: list[float] = []
+
+    def sleeper():
+        gate = threading.Lock()
+        gate.acquire()
+        deadline = time.monotonic() + 0.005
+        end = deadline + 2.0
+        while deadline < end:
+            deadline += 0.01
+            gate.acquire(True, max(0.0, deadline - time.monotonic()))
+            late.append(time.monotonic() - deadline)
+
     sampler = Sampler(sample_hz=100, govern=False)
-    sleeper = threading.Thread(target=time.sleep, args=(2.0,), name="sleeper")
+    thread = threading.Thread(target=sleeper, name="sleeper")
     sampler.start()
     try:
-        sleeper.start()
-        sleeper.join()
+        thread.start()
+        thread.join()
         batch = sampler.drain()
     finally:
         sampler.stop()
+    punctual = sum(1 for s in late if s < 0.005) / len(late)
     ticks_per_s = batch.ticks / ((batch.mono_end_ns - batch.mono_start_ns) / 1e9)
-    assert ticks_per_s == pytest.approx(100, rel=0.10)
+    assert 0.9 * 100 * punctual <= ticks_per_s <= 110, (ticks_per_s, punctual, max(late))
     per_thread, _ = totals(batch)
-    assert per_thread["sleeper"][0] == pytest.approx(200, rel=0.10)
+    assert per_thread["sleeper"][0] == pytest.approx(2.0 * ticks_per_s, rel=0.10)
 
 
 def test_signal_rate_follows_cpu_time():

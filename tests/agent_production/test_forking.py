@@ -125,6 +125,64 @@ def test_multiprocessing_fork_pool_workers_flush_before_os_exit(tmp_path):
     assert 0.6e9 <= sum(by_pid[pid] for pid in workers) <= 1.2e9, by_pid
 
 
+HELD_SCRIPT = textwrap.dedent('''
+    import os, signal, time
+    import cloudprof
+    from cloudprof.agent import forking
+
+    forking.ARM_DELAY_S = 1.0  # the child's timer is held this long: first() and second() run before it
+    cloudprof.start(strict=True)
+
+    def burn(seconds):
+        start = time.thread_time()
+        while time.thread_time() - start < seconds:
+            sum(range(300))
+
+    def first():
+        burn(0.1)
+
+    def second():
+        burn(0.1)
+
+    def third():
+        burn(0.2)
+
+    pid = os.fork()
+    if pid == 0:
+        first()
+        second()
+        held = signal.getitimer(signal.ITIMER_PROF)[1] == 0
+        deadline = time.monotonic() + 10
+        while signal.getitimer(signal.ITIMER_PROF)[1] == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        third()
+        print("held", held, "armed", signal.getitimer(signal.ITIMER_PROF)[1] > 0, flush=True)
+        cloudprof.stop()
+        os._exit(0)
+    os.waitpid(pid, 0)
+    print("child", pid, flush=True)
+    cloudprof.stop()
+''')
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_childs_cpu_before_its_timer_is_armed_lands_where_it_was_spent(tmp_path):
+    """The child's ITIMER_PROF waits ARM_DELAY_S (for children that exec); the ticks carry its CPU until then.
+
+    Left to the first signal after the arm, the CPU of first() and second() all went to third()'s stack (or to
+    whatever the child did at that moment: a pool worker's next task's unpickling)."""
+    proc = run_profiled(tmp_path, "held", HELD_SCRIPT)
+    assert proc.returncode == 0, proc.stderr
+    assert "held True armed True" in proc.stdout, proc.stdout
+    child = int(next(l for l in proc.stdout.splitlines() if l.startswith("child")).split()[1])
+    profiles = [p for key, p in helpers.raw_profiles(tmp_path / "store") if key.pid == child]
+    cpu = {name: sum(helpers.total(p, 1, function=name) for p in profiles) / 1e6
+           for name in ("first", "second", "third")}
+    assert cpu["first"] == pytest.approx(100, abs=25), cpu
+    assert cpu["second"] == pytest.approx(100, abs=25), cpu
+    assert cpu["third"] == pytest.approx(200, abs=30), cpu
+
+
 EXEC_SCRIPT = textwrap.dedent('''
     import os, time
     import cloudprof
