@@ -551,6 +551,10 @@ class Sampler:
     def drain(self) -> Batch:
         """Everything sampled since the previous drain; sampling goes on into fresh tables."""
         nested = threading.current_thread() is threading.main_thread() and self._in_handler
+        if self._fill and self._active and threading.current_thread().name.startswith(AGENT_THREAD_PREFIX):
+            # The threads tick (no handler does): a tick now ends the window at its end. Behind busy threads the
+            # previous one may be 100 ms back, and its wall time went to the next window's first tick.
+            self._thread_tick(self.clock.monotonic_ns())
         # The main thread's records not folded yet are this window's (taken now: their code objects come with
         # them, and the catch-up below lets go of the codes named so far).
         records = _threadcpu.main_pull() if self._batched and not nested else None

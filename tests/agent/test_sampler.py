@@ -11,7 +11,7 @@ import pytest
 
 from cloudprof.agent import labels as labels_module
 from cloudprof.agent.governor import Governor
-from cloudprof.agent.sampler import UNSAMPLED, Sampler, timers_unavailable_reason
+from cloudprof.agent.sampler import AGENT_THREAD_PREFIX, UNSAMPLED, Sampler, timers_unavailable_reason
 from cloudprof.agent.stacks import Symbolizer
 from tests import support
 
@@ -386,6 +386,49 @@ def test_the_batch_pending_at_a_windows_end_is_that_windows_wall_time(unlabelled
         span = batch.mono_end_ns - batch.mono_start_ns
         per_thread, _ = totals(batch)
         assert per_thread["MainThread"][2] == pytest.approx(span, rel=0.04), (per_thread, span)
+
+
+def test_a_window_drained_by_the_agents_thread_ends_at_a_tick():
+    """The sampler thread's ticks behind 4 busy threads come when it gets the GIL, up to 100 ms apart: the wall
+    time after the last one went to the next window's first tick (one 0.5 s window held 0.49-1.95 of its span).
+    A drain from the agent's thread (the windows' thread, as in production) takes a tick: each thread's wall time
+    is its window's span."""
+    stop = threading.Event()
+
+    def busy():
+        while not stop.is_set():
+            sum(i * i for i in range(3000))
+
+    def drain_from_an_agent_thread():
+        out = []
+        thread = threading.Thread(target=lambda: out.append(sampler.drain()), name=f"{AGENT_THREAD_PREFIX}-test")
+        thread.start()
+        thread.join()
+        return out[0]
+
+    sampler = Sampler(sample_hz=100, max_overhead_pct=100, use_signal=False)
+    workers = [threading.Thread(target=busy, name=f"busy-{i}") for i in range(4)]
+    sampler.start()
+    try:
+        for worker in workers:
+            worker.start()
+        time.sleep(0.3)
+        drain_from_an_agent_thread()
+        batches = []
+        for _ in range(3):
+            time.sleep(0.5)
+            batches.append(drain_from_an_agent_thread())
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join()
+        sampler.stop()
+    for batch in batches:
+        span = batch.mono_end_ns - batch.mono_start_ns
+        per_thread, _ = totals(batch)
+        assert set(per_thread) == {"MainThread", "busy-0", "busy-1", "busy-2", "busy-3"}, per_thread
+        for name, (_, _, wall) in per_thread.items():
+            assert wall == pytest.approx(span, rel=0.02), (name, wall / span)
 
 
 def test_a_batch_pending_at_exit_keeps_its_stacks(monkeypatch, unlabelled):
