@@ -1,10 +1,13 @@
 """A worker thread that hashes (GIL released) and parses (GIL held) in turns, next to a busy thread; main waits.
 
 A sampler thread gets the GIL mostly when the worker releases it, so it sees the worker hashing; py-spy and
-per-thread CPU timers see where the worker's CPU goes.
+per-thread CPU timers see where the worker's CPU goes. Each part's CPU on the worker's own clock is the truth
+(`_truth.spent`).
 """
 import hashlib
 import threading
+
+from _truth import spent, write
 
 
 def hash_part(blob):
@@ -19,15 +22,19 @@ def parse_part(n):
 
 
 def worker(blob, rounds):
-    for _ in range(rounds):
-        hash_part(blob)
-        parse_part(6_000)
+    with spent("worker"):
+        for _ in range(rounds):
+            with spent("hash_part"):
+                hash_part(blob)
+            with spent("parse_part"):
+                parse_part(6_000)
 
 
 def busy(n):
-    total = 0
-    for i in range(n):
-        total += i * i % 7
+    with spent("busy"):
+        total = 0
+        for i in range(n):
+            total += i * i % 7
     return total
 
 
@@ -39,6 +46,7 @@ def main():
         t.start()
     for t in threads:
         t.join()
+    write("worker", "busy")
 
 
 if __name__ == "__main__":

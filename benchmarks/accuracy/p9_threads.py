@@ -1,24 +1,32 @@
-"""Worker threads: two CPU-bound Python workers, one hashing (GIL released), the main thread parsing."""
+"""Worker threads: two CPU-bound Python workers, one hashing (GIL released), the main thread parsing.
+
+Each function's CPU on its thread's own clock is the truth (`_truth.spent`).
+"""
 import hashlib
 import threading
 
+from _truth import spent, write
+
 
 def cpu_worker(n):
-    total = 0
-    for i in range(n):
-        total += i * i % 7
+    with spent("cpu_worker"):
+        total = 0
+        for i in range(n):
+            total += i * i % 7
     return total
 
 
 def hash_worker(blob, rounds):
-    for _ in range(rounds):
-        hashlib.sha256(blob).digest()
+    with spent("hash_worker"):
+        for _ in range(rounds):
+            hashlib.sha256(blob).digest()
 
 
 def main_parse(n):
-    out = 0
-    for i in range(n):
-        out += len(str(i).split("0"))
+    with spent("main_parse"):
+        out = 0
+        for i in range(n):
+            out += len(str(i).split("0"))
     return out
 
 
@@ -31,6 +39,7 @@ def main():
     main_parse(3_000_000)
     for t in threads:
         t.join()
+    write("cpu_worker", "hash_worker", "main_parse")
 
 
 if __name__ == "__main__":
