@@ -31,7 +31,7 @@ bias that the per-thread CPU timers remove (p10).
 The threaded programs (p9, p10) also time their own parts on their threads' CPU clocks
 (`_truth.py`, a file named by ACCURACY_TRUTH): exact, so they get a "total truth" column with
 py-spy's and our difference from it, and are judged (flagged) against it. There py-spy is the
-one off, by up to 10 points on p10: it samples wall time and counts a thread in a running state.
+one off, by up to 10 points on p10 (it samples on the wall clock, not on the threads' CPU clocks).
 
 A function with no check point of its own (no loop, no call: p3's
 `lambda row: (row[1], row[2])` sort key) used to get no self time from us (py-spy:
