@@ -143,3 +143,41 @@ def test_memory_cap_stops_the_agent(store_url):
     assert agent.watchdog.peak_memory > 0.03 * 1024 * 1024
     assert at - started < 5.0
     assert app_step() == EXPECTED_STEP
+
+
+class _Clocks:
+    """The watchdog's three readings, set by the test: the time, the agent's CPU and the process's (ns)."""
+
+    def __init__(self):
+        self.now = self.agent = self.process = 0
+
+    def agent_cpu_ns(self):
+        return self.agent
+
+    def tables(self):
+        return []
+
+
+@pytest.mark.parametrize(("span_ms", "agent_ms", "app_ms", "trips"), [
+    (270, 14, 13, False),  # an idle pool parent's start-up and two forks: 5.2% of a core over 0.27 s
+    (270, 60, 13, True),   # over 5% of a core even counted over a whole second
+    (1000, 60, 13, True),
+    (1000, 40, 13, False),  # under the floor: the governor's business
+    (1000, 60, 600, False),  # 10% of the app's CPU, under 10x the 1% budget
+])
+def test_the_cpu_rules_floor_is_taken_over_a_second_at_least(monkeypatch, span_ms, agent_ms, app_ms, trips):
+    from types import SimpleNamespace
+
+    from cloudprof.agent import safety
+
+    clocks = _Clocks()
+    monkeypatch.setattr(safety, "process_cpu_ns", lambda: clocks.process)
+    monkeypatch.setattr(safety, "time", SimpleNamespace(monotonic_ns=lambda: clocks.now))
+    dog = safety.Watchdog(SimpleNamespace(sampler=clocks), kill_file=None, max_overhead_pct=1.0,
+                          max_memory_bytes=0)
+    dog._marks = [(0, 0, 0)]  # start(), without adding its step to a real sampler
+    clocks.now, clocks.agent, clocks.process = span_ms * 10**6, agent_ms * 10**6, (agent_ms + app_ms) * 10**6
+    reason = dog.check()
+    assert bool(reason) is trips, reason
+    if trips:
+        assert reason.startswith("agent CPU")
