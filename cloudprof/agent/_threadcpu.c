@@ -169,13 +169,81 @@ static int runs_here(PyThreadState *ts, _PyInterpreterFrame *f)
     return 0;
 }
 
-/* Copy the head of the code object at `addr` into `head`: 1 if it is a live code object. Never dereferenced: a
- * freed one fails the checks (allocators overwrite an object's first words). */
+/* ---- code objects read in place ----
+ * The handlers check the code object of the frame `current_frame` names on a copy made with process_vm_readv, since
+ * at an eval loop's entry that frame can be a stale pointer (see view): about 10 us a sample on this VM, half the
+ * main thread's C handler. A code object that `known` holds (every one a drain or pull named, until forget_codes)
+ * is alive, so its address is also put here, in an open-addressed table that the handlers read without a lock, and
+ * a handler reads one found here in place. forget_codes empties the table before `known` lets go of the objects,
+ * and then waits until no handler is inside a lookup (held_readers): one that found an address has read the
+ * object before it can be freed. Only code_id (under the GIL) adds, only forget_codes (under the GIL) removes. */
+#define HELD_BITS 14
+#define HELD_SLOTS (1u << HELD_BITS) /* filled to half at most: then the copies are made as before */
+static _Atomic uintptr_t held[HELD_SLOTS];
+static _Atomic unsigned held_count;
+static _Atomic int held_readers;
+static _Atomic unsigned long long code_reads; /* code objects checked on a process_vm_readv copy */
+
+static inline unsigned held_first(uintptr_t addr)
+{
+    return (unsigned)(((uint64_t)addr * 0x9E3779B97F4A7C15ull) >> (64 - HELD_BITS));
+}
+
+static int held_has(uintptr_t addr)
+{
+    for (unsigned i = held_first(addr), n = 0; n < HELD_SLOTS; i = (i + 1) & (HELD_SLOTS - 1), n++) {
+        uintptr_t at = atomic_load(&held[i]);
+        if (at == addr)
+            return 1;
+        if (at == 0)
+            return 0;
+    }
+    return 0;
+}
+
+static void held_add(uintptr_t addr)
+{
+    if (atomic_load(&held_count) >= HELD_SLOTS / 2)
+        return;
+    for (unsigned i = held_first(addr);; i = (i + 1) & (HELD_SLOTS - 1)) {
+        uintptr_t at = atomic_load(&held[i]);
+        if (at == addr)
+            return;
+        if (at == 0) {
+            atomic_store(&held[i], addr);
+            atomic_fetch_add(&held_count, 1);
+            return;
+        }
+    }
+}
+
+static void held_clear(void)
+{
+    for (unsigned i = 0; i < HELD_SLOTS; i++)
+        atomic_store(&held[i], 0);
+    atomic_store(&held_count, 0);
+    while (atomic_load(&held_readers) != 0) /* a handler that found an address reads the object first */
+        sched_yield();
+}
+
+/* Copy the head of the code object at `addr` into `head`: 1 if it is a live code object. Read in place only if
+ * `known` holds it; else never dereferenced: a freed one fails the checks (allocators overwrite an object's first
+ * words). */
 static int copy_code(const void *addr, PyCodeObject *head)
 {
-    return addr != NULL && (uintptr_t)addr % sizeof(void *) == 0
-        && safe_copy(head, addr, offsetof(PyCodeObject, co_code_adaptive)) == 0 && Py_TYPE(head) == &PyCode_Type
-        && Py_REFCNT(head) > 0 && Py_REFCNT(head) < ((Py_ssize_t)1 << 40);
+    if (addr == NULL || (uintptr_t)addr % sizeof(void *))
+        return 0;
+    atomic_fetch_add(&held_readers, 1);
+    int in_place = held_has((uintptr_t)addr);
+    if (in_place)
+        memcpy(head, addr, offsetof(PyCodeObject, co_code_adaptive));
+    atomic_fetch_sub(&held_readers, 1);
+    if (!in_place) {
+        atomic_fetch_add(&code_reads, 1);
+        if (safe_copy(head, addr, offsetof(PyCodeObject, co_code_adaptive)) != 0)
+            return 0;
+    }
+    return Py_TYPE(head) == &PyCode_Type && Py_REFCNT(head) > 0 && Py_REFCNT(head) < ((Py_ssize_t)1 << 40);
 }
 
 /* Is the thread-owned frame `f`, found in the frame stack, a whole live frame? Its code object must be live, its
@@ -864,6 +932,7 @@ static void reset_in_child(void)
      * thread's copies wait for the child's sampler to hook again */
     main_ts = NULL;
     main_pulling = 0; /* a fork from a finalizer that a pull's allocation ran */
+    atomic_store(&held_readers, 0); /* a lookup in a thread the child does not have */
     if (watch_fd >= 0) { /* the parent's timer (a shared file description): the child makes its own */
         close(watch_fd);
         watch_fd = -1;
@@ -1107,6 +1176,7 @@ static PyObject *code_id(uint64_t addr, int line)
             Py_DECREF(key);
             return NULL;
         }
+        held_add((uintptr_t)addr);
         return key;
     }
     Py_DECREF(key);
@@ -1208,6 +1278,7 @@ static PyObject *py_codes(PyObject *self, PyObject *noargs)
 
 static PyObject *py_forget_codes(PyObject *self, PyObject *noargs)
 {
+    held_clear(); /* before the objects can go */
     if (known != NULL)
         PyDict_Clear(known);
     Py_RETURN_NONE;
@@ -1215,9 +1286,10 @@ static PyObject *py_forget_codes(PyObject *self, PyObject *noargs)
 
 static PyObject *py_counters(PyObject *self, PyObject *noargs)
 {
-    return Py_BuildValue("{sKsKsKsKsLsK}", "samples", atomic_load(&samples), "dropped", atomic_load(&dropped),
+    return Py_BuildValue("{sKsKsKsKsLsKsK}", "samples", atomic_load(&samples), "dropped", atomic_load(&dropped),
                          "handler_ns", atomic_load(&handler_ns), "main_handler_ns", atomic_load(&main_handler_ns),
-                         "main_mark", atomic_load(&main_mark), "wall_ticks", atomic_load(&wall_ticks));
+                         "main_mark", atomic_load(&main_mark), "wall_ticks", atomic_load(&wall_ticks),
+                         "code_reads", atomic_load(&code_reads));
 }
 
 /* wall_mode(period_ns): the timer handler takes the wall ticks due every period_ns (0: it takes none; see wall_tick) */
@@ -1381,7 +1453,8 @@ static PyMethodDef methods[] = {
     {"codes", py_codes, METH_NOARGS, "the code objects drained keys name, by id"},
     {"forget_codes", py_forget_codes, METH_NOARGS, "drop the references to named code objects"},
     {"counters", py_counters, METH_NOARGS,
-     "samples, dropped, handler_ns, main_handler_ns, wall_ticks since the module loaded; main_mark (see main_skip)"},
+     "samples, dropped, handler_ns, main_handler_ns, wall_ticks, code_reads since the module loaded; main_mark (see "
+     "main_skip)"},
     {"in_use", py_in_use, METH_NOARGS, "how many threads have a timer"},
     {"signal", py_signal, METH_NOARGS, "the signal in use while our handler is installed, else 0"},
     {"hook_main", py_hook_main, METH_VARARGS,
