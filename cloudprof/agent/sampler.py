@@ -270,6 +270,7 @@ class Sampler:
         self._batched = False  # the C handler chains to Python's only every _BATCH_NS (see _threadcpu.on_prof)
         self._c_handler_ns = 0  # the C handler's CPU so far, as main_skip() last told it
         self._started = -1  # _thread._count() at the last look at the threads while batched
+        self._looked = -1  # _thread._count() at the last all-thread tick
         self._batches = 0
         self._walls = False  # the timers' handler takes the wall ticks (see _threadcpu.wall_tick, _update_walls)
         self._wall_keys: dict[int, tuple] = {}  # native id -> (table, key) of the thread's newest handler wall tick
@@ -892,6 +893,7 @@ class Sampler:
         """One stack per thread: wall since the previous tick, CPU since each thread's previous sample."""
         wall = self._claim_tick(now)
         self.ticks += 1
+        self._looked = _thread._count()
         # issue 5 hooks: task_name + user labels per thread; at most max_threads stacks, weighted to stay unbiased
         extra = tick_labels()
         self._take_in(table, extra)
@@ -1217,7 +1219,10 @@ class Sampler:
                     self._record_main(mtable, self._labels_now(), frame, 1, cpu, self._main_tick(now))
                 finally:
                     self._tick_lock.release()
-            elif all_due and self._tick_lock.acquire(False):
+            elif (all_due and (not self._walls or _thread._count() != self._looked)
+                  and self._tick_lock.acquire(False)):
+                # While the handlers take the wall ticks (the main thread's C handler too), only when a thread
+                # came or went since the last such tick: one without a timer gives them back (_update_walls).
                 # All threads, at the wall-tick rate: the governor counts this as the ticks' cost.
                 try:
                     self._tick(now, table, frame, cpu, mtable)
