@@ -171,8 +171,8 @@ static int runs_here(PyThreadState *ts, _PyInterpreterFrame *f)
 
 /* ---- code objects read in place ----
  * The handlers check the code object of the frame `current_frame` names on a copy made with process_vm_readv, since
- * at an eval loop's entry that frame can be a stale pointer (see view): about 10 us a sample on this VM, half the
- * main thread's C handler. A code object that `known` holds (every one a drain or pull named, until forget_codes)
+ * at an eval loop's entry that frame can be a stale pointer (see view): about 15 us a sample on this VM, most of
+ * the main thread's C handler. A code object that `known` holds (every one a drain or pull named, until forget_codes)
  * is alive, so its address is also put here, in an open-addressed table that the handlers read without a lock, and
  * a handler reads one found here in place. forget_codes empties the table before `known` lets go of the objects,
  * and then waits until no handler is inside a lookup (held_readers): one that found an address has read the
