@@ -148,12 +148,14 @@ def _run_once(program: Path, py_spy: str, workdir: Path, timers: bool = True):
     raw = workdir / "py-spy.txt"
     truth = workdir / "truth.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDPROF_")}
-    env.update({"ACCURACY_TRUTH": str(truth), "CLOUDPROF_ENABLED": "1", "CLOUDPROF_SERVICE": "accuracy", "CLOUDPROF_STORAGE": f"file://{store}",
-                "CLOUDPROF_UPLOAD_INTERVAL_S": "3600", "CLOUDPROF_THREAD_CPU_TIMERS": str(timers).lower(),
+    env.update({"ACCURACY_TRUTH": str(truth), "CLOUDPROF_ENABLED": "1", "CLOUDPROF_SERVICE": "accuracy",
+                "CLOUDPROF_STORAGE": f"file://{store}", "CLOUDPROF_UPLOAD_INTERVAL_S": "3600",
+                "CLOUDPROF_THREAD_CPU_TIMERS": str(timers).lower(),
                 "PYTHONPATH": os.pathsep.join([str(BOOTSTRAP_DIR), str(REPO)])})
     subprocess.run([py_spy, "record", "-r", "100", "-f", "raw", "-o", str(raw), "--", sys.executable, str(program)],
                    env=env, check=True, capture_output=True, cwd=workdir)
-    return list(py_spy_stacks(raw)), list(our_stacks(store)), (json.loads(truth.read_text()) if truth.exists() else None)
+    timed = json.loads(truth.read_text()) if truth.exists() else None
+    return list(py_spy_stacks(raw)), list(our_stacks(store)), timed
 
 
 def main(argv=None) -> int:
@@ -195,15 +197,17 @@ def main(argv=None) -> int:
             dt = our_total.get(key, 0) - spy_total.get(key, 0)
             line = (f"{spy_self.get(key, 0):>10.1f}% {our_self.get(key, 0):>8.1f}% {ds:>+6.1f}   "
                     f"{spy_total.get(key, 0):>11.1f}% {our_total.get(key, 0):>9.1f}% {dt:>+6.1f}")
+            judged = not truth or key in true_total  # with a truth, only its parts are judged, against it
             if key in true_total:
                 d_spy = spy_total.get(key, 0) - true_total[key]
                 dt = our_total.get(key, 0) - true_total[key]
                 worst_spy = max(worst_spy, abs(d_spy))
                 line += f"   {true_total[key]:>10.1f}% {d_spy:>+7.1f} {dt:>+6.1f}"
                 ds = 0.0  # the truth is per block (inclusive); the self columns are read against py-spy only
-            flag = " <<" if max(abs(ds), abs(dt)) > args.threshold and (key in true_total or not truth) else ""
+            flag = " <<" if judged and max(abs(ds), abs(dt)) > args.threshold else ""
             flagged_total += bool(flag)
-            worst = max(worst, abs(ds), abs(dt)) if (key in true_total or not truth) else worst
+            if judged:
+                worst = max(worst, abs(ds), abs(dt))
             name = f"{key[0]} ({key[1]})"
             print(f"{name[:44]:<44} {line}{flag}")
         if truth:
