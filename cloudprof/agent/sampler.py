@@ -269,6 +269,7 @@ class Sampler:
         self._main_copy: tuple | None = None  # the copy the running handler took: ((code id, offset, ...), codes)
         self._batched = False  # the C handler chains to Python's only every _BATCH_NS (see _threadcpu.on_prof)
         self._c_handler_ns = 0  # the C handler's CPU so far, as main_skip() last told it
+        self._c_tick_ns = 0  # of which its wall ticks, as _sample_main last read it
         self._started = -1  # _thread._count() at the last look at the threads while batched
         self._looked = -1  # _thread._count() at the last all-thread tick
         self._batches = 0
@@ -406,7 +407,8 @@ class Sampler:
             try:
                 self._copies = _threadcpu.hook_main(self.max_depth, id(_HANDLER_CODE))
                 self._batched = False  # hook_main starts with every signal chained
-                self._c_handler_ns = _threadcpu.counters()["main_handler_ns"]
+                counters = _threadcpu.counters()
+                self._c_handler_ns, self._c_tick_ns = counters["main_handler_ns"], counters["main_tick_ns"]
             except OSError:
                 self._copies = False  # where_cpu_went places the samples, as without the extension
 
@@ -1183,6 +1185,13 @@ class Sampler:
         """One signal, one sample of the main thread; True if it was a tick of all threads."""
         ticked_all = False
         measured = t0 - self._main_cpu_mark
+        if self._copies:
+            # The C handler's CPU since this handler's previous run (its copy, and the wall ticks it took) is the
+            # agent's, as the other threads' handlers' is; its ticks are the ticks' cost to the governor.
+            counters = _threadcpu.counters()
+            measured = max(0, measured - (counters["main_handler_ns"] - self._c_handler_ns))
+            self.handler_tick_ns += counters["main_tick_ns"] - self._c_tick_ns
+            self._c_tick_ns = counters["main_tick_ns"]
         mtable = self._mtable
         mtable.measured += measured
         # The weight: the CPU between the timer expiry behind the previous signal and the one behind

@@ -110,9 +110,10 @@ def test_a_busy_main_threads_c_handler_takes_its_wall_ticks():
             t.start()
         spin(0.2)
         walls, handler_ticks, c0 = sampler._walls, sampler.handler_ticks, _threadcpu.counters()["wall_ticks"]
-        runs = sampler.handler_runs
+        runs, tick_ns = sampler.handler_runs, sampler.handler_tick_ns
         spin(0.5)
         handler_ticks, runs = sampler.handler_ticks - handler_ticks, sampler.handler_runs - runs
+        tick_ns = sampler.handler_tick_ns - tick_ns
         c_ticks = _threadcpu.counters()["wall_ticks"] - c0
         for t in workers:
             t.join()
@@ -123,6 +124,7 @@ def test_a_busy_main_threads_c_handler_takes_its_wall_ticks():
     assert runs >= 10, runs  # the Python handler ran, and
     assert handler_ticks <= 3, (handler_ticks, runs, c_ticks)  # took none (but one a worker that ends: 50 before)
     assert c_ticks >= 70 * 0.5 * 0.8, c_ticks  # 100 a second asked: the C handlers took them
+    assert tick_ns > 0  # the main thread's C ticks are the ticks' cost to the governor
     span = (batch.mono_end_ns - batch.mono_start_ns) / 1e9
     rows, agent = by_thread(batch)
     assert not agent, agent
