@@ -270,8 +270,7 @@ class Sampler:
         self._batched = False  # the C handler chains to Python's only every _BATCH_NS (see _threadcpu.on_prof)
         self._c_handler_ns = 0  # the C handler's CPU so far, as main_skip() last told it
         self._c_tick_ns = 0  # of which its wall ticks, as _sample_main last read it
-        self._started = -1  # _thread._count() at the last look at the threads while batched
-        self._looked = -1  # _thread._count() at the last all-thread tick
+        self._looked = -1  # _thread._count() at the last look at every thread (a tick, or the batches' look)
         self._batches = 0
         self._walls = False  # the timers' handler takes the wall ticks (see _threadcpu.wall_tick, _update_walls)
         self._wall_keys: dict[int, tuple] = {}  # native id -> (table, key) of the thread's newest handler wall tick
@@ -344,7 +343,7 @@ class Sampler:
         for ident in sys._current_frames():
             self._new_thread(ident, baseline=True)
         self._note_app_threads(sum(1 for info in self._threads.values() if info is not None))
-        self._started = -1
+        self._looked = -1
         main = self._threads.get(self._main_ident)
         self._main_cpu_mark = main.last_cpu if main else 0
         self.reason = signal_unavailable_reason() if self._want_signal else "signal disabled by the caller"
@@ -1151,9 +1150,9 @@ class Sampler:
         (a thread that C code made, `PyGILState_Ensure`, is only in them)."""
         started = _thread._count()
         self._batches += 1
-        if started == self._started and self._batches & 15:
+        if started == self._looked and self._batches & 15:
             return
-        self._started = started
+        self._looked = started
         frames = sys._current_frames()
         threads, now = self._threads, self.clock.monotonic_ns()
         # an ident not seen yet counts, and one that an ended thread left to a thread not started by `threading`
