@@ -117,6 +117,7 @@ __all__ = ["AGENT_THREAD_PREFIX", "Batch", "Sampler", "next_deadline", "signal_u
 AGENT_THREAD_PREFIX = "cloudprof"  # threads named so are the agent's own and are not sampled
 _WATCH_NS = 500_000_000  # how often the thread checks that the handler still takes ticks
 _BATCH_NS = 100_000_000  # batched: how often the C handler chains to the Python handler (see _on_signal)
+_MAX_BATCH_NS = 500_000_000  # at lower rates, every 10 records, but at least this often (see _batch_ns)
 _ENDED_NS = 500_000_000  # an ended thread's ident found in use this long after its end is another thread's
 _REFILL_NS = 100_000_000  # while the thread fills in, how often it checks that the handler still falls short
 _CHECK_NS = 500_000_000  # how often the thread runs `checks` (the safety watchdog's rounds)
@@ -547,6 +548,8 @@ class Sampler:
                 self.errors += 1
         if self.timers and self._active:
             _threadcpu.set_period(period)
+        if self._batched:
+            _threadcpu.main_mode(True, self._batch_ns())
 
     # --- windows ---------------------------------------------------------------
 
@@ -1059,8 +1062,10 @@ class Sampler:
         return max(self._last_tick, _threadcpu.wall_last()) if self._walls else self._last_tick
 
     def _last_covered_tick(self) -> int:
-        """Monotonic ns of the newest tick taken without the sampler thread (see _covered_ticks)."""
-        return max(self._last_handler_tick, _threadcpu.wall_last()) if self._walls else self._last_handler_tick
+        """Monotonic ns of the newest tick taken without the sampler thread (see _covered_ticks); batched, the
+        newest record's, which the next batch makes a tick."""
+        last = max(self._last_handler_tick, _threadcpu.wall_last()) if self._walls else self._last_handler_tick
+        return max(last, _threadcpu.main_last()) if self._batched else last
 
     def _covered_ticks(self) -> int:
         """Ticks taken without the sampler thread so far: the Python handler's and the timers' handler's."""
@@ -1174,8 +1179,14 @@ class Sampler:
             self._proc_mark = process_cpu_ns()
         self._app_threads = app
 
+    def _batch_ns(self) -> int:
+        """While batched, the Python handler runs every 100 ms, or every 10 records where the governor slowed the
+        signal (at most every 0.5 s: the batch also looks for new threads): a run costs 50-100 us of CPU here
+        whether it folds one record or ten, and at 22 Hz it ran at each signal."""
+        return max(_BATCH_NS, min(10 * self._period_ns, _MAX_BATCH_NS))
+
     def _set_batched(self, batched: bool) -> None:
-        _threadcpu.main_mode(batched, _BATCH_NS)
+        _threadcpu.main_mode(batched, self._batch_ns())
         self._batched = batched
         if not batched:
             self._rearmed = True  # back to the timer's weights: this once, the plain delta
@@ -1315,8 +1326,6 @@ class Sampler:
         # every other one would also keep the handler under the share that ends the filling in (see _loop).
         period = self._tick_period_ns
         last_handler = self._last_covered_tick()
-        if self._batched:  # its records wait for the next batch: the newest tells when it last ran
-            last_handler = max(last_handler, _threadcpu.main_last())
         if now - self._last_any_tick() >= period >> 1 and (
                 self.mode != "signal" or now - last_handler >= period + (period >> 1)):
             self._thread_tick(now)
@@ -1370,7 +1379,10 @@ class Sampler:
 
     def _handler_falls_short(self, since: int, handler_ticks: int, now: int) -> bool:
         """The handler took under 80% of the ticks due from `since` (monotonic ns, when it had taken
-        `handler_ticks`) to `now`: the thread fills in."""
+        `handler_ticks`) to `now`: the thread fills in. Batched, a record in the last two periods says it takes
+        them: the batch's records are ticks once folded, up to half a second later."""
+        if self._batched and now - _threadcpu.main_last() < 2 * self._tick_period_ns:
+            return False
         return self._covered_ticks() - handler_ticks < 0.8 * (now - since) / self._tick_period_ns
 
     def _loop(self) -> None:
@@ -1381,7 +1393,10 @@ class Sampler:
         clock = self.clock
         now = clock.monotonic_ns()
         self._slot = now + self._tick_period_ns
-        next_govern = now + _GOVERN_NS
+        next_check = now + (_CHECK_NS >> 1)  # the first round soon, with a span to judge (safety.Watchdog.start)
+        # every other round at the governor's step: one wake-up (about 110 us of CPU behind a busy main thread,
+        # the GIL's hand-off) for both
+        next_govern = next_check + _GOVERN_NS
         gov_mark = (now, self.agent_cpu_ns(), process_cpu_ns(), self._covered_ticks(), self.handler_ns,
                     self.handler_tick_ns)
         # In signal mode the thread only watches while the handler alone holds the rate (a busy main
@@ -1390,7 +1405,6 @@ class Sampler:
         self._fill = self.mode != "signal"
         warming_up = True
         slot = None  # a claimed deadline after the next governor step, kept for later
-        next_check = now + (_CHECK_NS >> 1)  # the first round soon, with a span to judge (safety.Watchdog.start)
         fill_mark = (now, self._covered_ticks())
         while True:
             now = clock.monotonic_ns()
