@@ -122,6 +122,7 @@ _ENDED_NS = 500_000_000  # an ended thread's ident found in use this long after 
 _REFILL_NS = 100_000_000  # while the thread fills in, how often it checks that the handler still falls short
 _CHECK_NS = 500_000_000  # how often the thread runs `checks` (the safety watchdog's rounds)
 _GOVERN_NS = 1_000_000_000
+_SLACK_NS = 50_000_000  # a round or governor step due this soon is taken at the wake-up of the other
 _MAX_TICKERS = 4  # threads that may take turns requesting ticks (see _loop)
 _MAX_WALL_NS = 1_000_000_000  # one tick never carries more wall time than this (suspended process)
 _WALL_THREADS = 16  # the timers' handler takes the wall ticks for at most this many app threads (see _update_walls)
@@ -1394,8 +1395,8 @@ class Sampler:
         now = clock.monotonic_ns()
         self._slot = now + self._tick_period_ns
         next_check = now + (_CHECK_NS >> 1)  # the first round soon, with a span to judge (safety.Watchdog.start)
-        # every other round at the governor's step: one wake-up (about 110 us of CPU behind a busy main thread,
-        # the GIL's hand-off) for both
+        # Every other round at the governor's step: one wake-up (about 110 us of CPU behind a busy main thread,
+        # the GIL's hand-off) for both. A wait ends a few ms late, so one that is due within _SLACK_NS comes along.
         next_govern = next_check + _GOVERN_NS
         gov_mark = (now, self.agent_cpu_ns(), process_cpu_ns(), self._covered_ticks(), self.handler_ns,
                     self.handler_tick_ns)
@@ -1408,7 +1409,7 @@ class Sampler:
         fill_mark = (now, self._covered_ticks())
         while True:
             now = clock.monotonic_ns()
-            if now >= next_check:
+            if now >= next_check - _SLACK_NS:
                 for check in self.checks:
                     try:
                         check()
@@ -1421,7 +1422,7 @@ class Sampler:
                     self._thread_tick(tick_at)
                     self._wake_if_busy(tick_at)
                 next_check = now + _CHECK_NS
-            if now >= next_govern:
+            if now >= next_govern - _SLACK_NS:
                 if self.timers and not _threadcpu.signal():
                     self._lose_timers()
                 own, proc = self.agent_cpu_ns(), process_cpu_ns()

@@ -234,6 +234,63 @@ def test_one_app_thread_is_sampled_in_batches(unlabelled):
     assert not agent_frames(batch), agent_frames(batch)
 
 
+
+def test_the_sampler_thread_wakes_twice_a_second_behind_a_busy_main_thread(unlabelled, monkeypatch):
+    """While the handler takes the ticks the sampler thread wakes only for its rounds (the safety checks every half
+    second, the governor's step every second), each wake-up a GIL hand-off (about 110 us of its CPU behind a busy
+    main thread here): the governor's step comes with every other round, not between them (3 wake-ups a second)."""
+    from cloudprof.agent import sampler as sampler_module
+
+    extension_needed()
+    wakes = []
+    watch = sampler_module._threadcpu.watch
+
+    def counted(quiet_ns, timeout_ns):
+        idle = watch(quiet_ns, timeout_ns)
+        wakes.append(time.monotonic())
+        return idle
+
+    monkeypatch.setattr(sampler_module._threadcpu, "watch", counted)
+    sampler = Sampler(sample_hz=100, max_overhead_pct=100)
+    sampler.start()
+    try:
+        Burner().spin(0.6)  # past the first rounds
+        t0 = time.monotonic()
+        Burner().spin(3.0)
+        span = time.monotonic() - t0
+        woke = sum(1 for at in wakes if at >= t0)
+        filled = sampler.ticks - sampler.handler_ticks
+    finally:
+        sampler.stop()
+    assert woke <= 2.4 * span, (woke, span)
+    assert filled <= 5, filled
+
+
+def test_a_slower_rate_folds_ten_records_a_batch(unlabelled):
+    """At 20 Hz (a rate the governor may set) Python's handler runs every 10 records (0.5 s), not every 100 ms, which
+    there was every other signal: a run costs about as much for one record as for ten. The records it has not
+    folded yet are the handler's ticks (the sampler thread does not fill in for them), and every record is still
+    a sample with its CPU and its wall time."""
+    extension_needed()
+    sampler = Sampler(sample_hz=20, max_overhead_pct=100)
+    sampler.start()
+    try:
+        spent, t0 = time.thread_time(), time.monotonic()
+        Burner().spin(2.0)
+        batch = sampler.drain()
+        spent, elapsed = time.thread_time() - spent, time.monotonic() - t0
+        batched, runs, thread_ticks = sampler._batched, sampler.handler_runs, sampler.ticks - sampler.handler_ticks
+    finally:
+        sampler.stop()
+    assert batched
+    per_thread, _ = totals(batch)
+    assert per_thread["MainThread"][1] == pytest.approx(spent * 1e9, rel=0.10), (per_thread, spent)
+    assert per_thread["MainThread"][2] == pytest.approx(elapsed * 1e9, rel=0.15), (per_thread, elapsed)
+    assert batch.signal_samples >= 0.8 * spent * 20, batch._replace(tables=None)
+    # every 100 ms, as before: 20 runs for 40 samples
+    assert runs <= batch.signal_samples / 6, (runs, batch.signal_samples)
+    assert thread_ticks <= 0.1 * batch.ticks, (thread_ticks, batch._replace(tables=None))
+
 def test_batches_keep_the_cpu_of_long_c_calls(unlabelled):
     """A signal during a long C call is recorded at once, but the Python handler runs only when the call returns: the
     CPU from the newest record to the handler is the app's, and goes with the next record (not lost)."""
