@@ -15,13 +15,15 @@ handler's own frame stands in (see `where_cpu_went` below).
 
 Batches: while the main thread is the app's only thread and no labels can change
 between samples (none used yet, no event loop running in it), the C handler
-chains to the Python handler only every `_BATCH_NS`, which then folds the ten or
-so records since, each with its own weight (the main thread's CPU since the
-previous record, from its clock at the signal) and wall time. A Python handler
-run costs 15-20 us in a real signal (cold caches), a record's fold 2-10 us (the
-most for a new stack). Each
-batch also looks for threads started outside `threading`; a second app thread or
-the first labels end the batches (every signal goes to Python again).
+chains to the Python handler only every `_BATCH_NS` (half a second), which then
+folds the records since (fifty at 100 Hz), each with its own weight (the main
+thread's CPU since the previous record, from its clock at the signal) and wall
+time. A run costs 100-170 us of CPU on this VM beyond its records' folds (cold
+caches): every 100 ms, the handlers' CPU with one busy thread was 2.6-2.8 ms a
+second, every 0.5 s 1.1-1.5 ms. Each batch also looks for threads started outside
+`threading`; a second app thread or the first labels end the batches (every
+signal goes to Python again). The records not folded yet are the handler's
+ticks: the sampler thread does not fill in for them.
 
 Other threads get the same treatment from their own CPU timers (`_threadcpu`, a
 C extension): after every `period` of a thread's CPU the kernel signals that very
@@ -99,7 +101,7 @@ import threading
 import time
 from typing import NamedTuple
 
-from cloudprof.agent import exits
+from cloudprof.agent import exits, tasks
 from cloudprof.agent.clocks import SYSTEM_CLOCK, Clock, process_cpu_ns, thread_cpu_clock, thread_cpu_ns
 from cloudprof.agent.fairness import ThreadPicker
 from cloudprof.agent.governor import Governor
@@ -116,8 +118,7 @@ __all__ = ["AGENT_THREAD_PREFIX", "Batch", "Sampler", "next_deadline", "signal_u
 
 AGENT_THREAD_PREFIX = "cloudprof"  # threads named so are the agent's own and are not sampled
 _WATCH_NS = 500_000_000  # how often the thread checks that the handler still takes ticks
-_BATCH_NS = 100_000_000  # batched: how often the C handler chains to the Python handler (see _on_signal)
-_MAX_BATCH_NS = 500_000_000  # at lower rates, every 10 records, but at least this often (see _batch_ns)
+_BATCH_NS = 500_000_000  # batched: how often the C handler chains to the Python handler (see _on_signal)
 _ENDED_NS = 500_000_000  # an ended thread's ident found in use this long after its end is another thread's
 _REFILL_NS = 100_000_000  # while the thread fills in, how often it checks that the handler still falls short
 _CHECK_NS = 500_000_000  # how often the thread runs `checks` (the safety watchdog's rounds)
@@ -340,6 +341,7 @@ class Sampler:
         self._period_mark = now
         exits.install()
         on_first_use(self._labels_coming)
+        tasks.on_loop_start(self._loop_coming)
         self._labelled = may_change()
         self._ended = exits.watch()
         for ident in sys._current_frames():
@@ -396,6 +398,7 @@ class Sampler:
             _threadcpu.stop()  # no timer from here on; the samples already taken are pulled below
         exits.unwatch(self._ended)
         off_first_use(self._labels_coming)
+        tasks.off_loop_start(self._loop_coming)
         self._catch_up(self._htable, max(0.0, deadline - time.monotonic()))
         self._booted.clear()
         if self.timers:
@@ -443,6 +446,11 @@ class Sampler:
             finally:
                 self._tbusy = False
                 self._tick_lock.release()
+        self._loop_coming()
+
+    def _loop_coming(self) -> None:
+        """An event loop is about to run in this thread (each task is a `task_name`), or the first labels to apply:
+        in the main thread, the batch ends with the labels of before."""
         if self._batched and not self._in_handler and threading.get_ident() == self._main_ident:
             self._in_handler = True  # a signal meanwhile leaves its record to the next handler
             try:
@@ -549,8 +557,6 @@ class Sampler:
                 self.errors += 1
         if self.timers and self._active:
             _threadcpu.set_period(period)
-        if self._batched:
-            _threadcpu.main_mode(True, self._batch_ns())
 
     # --- windows ---------------------------------------------------------------
 
@@ -1180,14 +1186,8 @@ class Sampler:
             self._proc_mark = process_cpu_ns()
         self._app_threads = app
 
-    def _batch_ns(self) -> int:
-        """While batched, the Python handler runs every 100 ms, or every 10 records where the governor slowed the
-        signal (at most every 0.5 s: the batch also looks for new threads): a run costs 50-100 us of CPU here
-        whether it folds one record or ten, and at 22 Hz it ran at each signal."""
-        return max(_BATCH_NS, min(10 * self._period_ns, _MAX_BATCH_NS))
-
     def _set_batched(self, batched: bool) -> None:
-        _threadcpu.main_mode(batched, self._batch_ns())
+        _threadcpu.main_mode(batched, _BATCH_NS)
         self._batched = batched
         if not batched:
             self._rearmed = True  # back to the timer's weights: this once, the plain delta

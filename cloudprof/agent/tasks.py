@@ -5,6 +5,12 @@ loop started by `run_forever` records its thread in `loop._thread_id`, so one
 pass over that (tiny) dict per tick maps thread ids to tasks without touching
 the app. Loops that do not record their thread (some third-party loops) are
 skipped: their samples carry no `task_name`.
+
+`on_loop_start(callback)` calls `callback()` in the thread where an asyncio loop is
+about to run (`asyncio.events._set_running_loop`, which asyncio's own loops call as
+they start; a loop that captured it earlier, such as uvloop's, is not seen): the
+sampler, which folds a lone main thread's samples in half-second batches while no
+label can change, ends its batch there rather than at its next fold.
 """
 
 from __future__ import annotations
@@ -13,13 +19,36 @@ import asyncio
 import contextvars
 import gc
 
-__all__ = ["current_task", "running_tasks", "task_context", "task_name"]
+__all__ = ["current_task", "off_loop_start", "on_loop_start", "running_tasks", "task_context", "task_name"]
 
 try:
     from asyncio.tasks import _current_tasks as _CURRENT  # the C module's dict (3.7+), or the Python one
 except ImportError:  # pragma: no cover - asyncio without the private dict
     _CURRENT = {}
 _get_running_loop = asyncio.events._get_running_loop
+_LOOP_START: list = []
+_set_running_loop = asyncio.events._set_running_loop
+
+
+def _set_running_loop_seen(loop) -> None:
+    if loop is not None:
+        for callback in tuple(_LOOP_START):
+            try:
+                callback()
+            except Exception:  # noqa: BLE001 - never fail the app's loop over the agent
+                pass
+    _set_running_loop(loop)
+
+
+def on_loop_start(callback) -> None:
+    if asyncio.events._set_running_loop is not _set_running_loop_seen:
+        asyncio.events._set_running_loop = _set_running_loop_seen
+    _LOOP_START.append(callback)
+
+
+def off_loop_start(callback) -> None:
+    if callback in _LOOP_START:
+        _LOOP_START.remove(callback)
 
 
 def running_tasks() -> dict[int, object]:

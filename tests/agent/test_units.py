@@ -311,3 +311,29 @@ def test_main_thread_samples_add_up_to_the_measured_cpu():
     batch = sampler.drain()
     cpu = sorted(acc[1] for t in batch.tables for acc in t.stacks.values())
     assert cpu == [20_000_000, 60_000_000]
+
+
+def test_a_loop_start_is_told_and_a_failing_callback_never_reaches_the_app():
+    import asyncio
+
+    from cloudprof.agent import tasks
+
+    seen = []
+
+    def broken():
+        raise RuntimeError("agent bug")
+
+    def told():
+        seen.append(asyncio.events._get_running_loop())  # before the loop is set
+
+    tasks.on_loop_start(broken)
+    tasks.on_loop_start(told)
+    try:
+        assert asyncio.run(asyncio.sleep(0, result="ran")) == "ran"
+    finally:
+        tasks.off_loop_start(broken)
+        tasks.off_loop_start(told)
+    told_times = len(seen)  # asyncio.run runs its loop three times (the coroutine, then two shutdowns)
+    assert told_times >= 1 and seen == [None] * told_times
+    asyncio.run(asyncio.sleep(0))
+    assert len(seen) == told_times  # off
