@@ -911,6 +911,12 @@ static PyObject *py_main_last(PyObject *self, PyObject *noargs)
     return PyLong_FromLongLong(atomic_load(&main_last));
 }
 
+static PyObject *py_main_pending(PyObject *self, PyObject *noargs)
+{
+    unsigned long tail = atomic_load(&main_tail);
+    return PyLong_FromUnsignedLong(atomic_load(&main_head) - tail);
+}
+
 /* main_mode(batch, chain_ns): chain every signal to Python's handler, or only every chain_ns (see on_prof). */
 static PyObject *py_main_mode(PyObject *self, PyObject *args)
 {
@@ -1475,6 +1481,7 @@ static PyMethodDef methods[] = {
     {"main_pull", py_main_pull, METH_NOARGS, "[(weight_ns, monotonic_ns, frames or None, codes or None), ...] since the last pull"},
     {"main_skip", py_main_skip, METH_VARARGS, "main_skip(ns, add) -> (C handler ns, mark): where the next record's weight starts"},
     {"main_last", py_main_last, METH_NOARGS, "monotonic ns of the newest record"},
+    {"main_pending", py_main_pending, METH_NOARGS, "records not pulled yet"},
     {"watch", py_watch, METH_VARARGS, "watch(quiet_ns, timeout_ns) -> True once no tick or record came for quiet_ns"},
     {"main_mode", py_main_mode, METH_VARARGS, "main_mode(batch, chain_ns): chain every SIGPROF, or in batches"},
     {NULL, NULL, 0, NULL},

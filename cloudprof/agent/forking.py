@@ -134,6 +134,8 @@ def _restart(parent) -> None:
     from cloudprof.agent import lifecycle
 
     sampler = parent.sampler
+    if sampler is not None:
+        sampler.forget_callbacks()
     if sampler is not None and sampler.mode == "signal":
         try:  # the parent's handler is inherited: put SIGPROF back so the new sampler can own it
             signal.setitimer(signal.ITIMER_PROF, 0, 0)

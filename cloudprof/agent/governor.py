@@ -67,7 +67,8 @@ class Governor:
         if idle:
             self.debt_ns = 0  # no CPU bill to protect, nothing owed: a burst after it starts at the full rate
         else:
-            self.debt_ns = max(0, self.debt_ns + own_ns - budget)
+            # capped: an agent over budget for long (costs the rate does not lower) is not held at half for as long
+            self.debt_ns = min(max(0, self.debt_ns + own_ns - budget), _PAYBACK_STEPS * budget)
             budget = max(budget - self.debt_ns / _PAYBACK_STEPS, 0.5 * budget)
         if own_ns > budget:
             # Cost scales with the rate; aim 10% under the budget so noise does not flap it.

@@ -121,9 +121,7 @@ _WATCH_NS = 500_000_000  # how often the thread checks that the handler still ta
 _BATCH_NS = 500_000_000  # batched: how often the C handler chains to the Python handler (see _on_signal)
 _ENDED_NS = 500_000_000  # an ended thread's ident found in use this long after its end is another thread's
 _REFILL_NS = 100_000_000  # while the thread fills in, how often it checks that the handler still falls short
-_CHECK_NS = 500_000_000  # how often the thread runs `checks` (the safety watchdog's rounds)
-_GOVERN_NS = 1_000_000_000
-_SLACK_NS = 50_000_000  # a round or governor step due this soon is taken at the wake-up of the other
+_CHECK_NS = 500_000_000  # how often the thread runs `checks` (the safety watchdog's rounds); the governor, every other
 _MAX_TICKERS = 4  # threads that may take turns requesting ticks (see _loop)
 _MAX_WALL_NS = 1_000_000_000  # one tick never carries more wall time than this (suspended process)
 _WALL_THREADS = 16  # the timers' handler takes the wall ticks for at most this many app threads (see _update_walls)
@@ -397,13 +395,18 @@ class Sampler:
             exits.off_boot(self._on_thread_boot)
             _threadcpu.stop()  # no timer from here on; the samples already taken are pulled below
         exits.unwatch(self._ended)
-        off_first_use(self._labels_coming)
-        tasks.off_loop_start(self._loop_coming)
+        self.forget_callbacks()
         self._catch_up(self._htable, max(0.0, deadline - time.monotonic()))
         self._booted.clear()
         if self.timers:
             _timers_owner.clear()
         self._active = False
+
+    def forget_callbacks(self) -> None:
+        """No more calls at the first labels or a loop's start (at stop, or a forked child's copy of this sampler,
+        whose threads are gone: it must not fold the child's records into its tables)."""
+        off_first_use(self._labels_coming)
+        tasks.off_loop_start(self._loop_coming)
 
     def _hook_copies(self) -> None:
         """Where the main thread was at each signal, not where the handler runs (see _threadcpu.hook_main)."""
@@ -1075,8 +1078,10 @@ class Sampler:
         return max(last, _threadcpu.main_last()) if self._batched else last
 
     def _covered_ticks(self) -> int:
-        """Ticks taken without the sampler thread so far: the Python handler's and the timers' handler's."""
-        return self.handler_ticks + self._timer_counters()["wall_ticks"]
+        """Ticks taken without the sampler thread so far: the Python handler's and the timers' handler's; batched,
+        the records not folded yet too (each is the tick of its time once folded, up to half a second later)."""
+        covered = self.handler_ticks + self._timer_counters()["wall_ticks"]
+        return covered + _threadcpu.main_pending() if self._batched else covered
 
     def _update_walls(self, app: list, extra: dict) -> None:
         """At the end of a tick (tick lock held): the timers' handler takes the wall ticks while its records need
@@ -1380,10 +1385,7 @@ class Sampler:
 
     def _handler_falls_short(self, since: int, handler_ticks: int, now: int) -> bool:
         """The handler took under 80% of the ticks due from `since` (monotonic ns, when it had taken
-        `handler_ticks`) to `now`: the thread fills in. Batched, a record in the last two periods says it takes
-        them: the batch's records are ticks once folded, up to half a second later."""
-        if self._batched and now - _threadcpu.main_last() < 2 * self._tick_period_ns:
-            return False
+        `handler_ticks`) to `now`: the thread fills in."""
         return self._covered_ticks() - handler_ticks < 0.8 * (now - since) / self._tick_period_ns
 
     def _loop(self) -> None:
@@ -1395,9 +1397,10 @@ class Sampler:
         now = clock.monotonic_ns()
         self._slot = now + self._tick_period_ns
         next_check = now + (_CHECK_NS >> 1)  # the first round soon, with a span to judge (safety.Watchdog.start)
-        # Every other round at the governor's step: one wake-up (about 110 us of CPU behind a busy main thread,
-        # the GIL's hand-off) for both. A wait ends a few ms late, so one that is due within _SLACK_NS comes along.
-        next_govern = next_check + _GOVERN_NS
+        # The governor steps at every other round from the third on (1.25 s, then every second): one wake-up
+        # (about 110 us of CPU behind a busy main thread, the GIL's hand-off) for both. (On schedules of their own
+        # they drifted apart: three wake-ups a second.)
+        rounds = 0
         gov_mark = (now, self.agent_cpu_ns(), process_cpu_ns(), self._covered_ticks(), self.handler_ns,
                     self.handler_tick_ns)
         # In signal mode the thread only watches while the handler alone holds the rate (a busy main
@@ -1405,11 +1408,14 @@ class Sampler:
         # behind other busy threads), so the two together keep the tick rate.
         self._fill = self.mode != "signal"
         warming_up = True
-        slot = None  # a claimed deadline after the next governor step, kept for later
+        slot = None  # a claimed deadline after the next round, kept for later
         fill_mark = (now, self._covered_ticks())
         while True:
             now = clock.monotonic_ns()
-            if now >= next_check - _SLACK_NS:
+            govern = False
+            if now >= next_check:
+                rounds += 1
+                govern = rounds >= 3 and rounds & 1
                 for check in self.checks:
                     try:
                         check()
@@ -1422,7 +1428,7 @@ class Sampler:
                     self._thread_tick(tick_at)
                     self._wake_if_busy(tick_at)
                 next_check = now + _CHECK_NS
-            if now >= next_govern - _SLACK_NS:
+            if govern:
                 if self.timers and not _threadcpu.signal():
                     self._lose_timers()
                 own, proc = self.agent_cpu_ns(), process_cpu_ns()
@@ -1452,11 +1458,10 @@ class Sampler:
                 if self._want_tickers > 1:
                     self._start_tickers()
                 gov_mark = (now, own, proc, self._covered_ticks(), self.handler_ns, self.handler_tick_ns)
-                next_govern = now + _GOVERN_NS
             if self._fill or not self._armed or now - self._last_covered_tick() > _WATCH_NS:
                 if slot is None:
                     slot = self._claim_slot(now)
-                wake = min(next_govern, next_check)
+                wake = next_check
                 if slot <= wake:
                     slot, due = None, slot
                     if self._request_tick(due):
@@ -1468,7 +1473,7 @@ class Sampler:
                         fill_mark = (due, self._covered_ticks())
                     continue
             else:
-                wake = min(now + _WATCH_NS, next_govern, next_check)
+                wake = min(now + _WATCH_NS, next_check)
                 if self._copies:  # see _threadcpu.watch: no tick for 4 tick periods, and the thread fills in
                     if _threadcpu.watch(self._tick_period_ns * 4, wake - now):
                         self._fill = True

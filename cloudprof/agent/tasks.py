@@ -6,8 +6,8 @@ pass over that (tiny) dict per tick maps thread ids to tasks without touching
 the app. Loops that do not record their thread (some third-party loops) are
 skipped: their samples carry no `task_name`.
 
-`on_loop_start(callback)` calls `callback()` in the thread where an asyncio loop is
-about to run (`asyncio.events._set_running_loop`, which asyncio's own loops call as
+`on_loop_start(callback)` calls `callback()` in the thread where an asyncio loop has
+just been set to run (`asyncio.events._set_running_loop`, which asyncio's own loops call as
 they start; a loop that captured it earlier, such as uvloop's, is not seen): the
 sampler, which folds a lone main thread's samples in half-second batches while no
 label can change, ends its batch there rather than at its next fold.
@@ -31,18 +31,18 @@ _set_running_loop = asyncio.events._set_running_loop
 
 
 def _set_running_loop_seen(loop) -> None:
+    _set_running_loop(loop)  # first: a signal handler running in between sees the loop
     if loop is not None:
         for callback in tuple(_LOOP_START):
             try:
                 callback()
             except Exception:  # noqa: BLE001 - never fail the app's loop over the agent
                 pass
-    _set_running_loop(loop)
 
 
 def on_loop_start(callback) -> None:
-    if asyncio.events._set_running_loop is not _set_running_loop_seen:
-        asyncio.events._set_running_loop = _set_running_loop_seen
+    if asyncio.events._set_running_loop is _set_running_loop:
+        asyncio.events._set_running_loop = _set_running_loop_seen  # once: a wrapper put on after ours stays
     _LOOP_START.append(callback)
 
 
