@@ -12,6 +12,8 @@
    the agent running; `cloudprof.start()` and the final `stop(flush=True)` are
    reported apart ("start+stop"), since in a service they happen once, not per
    request. Both sides import the agent's modules (pydantic, protobuf) first.
+   The null row (with `pairs`, or `--only null`) runs bare against bare the same way:
+   the method's own bias and noise that day, to read the other rows against.
    `--only rates`: 1 thread at 1 Hz and 25 Hz, to split the cost that follows the
    rate (sampling) from the one that does not (the agent's presence). `--only
    single`, `mainplus3`, `governor`: one row of the pairs alone. `--only dispatch`:
@@ -225,6 +227,19 @@ def median_ci(values, level=0.95):
             break
         k += 1
     return (xs[k - 1], xs[n - k]) if k else (float("-inf"), float("inf"))
+
+
+def null_pairs(n, units):
+    """The harness against itself: pairs of two bare runs, read as the profiled rows are (the second run of even
+    pairs and the first of odd ones in the profiled run's place). What its median and interval show is the
+    method's own bias and noise on this box at this time, next to the rows it is run with."""
+    over = []
+    for i in range(n):
+        a, b = (child_result(start_child(False, units, 1, seed=i)) for _ in range(2))
+        over.append(100 * (b["cpu"] / a["cpu"] - 1) if i % 2 == 0 else 100 * (a["cpu"] / b["cpu"] - 1))
+    q, ci = quartiles(over), median_ci(over)
+    print(f"{'1 thread, bare against bare (the null)':<48} CPU {q[1]:+6.2f}% [{q[0]:+.2f}, {q[2]:+.2f}] "
+          f"(95% CI of the median {ci[0]:+.2f}..{ci[1]:+.2f})  (n={n})", flush=True)
 
 
 def pairs(name, n, units, threads, hz=100.0, budget=1.0, concurrent=False):
@@ -514,7 +529,7 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-long", action="store_true")
     ap.add_argument("--no-timers", action="store_true",
                     help="other threads' CPU from the ticks, not per-thread CPU timers (thread_cpu_timers=false)")
-    ap.add_argument("--only", choices=["pairs", "abba", "cost", "startup", "idle", "memory", "governor", "mainplus3",
+    ap.add_argument("--only", choices=["pairs", "null", "abba", "cost", "startup", "idle", "memory", "governor", "mainplus3",
                                        "rates", "single", "dispatch"],
                     action="append")
     args = ap.parse_args(argv)
@@ -528,6 +543,8 @@ def main(argv=None) -> int:
           f"units={args.units}", flush=True)
     ways = {"both": (True, False), "concurrent": (True,), "sequential": (False,)}[args.pairing]
     for concurrent in ways:
+        if ("pairs" in only or "null" in only) and not concurrent:
+            null_pairs(args.pairs, args.units)
         if "pairs" in only or "single" in only:
             pairs("1 thread, 100 Hz, budget 1%", args.pairs, args.units, 1, concurrent=concurrent)
         if "pairs" in only:

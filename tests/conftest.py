@@ -15,6 +15,15 @@ pytest_plugins = ["tests.servers"]
 os.environ.setdefault("DISABLE_GCS_PYTHON_CLIENT_OTEL_BUCKET_METADATA", "true")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _lazy_imports_before_servers():
+    """Imported before any test (and any server thread) runs: hypothesis imports this at the first `st.from_regex`,
+    under pytest's assertion rewriting (`ast.parse`), and CPython 3.11's ast module keeps one recursion counter for
+    all threads (gh-106905; see tests/servers.py): a clean-clone CI run failed that import mid-session with
+    "SystemError: AST constructor recursion depth mismatch"."""
+    import hypothesis.strategies._internal.regex  # noqa: F401
+
+
 @pytest.fixture(scope="session")
 def testdata() -> Path:
     return support.testdata_dir()
