@@ -203,6 +203,14 @@ def unlabelled(monkeypatch):
     monkeypatch.setitem(labels_module._state, "used", False)
 
 
+def assert_main_adds_up(batch, spent, elapsed, hz):
+    """The main thread's samples weigh the CPU it spent and the time it took, at a sample per signal."""
+    per_thread, _ = totals(batch)
+    assert per_thread["MainThread"][1] == pytest.approx(spent * 1e9, rel=0.10), (per_thread, spent)
+    assert per_thread["MainThread"][2] == pytest.approx(elapsed * 1e9, rel=0.15), (per_thread, elapsed)
+    assert batch.signal_samples >= 0.8 * spent * hz, batch._replace(tables=None)
+
+
 def test_one_app_thread_is_sampled_in_batches(unlabelled):
     """One app thread and no labels: the C handler records every signal and Python folds them about fifty at a
     time, each with its own CPU (the main thread's clock at the signal) and wall time, named where it was."""
@@ -221,10 +229,7 @@ def test_one_app_thread_is_sampled_in_batches(unlabelled):
     finally:
         sampler.stop()
     assert batched
-    per_thread, _ = totals(batch)
-    assert per_thread["MainThread"][1] == pytest.approx(spent * 1e9, rel=0.10), (per_thread, spent)
-    assert per_thread["MainThread"][2] == pytest.approx(elapsed * 1e9, rel=0.15), (per_thread, elapsed)
-    assert batch.signal_samples >= 0.8 * spent * 100, batch._replace(tables=None)
+    assert_main_adds_up(batch, spent, elapsed, 100)
     assert batch.ticks >= 0.8 * elapsed * 100, batch._replace(tables=None)
     assert sampler.handler_runs < batch.signal_samples / 4, (sampler.handler_runs, batch.signal_samples)
     shares = leaf_shares(batch)
@@ -285,13 +290,11 @@ def test_a_batch_is_half_a_second(unlabelled):
     finally:
         sampler.stop()
     assert batched
-    per_thread, _ = totals(batch)
-    assert per_thread["MainThread"][1] == pytest.approx(spent * 1e9, rel=0.10), (per_thread, spent)
-    assert per_thread["MainThread"][2] == pytest.approx(elapsed * 1e9, rel=0.15), (per_thread, elapsed)
-    assert batch.signal_samples >= 0.8 * spent * 20, batch._replace(tables=None)
+    assert_main_adds_up(batch, spent, elapsed, 20)
     # every 100 ms, as before: 20 runs for 40 samples
     assert runs <= batch.signal_samples / 6, (runs, batch.signal_samples)
     assert thread_ticks <= 0.1 * batch.ticks, (thread_ticks, batch._replace(tables=None))
+
 
 def test_batches_keep_the_cpu_of_long_c_calls(unlabelled):
     """A signal during a long C call is recorded at once, but the Python handler runs only when the call returns: the
