@@ -529,8 +529,8 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-long", action="store_true")
     ap.add_argument("--no-timers", action="store_true",
                     help="other threads' CPU from the ticks, not per-thread CPU timers (thread_cpu_timers=false)")
-    ap.add_argument("--only", choices=["pairs", "null", "abba", "cost", "startup", "idle", "memory", "governor", "mainplus3",
-                                       "rates", "single", "dispatch"],
+    ap.add_argument("--only", choices=["pairs", "null", "abba", "cost", "startup", "idle", "memory", "governor",
+                                       "mainplus3", "rates", "single", "dispatch"],
                     action="append")
     args = ap.parse_args(argv)
     if args.child:

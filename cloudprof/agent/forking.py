@@ -135,13 +135,13 @@ def _restart(parent) -> None:
 
     sampler = parent.sampler
     if sampler is not None:
-        sampler.forget_callbacks()
-    if sampler is not None and sampler.mode == "signal":
-        try:  # the parent's handler is inherited: put SIGPROF back so the new sampler can own it
-            signal.setitimer(signal.ITIMER_PROF, 0, 0)
-            signal.signal(signal.SIGPROF, sampler._prev_handler or signal.SIG_DFL)
-        except (OSError, ValueError):
-            pass
+        sampler.forget_callbacks()  # the parent's: they would fold the child's records into its tables
+        if sampler.mode == "signal":
+            try:  # the parent's handler is inherited: put SIGPROF back so the new sampler can own it
+                signal.setitimer(signal.ITIMER_PROF, 0, 0)
+                signal.signal(signal.SIGPROF, sampler._prev_handler or signal.SIG_DFL)
+            except (OSError, ValueError):
+                pass
     store = parent._store  # an explicit store object is reused; otherwise the child opens its own clients
     agent = lifecycle.Agent(parent.settings, clock=parent.clock, store=store, use_signal=parent._use_signal,
                             spool_dir=parent._spool_dir)

@@ -19,8 +19,9 @@ its first millisecond.
 The budget holds over time, not only step by step: CPU over the budget in one step
 (the first seconds' one-off costs: new code objects analysed, first pulls) is owed,
 and paid back by aiming the next steps under it (by a fifth of the debt a step, never
-below half the budget); a nearly idle step owes nothing. Judged step by step, a 0.25% budget ended a 5.5 s run at
-0.32% of the app's CPU: its first two seconds ran at the full rate.
+below half the budget; the debt is capped at five steps' budgets); a nearly idle step
+owes nothing. Judged step by step, a 0.25% budget ended 5.5 s runs at 0.30-0.33% of
+the app's CPU: their first two seconds ran at the full rate.
 """
 
 from __future__ import annotations

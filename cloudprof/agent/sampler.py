@@ -339,7 +339,7 @@ class Sampler:
         self._period_mark = now
         exits.install()
         on_first_use(self._labels_coming)
-        tasks.on_loop_start(self._loop_coming)
+        tasks.on_loop_start(self._labels_may_change)
         self._labelled = may_change()
         self._ended = exits.watch()
         for ident in sys._current_frames():
@@ -406,7 +406,7 @@ class Sampler:
         """No more calls at the first labels or a loop's start (at stop, or a forked child's copy of this sampler,
         whose threads are gone: it must not fold the child's records into its tables)."""
         off_first_use(self._labels_coming)
-        tasks.off_loop_start(self._loop_coming)
+        tasks.off_loop_start(self._labels_may_change)
 
     def _hook_copies(self) -> None:
         """Where the main thread was at each signal, not where the handler runs (see _threadcpu.hook_main)."""
@@ -449,11 +449,11 @@ class Sampler:
             finally:
                 self._tbusy = False
                 self._tick_lock.release()
-        self._loop_coming()
+        self._labels_may_change()
 
-    def _loop_coming(self) -> None:
-        """An event loop is about to run in this thread (each task is a `task_name`), or the first labels to apply:
-        in the main thread, the batch ends with the labels of before."""
+    def _labels_may_change(self) -> None:
+        """An event loop was set to run in this thread (each task is a `task_name`), or the first labels are about
+        to apply: in the main thread, the batch ends with the labels of before."""
         if self._batched and not self._in_handler and threading.get_ident() == self._main_ident:
             self._in_handler = True  # a signal meanwhile leaves its record to the next handler
             try:
