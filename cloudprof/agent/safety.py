@@ -1,8 +1,10 @@
 """Safety switches: stop the agent, never the app, on a kill-switch file, a blown CPU budget or a memory cap.
 
 Every half second the sampler's thread, at a wake-up it has anyway, runs a round
-of checks (`Watchdog.step`): one `os.stat` of the kill-switch file (about a
-microsecond), the agent's own CPU against the rest of the process over the last
+of checks (`Watchdog.step`): one stat of the kill-switch file (the sampler's
+thread makes it as its wait ends, before it takes the GIL back; an `os.stat`
+here would let go of the GIL again and, next to a busy main thread, wait for it
+once more: about 110 us of CPU a round on this VM), the agent's own CPU against the rest of the process over the last
 BUDGET_SPAN_S, and an estimate of the agent's memory (sample tables sized from a
 few sampled keys, plus the upload queue). A thread of its own would cost a wake-up
 and a GIL hand-off each round, 100-300 us of CPU next to a busy main thread. Any
@@ -106,16 +108,18 @@ class Watchdog:
         self._marks = [(time.monotonic_ns(), sampler.agent_cpu_ns() + getattr(self.agent, "build_cpu_ns", 0),
                         process_cpu_ns())]
         sampler.checks = sampler.checks + (self.step,)
+        sampler.watch_path = self.kill_file
         return self
 
     def stop(self) -> None:
         sampler = self.agent.sampler
         if sampler is not None:
             sampler.checks = tuple(c for c in sampler.checks if c != self.step)
+            sampler.watch_path = None
 
     def check(self) -> str:
         """One round of checks; the reason to stop, or ""."""
-        if self.kill_file and os.path.exists(self.kill_file):
+        if self.kill_file and self._kill_file_there():
             return f"kill switch file {self.kill_file}"
         memory = agent_memory_bytes(self.agent)
         self.peak_memory = max(self.peak_memory, memory)
@@ -141,6 +145,12 @@ class Watchdog:
             if share > self.max_share_pct:
                 return f"agent CPU {share:.1f}% of the app's, over {self.max_share_pct:g}% (10x the budget)"
         return ""
+
+    def _kill_file_there(self) -> bool:
+        """Looked up by the sampler's thread as its wait ended, without the GIL, where it could; else here (a GIL
+        release, which next to a busy main thread costs a second hand-off in the round)."""
+        seen = getattr(self.agent.sampler, "path_seen", None)
+        return os.path.exists(self.kill_file) if seen is None else seen
 
     def step(self) -> None:
         """One round, on the sampler's thread. A trip stops the agent from a thread of its own: stopping joins

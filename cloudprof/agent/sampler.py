@@ -165,11 +165,20 @@ def signal_unavailable_reason() -> str:
     if threading.current_thread() is not threading.main_thread():
         return "started outside the main thread"
     current = signal.getsignal(signal.SIGPROF)
-    if current not in (signal.SIG_DFL, signal.SIG_IGN):
+    if current not in (signal.SIG_DFL, signal.SIG_IGN) and _stopped_sampler(current) is None:
         return "SIGPROF is owned by the application"
     if signal.getitimer(signal.ITIMER_PROF) != (0.0, 0.0):
         return "ITIMER_PROF is in use by the application"
     return ""
+
+
+def _stopped_sampler(handler):
+    """The stopped Sampler whose handler `handler` is: one stopped from another thread than the main one (the safety
+    switch's) could not put the previous handler back, and left its own installed, inert."""
+    owner = getattr(handler, "__self__", None)
+    if getattr(handler, "__func__", None) is Sampler._on_signal and not owner._active:
+        return owner
+    return None
 
 
 def timers_unavailable_reason() -> str:
@@ -312,6 +321,10 @@ class Sampler:
         self._last_tick = 0
         self._last_handler_tick = 0
         self.checks: tuple = ()  # callables run by the sampler thread every _CHECK_NS (safety.Watchdog.step)
+        # A path the thread stats as its watch ends, without the GIL (the kill-switch file), and what it found
+        # for the round that follows: None when this wake-up did not look (the check looks itself).
+        self.watch_path: str | None = None
+        self.path_seen: bool | None = None
         # counters since start; drain() reports deltas
         self.ticks = 0
         self.signal_samples = 0
@@ -356,6 +369,9 @@ class Sampler:
         if not self.reason:
             try:
                 self._prev_handler = signal.signal(signal.SIGPROF, self._on_signal)
+                stopped = _stopped_sampler(self._prev_handler)
+                if stopped is not None:
+                    self._prev_handler = stopped._prev_handler
                 signal.siginterrupt(signal.SIGPROF, False)  # SA_RESTART: spare C extensions' syscalls an EINTR
                 self._hook_copies()
                 self._main_cpu_mark = time.thread_time_ns()
@@ -1421,6 +1437,7 @@ class Sampler:
                         check()
                     except Exception:  # noqa: BLE001 - a broken check must not stop the sampling
                         self.errors += 1
+                self.path_seen = None
                 if self._walls and not self._fill:
                     # The handlers take the ticks: a look at the threads now and then (new ones, ended ones, the
                     # timers' samples; a busy app whose wall ticks were slowed while it idled) is left to do here.
@@ -1475,7 +1492,9 @@ class Sampler:
             else:
                 wake = min(now + _WATCH_NS, next_check)
                 if self._copies:  # see _threadcpu.watch: no tick for 4 tick periods, and the thread fills in
-                    if _threadcpu.watch(self._tick_period_ns * 4, wake - now):
+                    idle, seen = _threadcpu.watch(self._tick_period_ns * 4, wake - now, self.watch_path)
+                    self.path_seen = None if idle else seen
+                    if idle:
                         self._fill = True
                         fill_mark = (clock.monotonic_ns(), self._covered_ticks())
                     if self._stop.is_set():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 import pytest
 
@@ -27,11 +28,35 @@ def s3(moto_server, fault_proxy):
     return store, moto_server.client(), bucket, fault_proxy
 
 
+_started: list[Uploader] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_uploaders():
+    """A test that fails half-way must not leave its worker retrying into the next tests (which count threads)."""
+    yield
+    while _started:
+        _started.pop().close(timeout=0.5)
+
+
 def _uploader(store, tmp_path, **kwargs) -> Uploader:
     options = dict(spool_dir=str(tmp_path / "spool"), backoff_base=0.01, backoff_max=0.1,
                    spool_after_failures=2, poll_interval=0.02)
     options.update(kwargs)
-    return Uploader(store, **options).start()
+    up = Uploader(store, **options).start()
+    _started.append(up)
+    return up
+
+
+def _until(up, **least) -> dict:
+    """Wait (10 s at most) until each named counter reaches its value; the counters then. A slow box makes each
+    failed attempt slower, not fewer: the tests count attempts, not time."""
+    deadline = time.monotonic() + 10.0
+    while True:
+        counters = up.counters()
+        if all(counters[name] >= value for name, value in least.items()) or time.monotonic() > deadline:
+            return counters
+        time.sleep(0.02)
 
 
 def _keys(client, bucket) -> list[str]:
@@ -78,9 +103,9 @@ def test_storage_down_then_back(s3, tmp_path):
     profiles = _profiles()
     for key, data in profiles[: N // 2]:
         assert up.submit(key, data, {"service": "svc"})
-    assert up.flush(0.5) is False
-    counters = up.counters()
+    counters = _until(up, spool_files=N // 2)
     assert counters["spool_files"] == N // 2 and counters["uploaded"] == 0
+    assert up.flush(0.1) is False
     down.clear()
     for key, data in profiles[N // 2:]:
         assert up.submit(key, data, {"service": "svc"})
@@ -147,8 +172,8 @@ def test_denied_access_logs_one_line_and_spools(s3, tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="cloudprof.uploader"):
         for key, data in profiles:
             assert up.submit(key, data)
-        assert up.flush(0.5) is False
-        counters = up.counters()
+        counters = _until(up, failed_auth=3, spool_files=N)
+        assert up.flush(0.1) is False
         assert counters["failed_auth"] >= 3  # it kept trying ...
         lines = [r.getMessage() for r in caplog.records if r.name == "cloudprof.uploader"]
         assert len(lines) == 1, lines  # ... and said so once
@@ -172,10 +197,10 @@ def test_missing_credentials_log_one_line(moto_server, tmp_path, monkeypatch, ca
     with caplog.at_level(logging.WARNING, logger="cloudprof.uploader"):
         for key, data in _profiles(4):
             assert up.submit(key, data)
-        assert up.flush(0.4) is False
+        counters = _until(up, failed_auth=2, spool_files=4)
+        assert up.flush(0.1) is False
     lines = [r.getMessage() for r in caplog.records if r.name == "cloudprof.uploader"]
     assert len(lines) == 1 and "no AWS credentials" in lines[0], lines
-    counters = up.counters()
     assert counters["failed_auth"] >= 2 and counters["spool_files"] == 4
     up.close(timeout=0.2)
 
@@ -232,8 +257,8 @@ def test_gcs_down_then_back(fake_gcs, tmp_path):
         profiles = _profiles(8)
         for key, data in profiles[:4]:
             assert up.submit(key, data, {"service": "svc"})
-        assert up.flush(0.5) is False
-        assert up.counters()["spool_files"] == 4
+        assert _until(up, spool_files=4)["spool_files"] == 4
+        assert up.flush(0.1) is False
         down.clear()
         for key, data in profiles[4:]:
             assert up.submit(key, data, {"service": "svc"})
@@ -258,8 +283,8 @@ def test_nothing_listening_then_back(s3, tmp_path):
     profiles = _profiles(6)
     for key, data in profiles[:3]:
         assert up.submit(key, data)
-    assert up.flush(0.5) is False
-    assert up.counters()["spool_files"] == 3
+    assert _until(up, spool_files=3)["spool_files"] == 3
+    assert up.flush(0.1) is False
     proxy.accept()
     for key, data in profiles[3:]:
         assert up.submit(key, data)

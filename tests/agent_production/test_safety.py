@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -10,7 +11,7 @@ import uuid
 import pytest
 
 import cloudprof
-from cloudprof.agent import current
+from cloudprof.agent import current, safety
 from cloudprof.pprof import decode
 from cloudprof.storage import open_store
 from tests.agent_production import helpers
@@ -56,8 +57,17 @@ def stopped():
     return current() is None and not agent_threads()
 
 
-def test_kill_switch_file_stops_the_agent_within_a_second(tmp_path, store_url):
+def test_kill_switch_file_stops_the_agent_within_a_second(tmp_path, store_url, monkeypatch):
     kill = tmp_path / "cloudprof.kill"
+    looked = []  # the threads that looked for the file with os.path.exists
+    exists = os.path.exists
+
+    def counted(path):
+        if path == str(kill):
+            looked.append(threading.current_thread().name)
+        return exists(path)
+
+    monkeypatch.setattr(safety.os.path, "exists", counted)
     assert cloudprof.start(enabled=True, service="safety-kill", storage=store_url, kill_switch_file=str(kill),
                            strict=True)
     agent = current()
@@ -65,7 +75,7 @@ def test_kill_switch_file_stops_the_agent_within_a_second(tmp_path, store_url):
     touched = {}
 
     def touch(elapsed):
-        if elapsed > 0.5 and not touched:
+        if elapsed > 1.5 and not touched:
             kill.touch()
             touched["at"] = time.monotonic()
 
@@ -74,6 +84,9 @@ def test_kill_switch_file_stops_the_agent_within_a_second(tmp_path, store_url):
     assert at - touched["at"] < 1.0
     assert agent.watchdog.tripped.startswith("kill switch")
     assert signal.getitimer(signal.ITIMER_PROF) == (0.0, 0.0)
+    # Next to the busy main thread the sampler's thread stat'd the file as its waits ended, before taking the GIL
+    # back (at most its first round, before the handler ticked, looked here): 4 rounds went by before the touch.
+    assert looked.count("cloudprof-sampler") <= 1, looked
     # The app carries on, labels included, with the agent gone.
     with cloudprof.labels(endpoint="/after"):
         assert app_step() == EXPECTED_STEP
@@ -81,6 +94,13 @@ def test_kill_switch_file_stops_the_agent_within_a_second(tmp_path, store_url):
     assert cloudprof.start(enabled=True, service="safety-kill", storage=store_url, kill_switch_file=str(kill))
     _, at = run_app_until(stopped, 2.0)
     assert at is not None
+    # Stopped from a thread of their own, they could not put SIGPROF's handler back (only the main thread may):
+    # the next agent takes the signal over from their inert one, as it would from the default.
+    kill.unlink()
+    assert cloudprof.start(enabled=True, service="safety-kill", storage=store_url, kill_switch_file=str(kill))
+    assert (current().sampler.mode, current().sampler.reason) == ("signal", "")
+    cloudprof.stop(flush=False)
+    assert signal.getsignal(signal.SIGPROF) in (signal.SIG_DFL, signal.SIG_IGN)
 
 
 def _deep(depth, ready, release):
