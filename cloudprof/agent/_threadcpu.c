@@ -325,9 +325,9 @@ static inline int shown(PyThreadState *ts, _PyInterpreterFrame *f, view_t *v, in
  * call left on the C stack, mostly right (the same generator's last resumption), not always (one timer sample in
  * about 7,500 of a generator-heavy thread had no frame). A generator resumed there already heads the chain, running,
  * its frame linked to its caller (gen_send_ex2 does both before it enters the loop). (A loop entered from C under a
- * running generator, not resuming it, shows that generator's frame, an ancestor of the one entered.) A chain item that is not a
- * generator's (Cython's coroutines push their own) is told by the type, read on a copy since the object would not
- * start where a PyGenObject's would. */
+ * running generator, not resuming it, shows that generator's frame, an ancestor of the one entered.) A chain item
+ * that is not a generator's (Cython's coroutines push their own) is told by the type, read on a copy since the
+ * object would not start where a PyGenObject's would. */
 static _PyInterpreterFrame *resumed_generator(PyThreadState *ts)
 {
     const _PyErr_StackItem *e = ts->exc_info;
@@ -344,9 +344,9 @@ static _PyInterpreterFrame *resumed_generator(PyThreadState *ts)
 /* The thread's newest frame that can be read, into `v`: the one its cframe names, or, when that is not a frame (the
  * few instructions at an eval loop's entry, where `current_frame` is not set yet: a generator's every resumption
  * runs one), the caller's, which the previous cframe names. That cframe is linked before the new one is made current
- * in source order, but the compiler may store them the other way: the link is read with safe_copy. Failing both, a
- * generator being resumed (resumed_generator). `*top` is set to the frame found, which a later walk of the same stack
- * may start from unchecked. */
+ * in source order, but the compiler may store them the other way (3.11.7's build does, see resumed_generator): the
+ * link is read with safe_copy. Failing both, a generator being resumed (resumed_generator). `*top` is set to the
+ * frame found, which a later walk of the same stack may start from unchecked. */
 static int top_shown(PyThreadState *ts, view_t *v, int *budget, _PyInterpreterFrame **top)
 {
     _PyCFrame *cf = ts->cframe;
@@ -828,8 +828,9 @@ static PyObject *py_unhook_main(PyObject *self, PyObject *noargs)
     Py_RETURN_NONE;
 }
 
-/* watch(quiet_ns, timeout_ns[, path]) -> idle: True as soon as neither a tick (any handler's, or Python's: wall_mark) nor a record
- * of the main thread came for quiet_ns; False at the timeout, or once unhook_main ran. The sampler thread waits here
+/* watch(quiet_ns, timeout_ns[, path]) -> (idle, ...): idle is True as soon as neither a tick (any handler's, or
+ * Python's: wall_mark) nor a record of the main thread came for quiet_ns; False at the timeout, or once unhook_main
+ * ran. The sampler thread waits here
  * without the GIL while the handlers take the ticks, and fills in the moment they stop (the app blocked or idle):
  * looking only every half second, it had left a wait of up to that long to the next handler tick, at the stack the
  * thread ran next. It is not woken while they tick (see watch_push): on this VM each wake-up of a thread costs
