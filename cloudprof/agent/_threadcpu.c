@@ -830,10 +830,9 @@ static PyObject *py_unhook_main(PyObject *self, PyObject *noargs)
 
 /* watch(quiet_ns, timeout_ns[, path]) -> (idle, ...): idle is True as soon as neither a tick (any handler's, or
  * Python's: wall_mark) nor a record of the main thread came for quiet_ns; False at the timeout, or once unhook_main
- * ran. The sampler thread waits here
- * without the GIL while the handlers take the ticks, and fills in the moment they stop (the app blocked or idle):
- * looking only every half second, it had left a wait of up to that long to the next handler tick, at the stack the
- * thread ran next. It is not woken while they tick (see watch_push): on this VM each wake-up of a thread costs
+ * ran. The sampler thread waits here without the GIL while the handlers take the ticks, and fills in the moment
+ * they stop (the app blocked or idle): looking only every half second, it had left a wait of up to that long to the
+ * next handler tick, at the stack the thread ran next. It is not woken while they tick (see watch_push): on this VM each wake-up of a thread costs
  * about 30 us of its CPU, so a look every 20 ms would cost 0.13% of a core.
  * With `path` it returns (idle, whether `path` exists), stat'd as it ends, still without the GIL: the safety
  * watchdog's kill-switch file, whose os.path.exists would let go of the GIL again right after the wake-up, and next

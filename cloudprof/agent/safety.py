@@ -5,8 +5,8 @@ of checks (`Watchdog.step`): one stat of the kill-switch file (the sampler's
 thread makes it as its wait ends, before it takes the GIL back; an `os.stat`
 here would let go of the GIL again and, next to a busy main thread, wait for it
 once more: about 110 us of CPU a round on this VM), the agent's own CPU against
-the rest of the process over the last BUDGET_SPAN_S, and an estimate of the agent's memory (sample tables sized from a
-few sampled keys, plus the upload queue). A thread of its own would cost a wake-up
+the rest of the process over the last BUDGET_SPAN_S, and an estimate of the agent's
+memory (sample tables sized from a few sampled keys, plus the upload queue). A thread of its own would cost a wake-up
 and a GIL hand-off each round, 100-300 us of CPU next to a busy main thread. Any
 check tripping stops the agent within about a second: sampling, windows and the
 uploader (from a short-lived thread, since stopping joins the sampler's); a breach
