@@ -602,8 +602,9 @@ out:
  *
  * Every signal chains to Python's handler, unless Python asked for batches (main_mode: one app thread, no labels
  * that change between requests): then only the first signal `chain_ns` after the previous chain does, or one whose
- * walk failed, or one that finds the ring half full. The Python handler folds the records it finds with
- * main_pull(). A Python handler run costs ~15 us in a real signal (cold caches), a record's fold 2-10 us.
+ * walk failed, or one that finds the ring half full. The Python handler folds the records it finds: main_fold() when
+ * batched, main_pull() otherwise. A Python handler run costs ~15 us in a real signal (cold caches), a record's fold
+ * 2-10 us.
  *
  * A signal taken while Python's handler runs (its code, `handler_code`, on the stack) is the agent's: no record.
  * The handler ends with main_skip(): the next record's weight leaves out the handler's own CPU. */
@@ -889,6 +890,17 @@ static PyObject *py_watch(PyObject *self, PyObject *args)
 }
 
 static PyObject *frames_tuple(const uint64_t *f, int n, int cut, PyObject **codes);
+static int frame_parts(const uint64_t *f, int i, int n, PyObject **id, PyObject **off);
+static PyObject *py_intern_key(PyObject *self, PyObject *key);
+
+/* A record as main_pull gives it: (weight_ns, monotonic_ns, (code id, offset, ...) or None, {code id: code} or None) */
+static PyObject *record_tuple(const main_rec_t *r)
+{
+    PyObject *frames = Py_None, *codes = Py_None;
+    if (r->n > 0 && (frames = frames_tuple(r->frames, r->n, r->cut, &codes)) == NULL)
+        return NULL;
+    return Py_BuildValue(r->n > 0 ? "(LLNN)" : "(LLOO)", r->weight, r->mono, frames, codes);
+}
 
 /* main_pull() -> [(weight_ns, monotonic_ns, (code id, offset, ...) or None, {code id: code} or None), ...]: the records
  * since the previous pull, oldest first (None: the walk found no frame to show). The code objects are the caller's
@@ -906,13 +918,7 @@ static PyObject *py_main_pull(PyObject *self, PyObject *noargs)
     main_pulling = 1;
     atomic_signal_fence(memory_order_seq_cst);
     for (; tail != head; tail++) {
-        main_rec_t *r = MAIN_REC(tail);
-        PyObject *frames = Py_None, *codes = Py_None, *item;
-        if (r->n > 0 && (frames = frames_tuple(r->frames, r->n, r->cut, &codes)) == NULL) {
-            Py_CLEAR(out);
-            break;
-        }
-        item = Py_BuildValue(r->n > 0 ? "(LLNN)" : "(LLOO)", r->weight, r->mono, frames, codes);
+        PyObject *item = record_tuple(MAIN_REC(tail));
         if (item == NULL || PyList_Append(out, item) < 0) {
             Py_XDECREF(item);
             Py_CLEAR(out);
@@ -925,6 +931,206 @@ static PyObject *py_main_pull(PyObject *self, PyObject *noargs)
     atomic_signal_fence(memory_order_seq_cst);
     main_pulling = 0;
     return out;
+}
+
+/* The per-fold memo of site_at's answers, by (code, offset): within one fold nothing can change them. */
+#define SITE_MEMO 64
+typedef struct {
+    uint64_t code;
+    long lasti;
+    PyObject *site; /* a new reference; NULL: empty */
+} site_memo_t;
+
+/* site_at(code, offset) for a record's leaf: None, or (name, offset) of the C callee it was in. An exception is
+ * cleared and counted in *failed: the record is folded without the callee. A new reference. */
+static PyObject *leaf_site(PyObject *site_at, site_memo_t *memo, uint64_t addr, PyObject *code, PyObject *off,
+                           long *failed)
+{
+    long lasti = PyLong_AsLong(off);
+    site_memo_t *m = &memo[((addr >> 4) ^ (uint64_t)lasti * 31u) % SITE_MEMO];
+    if (m->site != NULL && m->code == addr && m->lasti == lasti)
+        return Py_NewRef(m->site);
+    PyObject *site = PyObject_CallFunctionObjArgs(site_at, code, off, NULL);
+    if (site == NULL || (site != Py_None && !(PyTuple_Check(site) && PyTuple_GET_SIZE(site) == 2))) {
+        Py_XDECREF(site);
+        PyErr_Clear();
+        ++*failed;
+        site = Py_NewRef(Py_None);
+    }
+    Py_XSETREF(m->site, Py_NewRef(site));
+    m->code = addr;
+    m->lasti = lasti;
+    return site;
+}
+
+/* Add (1, weight, wall) to a stored [samples, cpu_ns, wall_ns]. */
+static int add_counts(PyObject *acc, long long weight, long long wall)
+{
+    long long add[3] = {1, weight, wall};
+    if (!PyList_Check(acc) || PyList_GET_SIZE(acc) != 3) {
+        PyErr_SetString(PyExc_TypeError, "a stack's counts must be a list of 3 ints");
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < 3; i++) {
+        long long now = PyLong_AsLongLong(PyList_GET_ITEM(acc, i));
+        PyObject *sum = now == -1 && PyErr_Occurred() ? NULL : PyLong_FromLongLong(now + add[i]);
+        if (sum == NULL)
+            return -1;
+        PyList_SetItem(acc, i, sum);
+    }
+    return 0;
+}
+
+/* One record with frames into `stacks` and `codes`, as stacks.record_copy folds it without a frame to read: the
+ * leaf's C callee from site_at, the stack cut at max_depth. `parts` and `held` have room for n frames. */
+static int fold_record(const main_rec_t *r, PyObject *stacks, PyObject *codes, PyObject *labels, PyObject *site_at,
+                       int max_depth, long long wall, site_memo_t *memo, PyObject **parts, PyObject **held,
+                       long *failed)
+{
+    int n = r->n, done = 0, rc = -1;
+    PyObject *site = NULL, *key = NULL, *zero = PyLong_FromLong(0), *minus_one = PyLong_FromLong(-1); /* cached ints */
+    for (; done < n; done++) {
+        if (frame_parts(r->frames, done, n, &parts[2 * done], &parts[2 * done + 1]) < 0)
+            goto end;
+        /* an accepted code: `known` holds it now, and these references keep it while site_at may let go of the
+         * GIL (forget_codes, in another thread) */
+        held[done] = PyLong_CheckExact(parts[2 * done]) && r->frames[2 * done] != 0
+            ? Py_NewRef((PyObject *)(uintptr_t)r->frames[2 * done]) : NULL;
+    }
+    site = held[0] == NULL ? Py_NewRef(Py_None)
+        : leaf_site(site_at, memo, r->frames[0], held[0], parts[1], failed);
+    int named = site != Py_None, m = n + named, cut = r->cut || m > max_depth;
+    if (m > max_depth)
+        m = max_depth;
+    if ((key = PyTuple_New(1 + 2 * m + 2 * cut)) == NULL)
+        goto end;
+    PyTuple_SET_ITEM(key, 0, Py_NewRef(labels));
+    Py_ssize_t at = 1;
+    for (int k = 0; k < m; k++) { /* named: (name, 0), (leaf code, the call's offset), then the callers, as record_copy */
+        PyObject *id, *off;
+        if (named && k < 2) {
+            id = k == 0 ? PyTuple_GET_ITEM(site, 0) : parts[0];
+            off = k == 0 ? zero : PyTuple_GET_ITEM(site, 1);
+        }
+        else {
+            id = parts[2 * (k - named)];
+            off = parts[2 * (k - named) + 1];
+        }
+        PyTuple_SET_ITEM(key, at++, Py_NewRef(id));
+        PyTuple_SET_ITEM(key, at++, Py_NewRef(off));
+    }
+    if (cut) {
+        PyTuple_SET_ITEM(key, at++, Py_NewRef(zero));
+        PyTuple_SET_ITEM(key, at++, Py_NewRef(minus_one));
+    }
+    PyObject *acc = PyDict_GetItemWithError(stacks, key);
+    if (acc != NULL) {
+        rc = add_counts(acc, r->weight, wall);
+        goto end;
+    }
+    if (PyErr_Occurred())
+        goto end;
+    PyObject *stored = py_intern_key(NULL, key), *counts = Py_BuildValue("[iLL]", 1, r->weight, wall);
+    int added = stored != NULL && counts != NULL ? PyDict_SetItem(stacks, stored, counts) : -1;
+    Py_XDECREF(stored);
+    Py_XDECREF(counts);
+    if (added < 0)
+        goto end;
+    for (int i = 0; i < m - named; i++) /* the codes the key names (a truncated key, not the ones cut) */
+        if (held[i] != NULL && PyDict_SetItem(codes, parts[2 * i], held[i]) < 0)
+            goto end;
+    rc = 0;
+end:
+    for (int i = 0; i < done; i++) {
+        Py_DECREF(parts[2 * i]);
+        Py_DECREF(parts[2 * i + 1]);
+        Py_XDECREF(held[i]);
+    }
+    Py_XDECREF(site);
+    Py_XDECREF(key);
+    Py_DECREF(zero);
+    Py_DECREF(minus_one);
+    return rc;
+}
+
+/* main_fold(stacks, codes, labels, site_at, max_depth, keep_newest, half_ns, last_tick, walls)
+ *   -> (records, weight_ns, ticks, last_tick, [(weight_ns, wall_ns), ...], newest, failed)
+ * The batch's records since the previous pull folded here, oldest first, as main_pull and stacks.record_copy with
+ * no frame would (a record's fold in Python cost about 12 us on this VM, most of a batched handler's time).
+ *
+ * With half_ns > 0 each record half a tick period or more after the previous tick (last_tick) is a tick, as
+ * Sampler._claim_tick takes it: `ticks` of them, the newest at the returned last_tick. `walls`: the handlers' wall
+ * ticks share the tick time (wall_mark). The records the walk found no frame for are returned as (weight, wall),
+ * for the caller to place. With keep_newest the newest record is left out and returned as main_pull gives it
+ * (None if there is none), for the caller to name from the frame where its handler runs. `failed`: records lost to
+ * an error, or folded without their leaf's callee because site_at raised. One reader at a time, as main_pull. */
+static PyObject *py_main_fold(PyObject *self, PyObject *args)
+{
+    PyObject *stacks, *codes, *labels, *site_at;
+    int max_depth, keep_newest, walls;
+    long long half, last;
+    if (!PyArg_ParseTuple(args, "O!O!OOipLLp", &PyDict_Type, &stacks, &PyDict_Type, &codes, &labels, &site_at,
+                          &max_depth, &keep_newest, &half, &last, &walls))
+        return NULL;
+    PyObject *frameless = PyList_New(0), *newest = NULL;
+    PyObject **parts = PyMem_Malloc(sizeof(PyObject *) * 3 * (size_t)(prof_depth + 1));
+    if (frameless == NULL || parts == NULL) {
+        Py_XDECREF(frameless);
+        PyMem_Free(parts);
+        return PyErr_NoMemory();
+    }
+    long long weight = 0;
+    long records = 0, ticks = 0, failed = 0;
+    site_memo_t memo[SITE_MEMO] = {{0}};
+    if (main_pulling) /* see main_pull */
+        goto done;
+    main_pulling = 1;
+    atomic_signal_fence(memory_order_seq_cst);
+    unsigned long tail = atomic_load(&main_tail), head = atomic_load(&main_head);
+    unsigned long end = keep_newest && head != tail ? head - 1 : head;
+    for (; tail != end; tail++) {
+        const main_rec_t *r = MAIN_REC(tail);
+        long long wall = 0;
+        if (half > 0 && r->mono - last >= half) {
+            long long marked = atomic_load(&wall_last);
+            while (marked < r->mono && !atomic_compare_exchange_weak(&wall_last, &marked, r->mono))
+                ;
+            watch_push(r->mono);
+            if (walls && marked > last)
+                last = marked;
+            wall = r->mono - last;
+            wall = wall < 0 ? 0 : wall < MAX_WALL_NS ? wall : MAX_WALL_NS;
+            last = r->mono;
+            ticks++;
+        }
+        weight += r->weight;
+        records++;
+        PyObject *item = NULL;
+        if (r->n == 0) {
+            item = Py_BuildValue("(LL)", r->weight, wall);
+            if (item == NULL || PyList_Append(frameless, item) < 0)
+                failed++;
+        }
+        else if (fold_record(r, stacks, codes, labels, site_at, max_depth, wall, memo, parts, parts + 2 * prof_depth,
+                             &failed) < 0) {
+            failed++;
+        }
+        Py_XDECREF(item);
+        PyErr_Clear();
+        atomic_store(&main_tail, tail + 1);
+    }
+    if (tail != head && (newest = record_tuple(MAIN_REC(tail))) != NULL)
+        atomic_store(&main_tail, tail + 1);
+    else if (tail != head)
+        failed++, PyErr_Clear(); /* left for the next pull */
+    atomic_signal_fence(memory_order_seq_cst);
+    main_pulling = 0;
+done:
+    for (int i = 0; i < SITE_MEMO; i++)
+        Py_XDECREF(memo[i].site);
+    PyMem_Free(parts);
+    return Py_BuildValue("(lLlLNNl)", records, weight, ticks, last, frameless, newest ? newest : Py_NewRef(Py_None),
+                         failed);
 }
 
 /* main_skip(ns, add) -> (this C handler's CPU so far, the new mark), at the end of Python's handler: the next
@@ -1239,6 +1445,25 @@ static PyObject *code_id(uint64_t addr, int line)
     return PyUnicode_FromString("<code gone before it was named>");
 }
 
+/* The key parts of a copied stack's frame i (i == n: the truncation mark), new references: the code id (an int, or
+ * a str for a code gone before it was named) and the offset. */
+static int frame_parts(const uint64_t *f, int i, int n, PyObject **id, PyObject **off)
+{
+    if (i == n || f[2 * i] == 0) { /* the truncation mark */
+        *id = PyLong_FromLong(0);
+        *off = PyLong_FromLong(-1);
+    } else {
+        *id = code_id(f[2 * i], (int)(int32_t)(f[2 * i + 1] >> 32));
+        *off = PyLong_FromLong((long)(uint32_t)f[2 * i + 1]);
+    }
+    if (*id == NULL || *off == NULL) {
+        Py_CLEAR(*id);
+        Py_CLEAR(*off);
+        return -1;
+    }
+    return 0;
+}
+
 /* (code id, offset, ...) of a copied stack: n frames, then (0, -1) if it was cut (drain's records, main_pull);
  * with `codes`, also a dict {code id: code object} of its frames (a code gone before it was named is not in it). */
 static PyObject *frames_tuple(const uint64_t *f, int n, int cut, PyObject **codes)
@@ -1252,16 +1477,7 @@ static PyObject *frames_tuple(const uint64_t *f, int n, int cut, PyObject **code
     }
     for (int i = 0; i < n + cut; i++) {
         PyObject *id, *off;
-        if (i == n || f[2 * i] == 0) { /* the truncation mark */
-            id = PyLong_FromLong(0);
-            off = PyLong_FromLong(-1);
-        } else {
-            id = code_id(f[2 * i], (int)(int32_t)(f[2 * i + 1] >> 32));
-            off = PyLong_FromLong((long)(uint32_t)f[2 * i + 1]);
-        }
-        if (id == NULL || off == NULL) {
-            Py_XDECREF(id);
-            Py_XDECREF(off);
+        if (frame_parts(f, i, n, &id, &off) < 0) {
             Py_DECREF(frames);
             if (codes != NULL)
                 Py_CLEAR(*codes);
@@ -1518,6 +1734,9 @@ static PyMethodDef methods[] = {
      "hook_main(max_depth, handler_code_id): record the main thread's frames at each SIGPROF"},
     {"unhook_main", py_unhook_main, METH_NOARGS, "SIGPROF to Python's handler alone again"},
     {"main_pull", py_main_pull, METH_NOARGS, "[(weight_ns, monotonic_ns, frames or None, codes or None), ...] since the last pull"},
+    {"main_fold", py_main_fold, METH_VARARGS,
+     "main_fold(stacks, codes, labels, site_at, max_depth, keep_newest, half_ns, last_tick, walls) -> (records, "
+     "weight_ns, ticks, last_tick, [(weight_ns, wall_ns) of frameless ones], newest or None, failed)"},
     {"main_skip", py_main_skip, METH_VARARGS, "main_skip(ns, add) -> (C handler ns, mark): where the next record's weight starts"},
     {"main_last", py_main_last, METH_NOARGS, "monotonic ns of the newest record"},
     {"main_pending", py_main_pending, METH_NOARGS, "records not pulled yet"},

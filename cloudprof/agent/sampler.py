@@ -106,6 +106,7 @@ from cloudprof.agent.clocks import SYSTEM_CLOCK, Clock, process_cpu_ns, thread_c
 from cloudprof.agent.fairness import ThreadPicker
 from cloudprof.agent.governor import Governor
 from cloudprof.agent.labels import current_extra, may_change, off_first_use, on_first_use, tick_labels
+from cloudprof.agent.native import site_at
 from cloudprof.agent.stacks import StackTable, intern_key, record, record_copy, where_cpu_went
 
 try:
@@ -586,9 +587,10 @@ class Sampler:
             # The threads tick (no handler does): a tick now ends the window at its end. Behind busy threads the
             # previous one may be 100 ms back, and its wall time went to the next window's first tick.
             self._thread_tick(self.clock.monotonic_ns())
-        # The main thread's records not folded yet are this window's (taken now: their code objects come with
-        # them, and the catch-up below lets go of the codes named so far).
-        records = _threadcpu.main_pull() if self._batched and not nested else None
+        # The main thread's records not folded yet are this window's (folded now: the catch-up below lets go of
+        # the codes named so far).
+        if self._batched and not nested:
+            self._fold_pending(self._mtable)
         xtable = self._catch_up(self._ttable, 0.0 if nested else 0.5, window_end=True)
         mtable, self._mtable = self._mtable, _MainTable()
         htable, self._htable = self._htable, StackTable()
@@ -596,8 +598,6 @@ class Sampler:
         deadline = time.monotonic() + 0.5
         while (self._tbusy or (self._in_handler and not nested)) and time.monotonic() < deadline:
             time.sleep(0.0005)
-        if records:
-            self._fold_ticks(mtable, records)
         self._settle(mtable)
         now = self.clock.monotonic_ns()
         mark, self._mark = self._mark, self._counters(now)
@@ -1034,14 +1034,13 @@ class Sampler:
         self.handler_runs += 1
         batch = self._batched
         try:
-            records = _threadcpu.main_pull() if self._copies else None
             if batch:
-                if records:
-                    # The thread's labels alone: batched, no others could apply, and a batch that ends because
-                    # labels or a loop came does not know which of its records came before them.
-                    self._fold_ticks(self._mtable, records, frame)
+                # The thread's labels alone: batched, no others could apply, and a batch that ends because
+                # labels or a loop came does not know which of its records came before them.
+                self._fold_pending(self._mtable, frame=frame)
                 self._count_app_threads()
             else:
+                records = _threadcpu.main_pull() if self._copies else None
                 if records and records[-1][2] is not None:
                     self._main_copy = records[-1][2:]  # the latest: the weight comes from the timer, below
                 ticked_all = self._sample_main(frame, t0)
@@ -1128,52 +1127,53 @@ class Sampler:
         # take them. Else the thread would find out only when the watch's quiet (4 tick periods) has passed.
         self._fill = True
 
-    def _fold_pending(self, table: StackTable, held: bool = False) -> None:
-        """The batch's records not folded yet, outside the handler (a tick of the thread, the first labels, stop,
-        exit)."""
-        records = _threadcpu.main_pull()
-        if records:
-            self._fold_ticks(table, records, None, held)
+    def _fold_pending(self, table: StackTable, held: bool = False, frame=None) -> None:
+        """The batch's records not folded yet: in the handler (`frame`, where it runs), or outside it (a tick of the
+        thread, the first labels, a window's end, stop, exit).
 
-    def _fold_ticks(self, table: StackTable, records: list, frame=None, held: bool = False) -> None:
-        """Batched records into `table`, each the tick of its time when one is due. That needs the tick lock,
-        which is only tried unless the caller `held` it: without it, the next tick carries their wall time at
-        its own stack (at a drain, the next window's first tick: 55-75 ms of a 0.6 s window's wall)."""
+        Each weighs the main thread's CPU since the previous one, and is also the tick (the wall time since the
+        previous tick) when one is due at its time. That needs the tick lock, which is only tried unless the
+        caller `held` it: without it, the next tick carries their wall time at its own stack (at a drain, the
+        next window's first tick: 55-75 ms of a 0.6 s window's wall). They are folded in C (_threadcpu.main_fold),
+        named from their leaf's code alone; in the handler the newest is named here, from `frame`.
+        """
         ticks = held or self._tick_lock.acquire(False)
         try:
-            self._fold_records(table, records, self._main_labels(), frame, ticks)
+            labels = self._main_labels()
+            half = self._period_ns >> 1
+            count, weight, ticked, last, frameless, newest, failed = _threadcpu.main_fold(
+                table.stacks, table.codes, labels, site_at, self.max_depth, frame is not None,
+                half if ticks else 0, self._last_tick, self._walls)
+            if ticked:
+                self.ticks += ticked
+                self.handler_ticks += ticked
+                self._last_handler_tick = self._last_tick = last
+            self.errors += failed
+            for cpu, wall in frameless:  # the C walk found no frame to show
+                self._fold_frameless(table, labels, frame, cpu, wall)
+            if newest is not None:
+                cpu, mono, copied, codes = newest
+                wall = self._main_tick(mono) if ticks and mono - self._last_tick >= half else 0
+                weight += cpu
+                count += 1
+                if copied is None:
+                    self._fold_frameless(table, labels, frame, cpu, wall)
+                else:
+                    record_copy(table, labels, copied, codes, frame, self.max_depth, 1, cpu, wall)
+            if isinstance(table, _MainTable):
+                table.measured += weight
+                table.weighted += weight
+            self.signal_samples += count
         finally:
             if ticks and not held:
                 self._tick_lock.release()
 
-    def _fold_records(self, table: StackTable, records: list, labels: tuple, frame, ticks: bool) -> None:
-        """Batched records (see _threadcpu.on_prof): each weighs the main thread's CPU since the previous one.
-
-        With `ticks` (the caller holds the tick lock), each is also the tick (the wall time since the previous
-        tick) when one is due at its time; else the next tick carries their wall time. In the handler the newest
-        is named from `frame` (where the handler runs), the others from their leaf's code alone.
-        """
-        if not records:
-            return
-        depth = self.max_depth
-        half = self._period_ns >> 1
-        measured = isinstance(table, _MainTable)
-        newest = records[-1]
-        for record_ in records:
-            weight, mono, copied, codes = record_
-            wall = self._main_tick(mono) if ticks and mono - self._last_tick >= half else 0
-            if measured:
-                table.measured += weight
-                table.weighted += weight
-            here = frame if record_ is newest else None
-            if copied is None:  # the C walk found no frame to show
-                if frame is None:
-                    _add_cpu(table, (labels, UNSAMPLED, 0), weight, wall)
-                else:
-                    record(table, labels, where_cpu_went(frame), depth, 1, weight, wall)
-            else:
-                record_copy(table, labels, copied, codes, here, depth, 1, weight, wall)
-        self.signal_samples += len(records)
+    def _fold_frameless(self, table: StackTable, labels: tuple, frame, cpu: int, wall: int) -> None:
+        """A batched record whose walk found no frame: in the handler, where it runs; else an `UNSAMPLED` leaf."""
+        if frame is None:
+            _add_cpu(table, (labels, UNSAMPLED, 0), cpu, wall)
+        else:
+            record(table, labels, where_cpu_went(frame), self.max_depth, 1, cpu, wall)
 
     def _count_app_threads(self) -> None:
         """While batched no tick looks at the other threads: one started outside `threading` shows up here.

@@ -635,20 +635,21 @@ def test_a_thread_started_outside_threading_ends_the_batches(unlabelled):
 
 
 def test_a_signal_during_a_batch_is_not_a_sample_of_the_app(monkeypatch, unlabelled):
-    """Batched, the Python handler runs about every 100 ms; a signal taken while it runs shows the handler, and
+    """Batched, the Python handler runs about every 500 ms; a signal taken while it runs shows the handler, and
     the C handler keeps no record of it."""
     from cloudprof.agent import sampler as sampler_module
 
     extension_needed()
-    fold = sampler_module.record_copy
+    name = sampler_module.site_at
     raised = []
 
-    def a_signal_and_fold(*args):  # the batch's handler calls it for each record
-        signal.raise_signal(signal.SIGPROF)
-        raised.append(1)
-        return fold(*args)
+    def signals_and_name(*args):  # the batch's fold (main_fold, in C) calls it for a record's leaf
+        for _ in range(10):
+            signal.raise_signal(signal.SIGPROF)
+            raised.append(1)
+        return name(*args)
 
-    monkeypatch.setattr(sampler_module, "record_copy", a_signal_and_fold)
+    monkeypatch.setattr(sampler_module, "site_at", signals_and_name)
     sampler = Sampler(sample_hz=100, max_overhead_pct=100)
     sampler.start()
     try:
@@ -1079,3 +1080,94 @@ def test_a_thread_started_outside_threading_on_an_ended_threads_ident_is_sampled
     name = f"Thread-{out[0]}"
     assert per_thread.get(name, [0, 0])[1] >= 0.5 * out[1] * 1e9, (name, out, per_thread)
 
+
+
+def test_the_c_fold_makes_the_keys_record_copy_makes():
+    """Batched records are folded in C (`_threadcpu.main_fold`); its keys must be `record_copy`'s with no frame: the
+    leaf's C callee named, cut at max_depth with the callee counted, the codes held. The same stacks are recorded
+    twice (signals raised at the same call sites), once folded each way."""
+    extension_needed()
+    from cloudprof.agent import _threadcpu
+    from cloudprof.agent.native import site_at
+    from cloudprof.agent.stacks import StackTable, record_copy
+
+    def nest(n, then):
+        return nest(n - 1, then) if n else then()
+
+    def signals():  # each record's leaf: this frame, at the call of signal.raise_signal
+        for depth in (0, 3, 6, 7, 8, 40):
+            nest(depth, lambda: signal.raise_signal(signal.SIGPROF))
+
+    def handler(signum, frame):
+        pass
+
+    labels, max_depth = (("thread_name", "MainThread"),), 8
+    previous = signal.signal(signal.SIGPROF, handler)
+    for _ in range(100):  # specialized (the C call then runs in another instruction: another offset)
+        signals()
+    _threadcpu.hook_main(max_depth, id(handler.__code__))
+    tables = {}
+    try:
+        for way in ("record_copy", "main_fold", "main_fold, the newest kept"):
+            _threadcpu.main_pull()  # nothing from before
+            signals()
+            table = tables[way] = StackTable()
+            if way == "record_copy":
+                records = _threadcpu.main_pull()
+                for _weight, _mono, copied, codes in records:
+                    record_copy(table, labels, copied, codes, None, max_depth, 1, 0, 0)
+                assert len(records) == 6, records
+                continue
+            keep = way.endswith("kept")
+            count, _, ticks, _, frameless, newest, failed = _threadcpu.main_fold(
+                table.stacks, table.codes, labels, site_at, max_depth, keep, 0, 0, False)
+            assert (count, ticks, frameless, failed) == (6 - keep, 0, [], 0)
+            if keep:
+                record_copy(table, labels, newest[2], newest[3], None, max_depth, 1, 0, 0)
+            else:
+                assert newest is None
+    finally:
+        _threadcpu.unhook_main()
+        signal.signal(signal.SIGPROF, previous)
+    folded = {way: {key: acc[0] for key, acc in table.stacks.items()} for way, table in tables.items()}
+    assert folded["main_fold"] == folded["record_copy"] == folded["main_fold, the newest kept"]
+    assert tables["main_fold"].codes == tables["record_copy"].codes
+    assert sorted(folded["main_fold"].values()) == [1, 1, 4]  # depths 6 to 40 look the same in 8 frames
+    for key in folded["main_fold"]:
+        names = [f[0] for f in Symbolizer().frames(key, tables["main_fold"].codes)]
+        # the callee counts in max_depth, then the cut (pytest's frames are below)
+        assert names[0] == "<native> signal.raise_signal" and names[8:] == ["<truncated>"], names
+
+
+def test_the_c_fold_takes_the_ticks_as_the_sampler_does():
+    """Each record half a period or more after the previous tick is a tick (Sampler._claim_tick): with half_ns 1
+    every one, its wall time running from the previous tick; with 0 none."""
+    extension_needed()
+    from cloudprof.agent import _threadcpu
+    from cloudprof.agent.native import site_at
+    from cloudprof.agent.stacks import StackTable
+
+    def handler(signum, frame):
+        pass
+
+    previous = signal.signal(signal.SIGPROF, handler)
+    _threadcpu.hook_main(16, id(handler.__code__))
+    folds = {}
+    try:
+        for half in (0, 1):
+            _threadcpu.main_pull()
+            before = time.monotonic_ns()
+            for _ in range(5):
+                time.sleep(0.002)
+                signal.raise_signal(signal.SIGPROF)
+            table = StackTable()
+            count, _, ticks, last, _, _, _ = _threadcpu.main_fold(
+                table.stacks, table.codes, (), site_at, 16, False, half, before, False)
+            folds[half] = (count, ticks, last - before, sum(acc[2] for acc in table.stacks.values()))
+    finally:
+        _threadcpu.unhook_main()
+        signal.signal(signal.SIGPROF, previous)
+    assert folds[0] == (5, 0, 0, 0)
+    count, ticks, span, wall = folds[1]
+    assert (count, ticks) == (5, 5)
+    assert wall == span >= 10_000_000  # from `before` to the newest record, all of it once
