@@ -891,7 +891,6 @@ static PyObject *py_watch(PyObject *self, PyObject *args)
 
 static PyObject *frames_tuple(const uint64_t *f, int n, int cut, PyObject **codes);
 static int frame_parts(const uint64_t *f, int i, int n, PyObject **id, PyObject **off);
-static PyObject *py_intern_key(PyObject *self, PyObject *key);
 
 /* A record as main_pull gives it: (weight_ns, monotonic_ns, (code id, offset, ...) or None, {code id: code} or None) */
 static PyObject *record_tuple(const main_rec_t *r)
@@ -933,32 +932,42 @@ static PyObject *py_main_pull(PyObject *self, PyObject *noargs)
     return out;
 }
 
-/* The per-fold memo of site_at's answers, by (code, offset): within one fold nothing can change them. */
-#define SITE_MEMO 64
+/* site_at's answers for records' leaves, by (code, offset), kept while native.answers_version() stays the same.
+ * An entry holds its code, so no other code object can take the address meanwhile; forget_codes lets go. */
+#define SITE_MEMO 256
 typedef struct {
-    uint64_t code;
+    PyObject *code; /* a new reference; NULL: empty */
     long lasti;
-    PyObject *site; /* a new reference; NULL: empty */
+    PyObject *site;
 } site_memo_t;
+static site_memo_t site_memo[SITE_MEMO];
+static long long site_memo_version = -1;
+
+static void site_memo_clear(void)
+{
+    for (int i = 0; i < SITE_MEMO; i++) {
+        Py_CLEAR(site_memo[i].code);
+        Py_CLEAR(site_memo[i].site);
+    }
+}
 
 /* site_at(code, offset) for a record's leaf: None, or (name, offset) of the C callee it was in. An exception is
  * cleared and counted in *failed: the record is folded without the callee. A new reference. */
-static PyObject *leaf_site(PyObject *site_at, site_memo_t *memo, uint64_t addr, PyObject *code, PyObject *off,
-                           long *failed)
+static PyObject *leaf_site(PyObject *site_at, PyObject *code, PyObject *off, long *failed)
 {
     long lasti = PyLong_AsLong(off);
-    site_memo_t *m = &memo[((addr >> 4) ^ (uint64_t)lasti * 31u) % SITE_MEMO];
-    if (m->site != NULL && m->code == addr && m->lasti == lasti)
+    site_memo_t *m = &site_memo[(((uintptr_t)code >> 4) ^ (uintptr_t)lasti * 31u) % SITE_MEMO];
+    if (m->code == code && m->lasti == lasti)
         return Py_NewRef(m->site);
     PyObject *site = PyObject_CallFunctionObjArgs(site_at, code, off, NULL);
     if (site == NULL || (site != Py_None && !(PyTuple_Check(site) && PyTuple_GET_SIZE(site) == 2))) {
         Py_XDECREF(site);
         PyErr_Clear();
         ++*failed;
-        site = Py_NewRef(Py_None);
+        return Py_NewRef(Py_None); /* not kept: the next record asks again */
     }
+    Py_XSETREF(m->code, Py_NewRef(code));
     Py_XSETREF(m->site, Py_NewRef(site));
-    m->code = addr;
     m->lasti = lasti;
     return site;
 }
@@ -984,8 +993,7 @@ static int add_counts(PyObject *acc, long long weight, long long wall)
 /* One record with frames into `stacks` and `codes`, as stacks.record_copy folds it without a frame to read: the
  * leaf's C callee from site_at, the stack cut at max_depth. `parts` and `held` have room for n frames. */
 static int fold_record(const main_rec_t *r, PyObject *stacks, PyObject *codes, PyObject *labels, PyObject *site_at,
-                       int max_depth, long long wall, site_memo_t *memo, PyObject **parts, PyObject **held,
-                       long *failed)
+                       int max_depth, long long wall, PyObject **parts, PyObject **held, long *failed)
 {
     int n = r->n, done = 0, rc = -1;
     PyObject *site = NULL, *key = NULL, *zero = PyLong_FromLong(0), *minus_one = PyLong_FromLong(-1); /* cached ints */
@@ -998,7 +1006,7 @@ static int fold_record(const main_rec_t *r, PyObject *stacks, PyObject *codes, P
             ? Py_NewRef((PyObject *)(uintptr_t)r->frames[2 * done]) : NULL;
     }
     site = held[0] == NULL ? Py_NewRef(Py_None)
-        : leaf_site(site_at, memo, r->frames[0], held[0], parts[1], failed);
+        : leaf_site(site_at, held[0], parts[1], failed);
     int named = site != Py_None, m = n + named, cut = r->cut || m > max_depth;
     if (m > max_depth)
         m = max_depth;
@@ -1030,9 +1038,8 @@ static int fold_record(const main_rec_t *r, PyObject *stacks, PyObject *codes, P
     }
     if (PyErr_Occurred())
         goto end;
-    PyObject *stored = py_intern_key(NULL, key), *counts = Py_BuildValue("[iLL]", 1, r->weight, wall);
-    int added = stored != NULL && counts != NULL ? PyDict_SetItem(stacks, stored, counts) : -1;
-    Py_XDECREF(stored);
+    PyObject *counts = Py_BuildValue("[iLL]", 1, r->weight, wall); /* the key's ints are interned (code_id) */
+    int added = counts != NULL ? PyDict_SetItem(stacks, key, counts) : -1;
     Py_XDECREF(counts);
     if (added < 0)
         goto end;
@@ -1053,10 +1060,11 @@ end:
     return rc;
 }
 
-/* main_fold(stacks, codes, labels, site_at, max_depth, keep_newest, half_ns, last_tick, walls)
+/* main_fold(stacks, codes, labels, site_at, version, max_depth, keep_newest, half_ns, last_tick, walls)
  *   -> (records, weight_ns, ticks, last_tick, [(weight_ns, wall_ns), ...], newest, failed)
  * The batch's records since the previous pull folded here, oldest first, as main_pull and stacks.record_copy with
- * no frame would (a record's fold in Python cost about 12 us on this VM, most of a batched handler's time).
+ * no frame would (a record's fold in Python cost about 12 us on this VM, most of a batched handler's time). `version`:
+ * native.answers_version(), which says when site_at's answers kept here must be asked again.
  *
  * With half_ns > 0 each record half a tick period or more after the previous tick (last_tick) is a tick, as
  * Sampler._claim_tick takes it: `ticks` of them, the newest at the returned last_tick. `walls`: the handlers' wall
@@ -1068,9 +1076,9 @@ static PyObject *py_main_fold(PyObject *self, PyObject *args)
 {
     PyObject *stacks, *codes, *labels, *site_at;
     int max_depth, keep_newest, walls;
-    long long half, last;
-    if (!PyArg_ParseTuple(args, "O!O!OOipLLp", &PyDict_Type, &stacks, &PyDict_Type, &codes, &labels, &site_at,
-                          &max_depth, &keep_newest, &half, &last, &walls))
+    long long version, half, last;
+    if (!PyArg_ParseTuple(args, "O!O!OOLipLLp", &PyDict_Type, &stacks, &PyDict_Type, &codes, &labels, &site_at,
+                          &version, &max_depth, &keep_newest, &half, &last, &walls))
         return NULL;
     PyObject *frameless = PyList_New(0), *newest = NULL;
     PyObject **parts = PyMem_Malloc(sizeof(PyObject *) * 3 * (size_t)(prof_depth + 1));
@@ -1081,9 +1089,12 @@ static PyObject *py_main_fold(PyObject *self, PyObject *args)
     }
     long long weight = 0;
     long records = 0, ticks = 0, failed = 0;
-    site_memo_t memo[SITE_MEMO] = {{0}};
     if (main_pulling) /* see main_pull */
         goto done;
+    if (version != site_memo_version) {
+        site_memo_clear();
+        site_memo_version = version;
+    }
     main_pulling = 1;
     atomic_signal_fence(memory_order_seq_cst);
     unsigned long tail = atomic_load(&main_tail), head = atomic_load(&main_head);
@@ -1111,7 +1122,7 @@ static PyObject *py_main_fold(PyObject *self, PyObject *args)
             if (item == NULL || PyList_Append(frameless, item) < 0)
                 failed++;
         }
-        else if (fold_record(r, stacks, codes, labels, site_at, max_depth, wall, memo, parts, parts + 2 * prof_depth,
+        else if (fold_record(r, stacks, codes, labels, site_at, max_depth, wall, parts, parts + 2 * prof_depth,
                              &failed) < 0) {
             failed++;
         }
@@ -1126,8 +1137,6 @@ static PyObject *py_main_fold(PyObject *self, PyObject *args)
     atomic_signal_fence(memory_order_seq_cst);
     main_pulling = 0;
 done:
-    for (int i = 0; i < SITE_MEMO; i++)
-        Py_XDECREF(memo[i].site);
     PyMem_Free(parts);
     return Py_BuildValue("(lLlLNNl)", records, weight, ticks, last, frameless, newest ? newest : Py_NewRef(Py_None),
                          failed);
@@ -1421,28 +1430,56 @@ static int live_code(uintptr_t addr, int line)
     return copy_code((const void *)addr, &head) && head.co_firstlineno == line;
 }
 
+/* The ints of accepted code ids by address, and of offsets, made once (and interned): a copied stack's key parts
+ * are then references to them, not an int made (and a `known` lookup) for every frame of every record, and a new
+ * key is stored as it is made. The ids go with `known` (forget_codes): a code may go, and another take its
+ * address, only after that. */
+#define ID_CACHE 1024
+#define OFF_CACHE 8192
+static struct {
+    uint64_t addr;
+    PyObject *id;
+} id_cache[ID_CACHE];
+static PyObject *off_cache[OFF_CACHE];
+
+static void id_cache_clear(void)
+{
+    for (int i = 0; i < ID_CACHE; i++)
+        Py_CLEAR(id_cache[i].id);
+}
+
+static PyObject *offset_int(long off)
+{
+    if (off < 0 || off >= OFF_CACHE)
+        return PyLong_FromLong(off);
+    if (off_cache[off] == NULL && (off_cache[off] = intern_int(PyLong_FromLong(off))) == NULL)
+        return NULL;
+    return Py_NewRef(off_cache[off]);
+}
+
 /* The code object at `addr` as a key part: the address as an int (id() of the object) once accepted. */
 static PyObject *code_id(uint64_t addr, int line)
 {
-    PyObject *key = PyLong_FromUnsignedLongLong(addr);
+    unsigned slot = (unsigned)((addr >> 4) % ID_CACHE);
+    if (id_cache[slot].id != NULL && id_cache[slot].addr == addr)
+        return Py_NewRef(id_cache[slot].id);
+    PyObject *key = intern_int(PyLong_FromUnsignedLongLong(addr));
     if (key == NULL)
         return NULL;
-    if (PyDict_GetItemWithError(known, key) != NULL)
-        return key;
-    if (PyErr_Occurred()) {
-        Py_DECREF(key);
-        return NULL;
-    }
-    if (live_code((uintptr_t)addr, line)) {
+    if (PyDict_GetItemWithError(known, key) == NULL) {
+        if (PyErr_Occurred() || !live_code((uintptr_t)addr, line)) {
+            Py_DECREF(key);
+            return PyErr_Occurred() ? NULL : PyUnicode_FromString("<code gone before it was named>");
+        }
         if (PyDict_SetItem(known, key, (PyObject *)(uintptr_t)addr) < 0) {
             Py_DECREF(key);
             return NULL;
         }
         held_add((uintptr_t)addr);
-        return key;
     }
-    Py_DECREF(key);
-    return PyUnicode_FromString("<code gone before it was named>");
+    Py_XSETREF(id_cache[slot].id, Py_NewRef(key));
+    id_cache[slot].addr = addr;
+    return key;
 }
 
 /* The key parts of a copied stack's frame i (i == n: the truncation mark), new references: the code id (an int, or
@@ -1454,7 +1491,7 @@ static int frame_parts(const uint64_t *f, int i, int n, PyObject **id, PyObject 
         *off = PyLong_FromLong(-1);
     } else {
         *id = code_id(f[2 * i], (int)(int32_t)(f[2 * i + 1] >> 32));
-        *off = PyLong_FromLong((long)(uint32_t)f[2 * i + 1]);
+        *off = offset_int((long)(uint32_t)f[2 * i + 1]);
     }
     if (*id == NULL || *off == NULL) {
         Py_CLEAR(*id);
@@ -1552,8 +1589,10 @@ static PyObject *py_codes(PyObject *self, PyObject *noargs)
 static PyObject *py_forget_codes(PyObject *self, PyObject *noargs)
 {
     held_clear(); /* before the objects can go */
+    id_cache_clear(); /* before `known` lets go of the codes */
     if (known != NULL)
         PyDict_Clear(known);
+    site_memo_clear();
     Py_RETURN_NONE;
 }
 
@@ -1735,7 +1774,7 @@ static PyMethodDef methods[] = {
     {"unhook_main", py_unhook_main, METH_NOARGS, "SIGPROF to Python's handler alone again"},
     {"main_pull", py_main_pull, METH_NOARGS, "[(weight_ns, monotonic_ns, frames or None, codes or None), ...] since the last pull"},
     {"main_fold", py_main_fold, METH_VARARGS,
-     "main_fold(stacks, codes, labels, site_at, max_depth, keep_newest, half_ns, last_tick, walls) -> (records, "
+     "main_fold(stacks, codes, labels, site_at, version, max_depth, keep_newest, half_ns, last_tick, walls) -> (records, "
      "weight_ns, ticks, last_tick, [(weight_ns, wall_ns) of frameless ones], newest or None, failed)"},
     {"main_skip", py_main_skip, METH_VARARGS, "main_skip(ns, add) -> (C handler ns, mark): where the next record's weight starts"},
     {"main_last", py_main_last, METH_NOARGS, "monotonic ns of the newest record"},

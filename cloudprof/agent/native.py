@@ -61,7 +61,7 @@ import dis
 import sys
 import types
 
-__all__ = ["NATIVE_PREFIX", "native_leaf", "native_site", "site_at", "site_name"]
+__all__ = ["NATIVE_PREFIX", "answers_version", "native_leaf", "native_site", "site_at", "site_name"]
 
 NATIVE_PREFIX = "<native> "
 SUPPORTED = (3, 11) <= sys.version_info[:2] <= (3, 13)
@@ -115,6 +115,14 @@ _SITES: dict = {}
 _SITES_MAX = 20_000
 _NAMES: dict = {}  # resolved callable -> name, for hashable long-lived callables
 _NAMES_MAX = 10_000
+_version = 0  # see answers_version
+
+
+def answers_version() -> int:
+    """Changes when an answer of `site_at` may have: a call site resolved from a frame, a `str +=` site's value
+    checked again with another outcome, the cache started over. Until then a caller may keep its answers (the C
+    fold of batched records does, by code object and offset)."""
+    return _version
 
 
 def native_leaf(frame: types.FrameType, *, resolve: bool = True) -> str | None:
@@ -153,6 +161,7 @@ def native_site(frame: types.FrameType, *, resolve: bool = True, lasti: int | No
             # Sticky: the receiver's type at a call site does not change in practice, and reading a
             # frame's locals once per site (not per sample) keeps both the cost and the snapshot small.
             sites[lasti] = ("named", named) if named is not None else None
+            _changed()
             return named
         return (NATIVE_PREFIX + static, at) if static else None
     # kind == "concat": (kind, (store kind, variable name), symbol, offset, [countdown, last answer])
@@ -163,9 +172,17 @@ def native_site(frame: types.FrameType, *, resolve: bool = True, lasti: int | No
     memo[0] = _CONCAT_RECHECK
     value = _root_value(frame, root) if resolve else _MISSING
     label = _CONCAT_TYPES.get(type(value))
-    memo[1] = (f"{NATIVE_PREFIX}{label} {symbol}", at) if label is not None and len(value) >= _CONCAT_MIN_LEN else None
+    answer = (f"{NATIVE_PREFIX}{label} {symbol}", at) if label is not None and len(value) >= _CONCAT_MIN_LEN else None
     value = None
-    return memo[1]
+    if answer != memo[1]:
+        memo[1] = answer
+        _changed()
+    return answer
+
+
+def _changed() -> None:
+    global _version
+    _version += 1
 
 
 def site_at(code: types.CodeType, lasti: int) -> tuple[str, int] | None:
@@ -193,6 +210,7 @@ def _site(code: types.CodeType, lasti: int) -> tuple[dict, tuple | None]:
     if entry is None or entry[0] is not code:
         if len(_SITES) >= _SITES_MAX:
             _SITES.clear()
+            _changed()
         entry = _SITES[id(code)] = (code, {})
     sites = entry[1]
     site = sites.get(lasti, _MISSING)

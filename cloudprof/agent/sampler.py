@@ -106,7 +106,7 @@ from cloudprof.agent.clocks import SYSTEM_CLOCK, Clock, process_cpu_ns, thread_c
 from cloudprof.agent.fairness import ThreadPicker
 from cloudprof.agent.governor import Governor
 from cloudprof.agent.labels import current_extra, may_change, off_first_use, on_first_use, tick_labels
-from cloudprof.agent.native import site_at
+from cloudprof.agent.native import answers_version, site_at
 from cloudprof.agent.stacks import StackTable, intern_key, record, record_copy, where_cpu_went
 
 try:
@@ -1142,7 +1142,7 @@ class Sampler:
             labels = self._main_labels()
             half = self._period_ns >> 1
             count, weight, ticked, last, frameless, newest, failed = _threadcpu.main_fold(
-                table.stacks, table.codes, labels, site_at, self.max_depth, frame is not None,
+                table.stacks, table.codes, labels, site_at, answers_version(), self.max_depth, frame is not None,
                 half if ticks else 0, self._last_tick, self._walls)
             if ticked:
                 self.ticks += ticked

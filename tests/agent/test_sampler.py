@@ -1088,7 +1088,7 @@ def test_the_c_fold_makes_the_keys_record_copy_makes():
     twice (signals raised at the same call sites), once folded each way."""
     extension_needed()
     from cloudprof.agent import _threadcpu
-    from cloudprof.agent.native import site_at
+    from cloudprof.agent.native import answers_version, site_at
     from cloudprof.agent.stacks import StackTable, record_copy
 
     def nest(n, then):
@@ -1120,7 +1120,7 @@ def test_the_c_fold_makes_the_keys_record_copy_makes():
                 continue
             keep = way.endswith("kept")
             count, _, ticks, _, frameless, newest, failed = _threadcpu.main_fold(
-                table.stacks, table.codes, labels, site_at, max_depth, keep, 0, 0, False)
+                table.stacks, table.codes, labels, site_at, answers_version(), max_depth, keep, 0, 0, False)
             assert (count, ticks, frameless, failed) == (6 - keep, 0, [], 0)
             if keep:
                 record_copy(table, labels, newest[2], newest[3], None, max_depth, 1, 0, 0)
@@ -1144,7 +1144,7 @@ def test_the_c_fold_takes_the_ticks_as_the_sampler_does():
     every one, its wall time running from the previous tick; with 0 none."""
     extension_needed()
     from cloudprof.agent import _threadcpu
-    from cloudprof.agent.native import site_at
+    from cloudprof.agent.native import answers_version, site_at
     from cloudprof.agent.stacks import StackTable
 
     def handler(signum, frame):
@@ -1162,7 +1162,7 @@ def test_the_c_fold_takes_the_ticks_as_the_sampler_does():
                 signal.raise_signal(signal.SIGPROF)
             table = StackTable()
             count, _, ticks, last, _, _, _ = _threadcpu.main_fold(
-                table.stacks, table.codes, (), site_at, 16, False, half, before, False)
+                table.stacks, table.codes, (), site_at, answers_version(), 16, False, half, before, False)
             folds[half] = (count, ticks, last - before, sum(acc[2] for acc in table.stacks.values()))
     finally:
         _threadcpu.unhook_main()
@@ -1171,3 +1171,38 @@ def test_the_c_fold_takes_the_ticks_as_the_sampler_does():
     count, ticks, span, wall = folds[1]
     assert (count, ticks) == (5, 5)
     assert wall == span >= 10_000_000  # from `before` to the newest record, all of it once
+
+
+def test_the_c_fold_asks_again_once_a_call_site_is_named_from_a_frame():
+    """The C fold keeps site_at's answers by code and offset until native's answers change: a call through a local
+    is named statically (`raise_`) until a frame there resolves it (`_signal.raise_signal`), and from then on."""
+    extension_needed()
+    from cloudprof.agent import _threadcpu
+    from cloudprof.agent.native import answers_version, native_site, site_at
+    from cloudprof.agent.stacks import StackTable
+
+    resolve = []
+
+    def handler(signum, frame):  # raise_signal runs it at once, with the frame at the call
+        if resolve:
+            native_site(frame)
+
+    def signals():
+        raise_ = signal.raise_signal
+        raise_(signal.SIGPROF)
+
+    previous = signal.signal(signal.SIGPROF, handler)
+    _threadcpu.hook_main(16, id(handler.__code__))
+    leaves = []
+    try:
+        for step in range(3):
+            _threadcpu.main_pull()
+            signals()
+            table = StackTable()
+            _threadcpu.main_fold(table.stacks, table.codes, (), site_at, answers_version(), 16, False, 0, 0, False)
+            leaves.append({key[1] for key in table.stacks})
+            resolve.append(step)
+    finally:
+        _threadcpu.unhook_main()
+        signal.signal(signal.SIGPROF, previous)
+    assert leaves == [{"<native> raise_"}] + [{"<native> _signal.raise_signal"}] * 2, leaves
