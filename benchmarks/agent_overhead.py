@@ -389,14 +389,66 @@ def per_sample_cost():
                     runs = (s.handler_runs - r0) / samples
                 finally:
                     s.stop()
-            return fold, handler, batched, c_part, runs
-        fold, handler, batched, c_part, runs = deep(depth, measure)
+            return fold, handler, batched, c_part, runs, batch_folds()
+        fold, handler, batched, c_part, runs, folds = deep(depth, measure)
         line = (f"per-sample cost at depth {depth:>3}: stack fold alone {fold:5.1f} us; Python handler + tick, every "
                 f"signal, called directly {handler:5.1f} us")
         if batched is not None:
             line += (f"; real signals, batched {batched:5.1f} us (C handler {c_part:4.1f} us, "
                      f"{runs:.2f} Python handler runs per sample)")
+        if folds is not None:
+            line += "; a batched record's fold, C against Python: " + ", ".join(
+                f"{kind} {c:4.1f} / {py:4.1f} us" for kind, (c, py) in folds.items())
         print(line, flush=True)
+
+
+def batch_folds(reps=31):
+    """Median cost of folding one batched record (a signal's copy of the main thread's stack here) in C
+    (`_threadcpu.main_fold`) and in Python (`record_copy`, as before), side by side: 100 records of one stack
+    into a table that holds it ("stored") and 100 of distinct stacks into an empty one ("new")."""
+    from cloudprof.agent.native import answers_version, site_at
+    from cloudprof.agent.sampler import _threadcpu
+    from cloudprof.agent.stacks import StackTable, record_copy
+
+    if _threadcpu is None or _threadcpu.UNSUPPORTED:
+        return None
+
+    def handler(signum, frame):
+        pass
+
+    def raise_at(extra):
+        return deep(extra, lambda: signal.raise_signal(signal.SIGPROF))
+
+    previous = signal.signal(signal.SIGPROF, handler)
+    _threadcpu.hook_main(128, id(handler.__code__))
+    out = {}
+    try:
+        for kind in ("stored", "new"):
+            times = {"c": [], "py": []}
+            for _ in range(reps):
+                for way in ("c", "py"):
+                    table = StackTable()
+                    if kind == "stored":  # the stack is in the table already
+                        _threadcpu.main_pull()
+                        raise_at(1)
+                        for _w, _m, copied, codes in _threadcpu.main_pull():
+                            record_copy(table, (), copied, codes, None, 128, 1, 0, 0)
+                    _threadcpu.main_pull()
+                    for i in range(100):
+                        raise_at(1 if kind == "stored" else 1 + i % 50)
+                    t0 = time.thread_time_ns()
+                    if way == "c":
+                        _threadcpu.main_fold(table.stacks, table.codes, (), site_at, answers_version(), 128, False,
+                                             0, 0, False)
+                    else:
+                        for _w, _m, copied, codes in _threadcpu.main_pull():
+                            record_copy(table, (), copied, codes, None, 128, 1, 0, 0)
+                    times[way].append((time.thread_time_ns() - t0) / 100 / 1000)
+            out[kind] = tuple(statistics.median(times[way]) for way in ("c", "py"))
+    finally:
+        _threadcpu.unhook_main()
+        signal.signal(signal.SIGPROF, previous)
+    return out
 
 
 def startup_cost():
