@@ -88,6 +88,7 @@ static _Atomic int cur;
 static _Atomic long writers[2];
 static _Atomic size_t heads[2];
 static _Atomic size_t full_at[2]; /* where the first record that did not fit would have gone */
+static int taken = -1;              /* the buffer drain_take() took from the handlers, for drain_fold() (-1: none) */
 static _Atomic unsigned long long dropped, samples, handler_ns;
 static int max_depth = 128;
 static int signo;      /* 0: not started */
@@ -990,26 +991,44 @@ static int add_counts(PyObject *acc, long long weight, long long wall)
     return 0;
 }
 
-/* One record with frames into `stacks` and `codes`, as stacks.record_copy folds it without a frame to read: the
- * leaf's C callee from site_at, the stack cut at max_depth. `parts` and `held` have room for n frames. */
-static int fold_record(const main_rec_t *r, PyObject *stacks, PyObject *codes, PyObject *labels, PyObject *site_at,
-                       int max_depth, long long wall, PyObject **parts, PyObject **held, long *failed)
+/* Add one sample of (cpu, wall) to `stacks[key]`, stored as [1, cpu, wall] if new (1) or added to (0); -1: error. */
+static int add_sample(PyObject *stacks, PyObject *key, long long cpu, long long wall)
 {
-    int n = r->n, done = 0, rc = -1;
+    PyObject *acc = PyDict_GetItemWithError(stacks, key);
+    if (acc != NULL)
+        return add_counts(acc, cpu, wall) < 0 ? -1 : 0;
+    if (PyErr_Occurred())
+        return -1;
+    PyObject *counts = Py_BuildValue("[iLL]", 1, cpu, wall);
+    int added = counts != NULL ? PyDict_SetItem(stacks, key, counts) : -1;
+    Py_XDECREF(counts);
+    return added < 0 ? -1 : 1;
+}
+
+/* A copied stack of n > 0 frames (`f`, as the handlers write them) into `stacks` and `codes` as one sample of (cpu,
+ * wall); its key, a new reference (NULL: an error). With `name_leaf`, as stacks.record_copy folds it without a frame
+ * to read: the leaf's C callee from site_at, the stack cut at max_depth. Else as its frames are. `parts` and `held`
+ * have room for n frames. */
+static PyObject *fold_stack(const uint64_t *f, int n, int cut, int name_leaf, PyObject *stacks, PyObject *codes,
+                            PyObject *labels, PyObject *site_at, int max_depth, long long cpu, long long wall,
+                            PyObject **parts, PyObject **held, long *failed)
+{
+    int done = 0, ok = 0;
     PyObject *site = NULL, *key = NULL, *zero = PyLong_FromLong(0), *minus_one = PyLong_FromLong(-1); /* cached ints */
     for (; done < n; done++) {
-        if (frame_parts(r->frames, done, n, &parts[2 * done], &parts[2 * done + 1]) < 0)
+        if (frame_parts(f, done, n, &parts[2 * done], &parts[2 * done + 1]) < 0)
             goto end;
         /* an accepted code: `known` holds it now, and these references keep it while site_at may let go of the
          * GIL (forget_codes, in another thread) */
-        held[done] = PyLong_CheckExact(parts[2 * done]) && r->frames[2 * done] != 0
-            ? Py_NewRef((PyObject *)(uintptr_t)r->frames[2 * done]) : NULL;
+        held[done] = PyLong_CheckExact(parts[2 * done]) && f[2 * done] != 0
+            ? Py_NewRef((PyObject *)(uintptr_t)f[2 * done]) : NULL;
     }
-    site = held[0] == NULL ? Py_NewRef(Py_None)
-        : leaf_site(site_at, held[0], parts[1], failed);
-    int named = site != Py_None, m = n + named, cut = r->cut || m > max_depth;
-    if (m > max_depth)
+    site = !name_leaf || held[0] == NULL ? Py_NewRef(Py_None) : leaf_site(site_at, held[0], parts[1], failed);
+    int named = site != Py_None, m = n + named;
+    if (name_leaf && m > max_depth) {
         m = max_depth;
+        cut = 1;
+    }
     if ((key = PyTuple_New(1 + 2 * m + 2 * cut)) == NULL)
         goto end;
     PyTuple_SET_ITEM(key, 0, Py_NewRef(labels));
@@ -1031,22 +1050,13 @@ static int fold_record(const main_rec_t *r, PyObject *stacks, PyObject *codes, P
         PyTuple_SET_ITEM(key, at++, Py_NewRef(zero));
         PyTuple_SET_ITEM(key, at++, Py_NewRef(minus_one));
     }
-    PyObject *acc = PyDict_GetItemWithError(stacks, key);
-    if (acc != NULL) {
-        rc = add_counts(acc, r->weight, wall);
-        goto end;
-    }
-    if (PyErr_Occurred())
-        goto end;
-    PyObject *counts = Py_BuildValue("[iLL]", 1, r->weight, wall); /* the key's ints are interned (code_id) */
-    int added = counts != NULL ? PyDict_SetItem(stacks, key, counts) : -1;
-    Py_XDECREF(counts);
+    int added = add_sample(stacks, key, cpu, wall); /* a new key is stored as made: its ints are interned (code_id) */
     if (added < 0)
         goto end;
-    for (int i = 0; i < m - named; i++) /* the codes the key names (a truncated key, not the ones cut) */
+    for (int i = 0; added && i < m - named; i++) /* the codes the key names (a truncated key, not the ones cut) */
         if (held[i] != NULL && PyDict_SetItem(codes, parts[2 * i], held[i]) < 0)
             goto end;
-    rc = 0;
+    ok = 1;
 end:
     for (int i = 0; i < done; i++) {
         Py_DECREF(parts[2 * i]);
@@ -1054,10 +1064,11 @@ end:
         Py_XDECREF(held[i]);
     }
     Py_XDECREF(site);
-    Py_XDECREF(key);
     Py_DECREF(zero);
     Py_DECREF(minus_one);
-    return rc;
+    if (!ok)
+        Py_CLEAR(key);
+    return key;
 }
 
 /* main_fold(stacks, codes, labels, site_at, version, max_depth, keep_newest, half_ns, last_tick, walls)
@@ -1081,7 +1092,7 @@ static PyObject *py_main_fold(PyObject *self, PyObject *args)
                           &version, &max_depth, &keep_newest, &half, &last, &walls))
         return NULL;
     PyObject *frameless = PyList_New(0), *newest = NULL;
-    PyObject **parts = PyMem_Malloc(sizeof(PyObject *) * 3 * (size_t)(prof_depth + 1));
+    PyObject **parts = PyMem_Malloc(sizeof(PyObject *) * 3 * MAX_DEPTH);
     if (frameless == NULL || parts == NULL) {
         Py_XDECREF(frameless);
         PyMem_Free(parts);
@@ -1122,9 +1133,12 @@ static PyObject *py_main_fold(PyObject *self, PyObject *args)
             if (item == NULL || PyList_Append(frameless, item) < 0)
                 failed++;
         }
-        else if (fold_record(r, stacks, codes, labels, site_at, max_depth, wall, parts, parts + 2 * prof_depth,
-                             &failed) < 0) {
-            failed++;
+        else {
+            PyObject *key = fold_stack(r->frames, r->n, r->cut, 1, stacks, codes, labels, site_at, max_depth, r->weight,
+                                       wall, parts, parts + 2 * MAX_DEPTH, &failed);
+            if (key == NULL)
+                failed++;
+            Py_XDECREF(key);
         }
         Py_XDECREF(item);
         PyErr_Clear();
@@ -1221,6 +1235,7 @@ static void reset_in_child(void)
         atomic_store(&writers[b], 0);
         empty(b);
     }
+    taken = -1;
     my_pid = getpid();
 }
 
@@ -1234,6 +1249,7 @@ static PyObject *py_start(PyObject *self, PyObject *args)
         return PyLong_FromLong(signo);
     empty(0); /* no timer exists: what a lost start left is stale */
     empty(1);
+    taken = -1;
     if (bufs[0] == NULL) {
         uint64_t *a = PyMem_RawCalloc(BUF_WORDS, sizeof(uint64_t)), *b = PyMem_RawCalloc(BUF_WORDS, sizeof(uint64_t));
         if (a == NULL || b == NULL) {
@@ -1535,47 +1551,172 @@ static PyObject *frames_tuple(const uint64_t *f, int n, int cut, PyObject **code
     return frames;
 }
 
-/* drain() -> [(ident, native_id, cpu_ns, wall_ns, (code id, offset, ...)), ...]: the timers' samples (wall_ns 0) and
- * the wall ticks' records (cpu_ns 0; frames None: the thread's previous wall record's) since the previous drain, in
- * the order they were taken */
-static PyObject *py_drain(PyObject *self, PyObject *noargs)
+/* drain_take(): the handlers write into the other buffer from now on; what this one holds is drain_fold()'s. A take
+ * before that fold keeps the buffer it took. */
+static PyObject *py_drain_take(PyObject *self, PyObject *noargs)
 {
-    if (bufs[0] == NULL)
-        return PyList_New(0);
-    int b = atomic_load(&cur);
-    atomic_store(&cur, 1 - b);
-    while (atomic_load(&writers[b]) != 0)
-        sched_yield();
-    size_t end = atomic_load(&heads[b]), full = atomic_load(&full_at[b]);
+    if (bufs[0] != NULL && taken < 0) {
+        int b = atomic_load(&cur);
+        atomic_store(&cur, 1 - b);
+        while (atomic_load(&writers[b]) != 0)
+            sched_yield();
+        taken = b;
+    }
+    Py_RETURN_NONE;
+}
+
+/* A thread's labels for a record: by native id (the threads Python knows), else the main thread's by ident, else
+ * named by ident; plus `extra` by ident (labels set in the thread). A new reference. */
+static PyObject *record_labels(PyObject *by_tid, PyObject *tid, unsigned long ident, unsigned long main_ident,
+                               PyObject *main_labels, PyObject *extra)
+{
+    PyObject *labels = PyDict_GetItemWithError(by_tid, tid);
+    if (labels != NULL)
+        Py_INCREF(labels);
+    else if (PyErr_Occurred())
+        return NULL;
+    else if (ident == main_ident)
+        labels = Py_NewRef(main_labels);
+    else if ((labels = Py_BuildValue("((sN))", "thread_name", PyUnicode_FromFormat("Thread-%lu", ident))) == NULL)
+        return NULL;
+    if (PyDict_GET_SIZE(extra) == 0)
+        return labels;
+    PyObject *key = PyLong_FromUnsignedLong(ident), *more = key ? PyDict_GetItemWithError(extra, key) : NULL;
+    Py_XDECREF(key);
+    if (more == NULL || PyErr_Occurred() || !PyObject_IsTrue(more))
+        return PyErr_Occurred() ? (Py_DECREF(labels), NULL) : labels;
+    Py_SETREF(labels, PySequence_Concat(labels, more));
+    return labels;
+}
+
+/* A handler's wall tick of a thread whose stack is its previous one's (`wall_keys[tid]`: (codes, key), the codes
+ * its key names and the key, maybe in an earlier window's table). */
+static int fold_same_wall(PyObject *stacks, PyObject *codes, PyObject *wall_keys, PyObject *tid, long long wall)
+{
+    PyObject *held = PyDict_GetItemWithError(wall_keys, tid);
+    if (held == NULL) /* not seen since the ticks began (never expected: the C side starts each thread whole) */
+        return PyErr_Occurred() ? -1 : 0;
+    if (!PyTuple_Check(held) || PyTuple_GET_SIZE(held) != 2) {
+        PyErr_SetString(PyExc_TypeError, "wall_keys values must be (codes, key)");
+        return -1;
+    }
+    Py_INCREF(held);
+    PyObject *was = PyTuple_GET_ITEM(held, 0), *key = PyTuple_GET_ITEM(held, 1);
+    int rc = add_sample(stacks, key, 0, wall);
+    if (rc == 1) { /* new in this table: its codes come along */
+        for (Py_ssize_t i = 1; rc >= 0 && i < PyTuple_GET_SIZE(key); i += 2) {
+            PyObject *code = PyDict_GetItemWithError(was, PyTuple_GET_ITEM(key, i));
+            if (code != NULL && PyDict_SetItem(codes, PyTuple_GET_ITEM(key, i), code) < 0)
+                rc = -1;
+            else if (code == NULL && PyErr_Occurred())
+                rc = -1;
+        }
+        PyObject *now = rc >= 0 ? PyTuple_Pack(2, codes, key) : NULL;
+        if (now == NULL || PyDict_SetItem(wall_keys, tid, now) < 0)
+            rc = -1;
+        Py_XDECREF(now);
+    }
+    Py_DECREF(held);
+    return rc < 0 ? -1 : 0;
+}
+
+/* drain_fold(cpu_stacks, cpu_codes, wall_stacks, wall_codes, labels_by_tid, main_ident, main_labels, extra, wall_keys,
+ *            site_at, version, max_depth, no_frame) -> (samples, {native id: cpu_ns}, failed)
+ * The records in the buffer drain_take() took, in the order they were taken, folded here (about 9 us a record in
+ * Python on this VM, most of the sampler thread's CPU behind 4 busy threads):
+ * - a CPU timer's sample into cpu_stacks, keyed by its frames as they are ((no_frame, 0) without one); the CPU of
+ *   each thread in labels_by_tid is returned, for its `last_cpu`;
+ * - a handler's wall tick (no CPU) into wall_stacks, the leaf's C callee named as stacks.record_copy names it, and
+ *   its key kept in wall_keys[native id] as (wall_codes, key) for the ticks that say the stack is the same.
+ * Labels: see record_labels. `version`: native.answers_version() (see main_fold). `failed`: records lost to an
+ * error, or folded without their leaf's callee because site_at raised. */
+static PyObject *py_drain_fold(PyObject *self, PyObject *args)
+{
+    PyObject *cstacks, *ccodes, *wstacks, *wcodes, *by_tid, *main_labels, *extra, *wall_keys, *site_at, *no_frame;
+    unsigned long main_ident;
+    long long version;
+    int depth;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O!kOO!O!OLiO", &PyDict_Type, &cstacks, &PyDict_Type, &ccodes, &PyDict_Type,
+                          &wstacks, &PyDict_Type, &wcodes, &PyDict_Type, &by_tid, &main_ident, &main_labels,
+                          &PyDict_Type, &extra, &PyDict_Type, &wall_keys, &site_at, &version, &depth, &no_frame))
+        return NULL;
+    PyObject *cpu_by_tid = PyDict_New(), **parts = PyMem_Malloc(sizeof(PyObject *) * 3 * MAX_DEPTH);
+    long samples = 0, failed = 0;
+    if (cpu_by_tid == NULL || parts == NULL) {
+        Py_XDECREF(cpu_by_tid);
+        PyMem_Free(parts);
+        return PyErr_NoMemory();
+    }
+    if (version != site_memo_version) {
+        site_memo_clear();
+        site_memo_version = version;
+    }
+    int b = taken; /* taken until emptied: a take meanwhile (site_at may let go of the GIL) leaves it alone */
+    if (b < 0)
+        goto done;
+    size_t end = atomic_load(&heads[b]), full = atomic_load(&full_at[b]), pos = 0;
     if (end > full)
         end = full; /* after a record that did not fit: words of an earlier cycle */
-    PyObject *out = PyList_New(0);
-    uint64_t *w = bufs[b];
-    size_t pos = 0;
-    while (out != NULL && pos + HEADER_WORDS <= end) {
+    const uint64_t *w = bufs[b];
+    while (pos + HEADER_WORDS <= end) {
         int n = (int)(w[pos] & 0xffffffffu), cut = (int)((w[pos] >> 32) & 1);
-        unsigned long long weight = w[pos + 2], cpu = w[pos] & WALL ? 0 : weight;
         size_t words = HEADER_WORDS + 2 * (size_t)(n + cut);
         if (pos + words > end)
             break;
-        PyObject *frames = w[pos] & SAME ? Py_NewRef(Py_None) : frames_tuple(w + pos + HEADER_WORDS, n, cut, NULL);
-        if (frames == NULL)
-            goto fail;
-        PyObject *item = Py_BuildValue("(kiKKN)", (unsigned long)w[pos + 1], (int)w[pos + 3], cpu, weight - cpu,
-                                       frames);
-        if (item == NULL || PyList_Append(out, item) < 0) {
-            Py_XDECREF(item);
-            goto fail;
-        }
-        Py_DECREF(item);
+        unsigned long ident = (unsigned long)w[pos + 1];
+        long long weight = (long long)w[pos + 2];
+        int wall = (w[pos] & WALL) != 0, same = (w[pos] & SAME) != 0;
+        const uint64_t *f = w + pos + HEADER_WORDS;
         pos += words;
+        PyObject *tid = PyLong_FromLong((long)(int)w[pos - words + 3]), *labels = NULL, *key = NULL;
+        int rc = -1;
+        if (tid == NULL)
+            goto next;
+        if (wall && same) {
+            rc = fold_same_wall(wstacks, wcodes, wall_keys, tid, weight);
+            goto next;
+        }
+        if ((labels = record_labels(by_tid, tid, ident, main_ident, main_labels, extra)) == NULL)
+            goto next;
+        PyObject *stacks = wall ? wstacks : cstacks, *codes = wall ? wcodes : ccodes;
+        if (n == 0) {
+            key = Py_BuildValue("(OOi)", labels, no_frame, 0);
+            if (key == NULL || add_sample(stacks, key, wall ? 0 : weight, wall ? weight : 0) < 0)
+                goto next;
+        }
+        else if ((key = fold_stack(f, n, cut, wall, stacks, codes, labels, site_at, depth, wall ? 0 : weight,
+                                   wall ? weight : 0, parts, parts + 2 * MAX_DEPTH, &failed)) == NULL) {
+            goto next;
+        }
+        if (wall) {
+            PyObject *now = PyTuple_Pack(2, wcodes, key);
+            rc = now != NULL ? PyDict_SetItem(wall_keys, tid, now) : -1;
+            Py_XDECREF(now);
+            goto next;
+        }
+        samples++;
+        rc = PyDict_Contains(by_tid, tid);
+        if (rc == 1) { /* a thread Python knows: its CPU so far */
+            PyObject *had = PyDict_GetItemWithError(cpu_by_tid, tid);
+            PyObject *sum = had != NULL ? PyLong_FromLongLong(PyLong_AsLongLong(had) + weight)
+                                        : PyLong_FromLongLong(weight);
+            rc = sum != NULL ? PyDict_SetItem(cpu_by_tid, tid, sum) : -1;
+            Py_XDECREF(sum);
+        }
+    next:
+        if (rc < 0) { /* lost: counted, and the next records go on */
+            failed++;
+            PyErr_Clear();
+        }
+        Py_XDECREF(tid);
+        Py_XDECREF(labels);
+        Py_XDECREF(key);
     }
     empty(b);
-    return out;
-fail:
-    empty(b);
-    Py_XDECREF(out);
-    return NULL;
+    taken = -1;
+done:
+    PyMem_Free(parts);
+    return Py_BuildValue("(lNl)", samples, cpu_by_tid, failed);
 }
 
 /* `known` itself: its callers only read it (an entry taken out could free a code object the handlers read in place) */
@@ -1758,7 +1899,10 @@ static PyMethodDef methods[] = {
     {"remove_self", py_remove_self, METH_NOARGS, "in an ending thread: block the signal, delete its timer"},
     {"set_period", py_set_period, METH_VARARGS, "set_period(period_ns): re-arm every timer"},
     {"stop", py_stop, METH_NOARGS, "delete every timer; the signal is ignored from now on"},
-    {"drain", py_drain, METH_NOARGS, "drain() -> [(ident, native_id, cpu_ns, wall_ns, (code id, offset, ...)), ...]"},
+    {"drain_take", py_drain_take, METH_NOARGS, "the handlers' records so far are drain_fold()'s; they write elsewhere"},
+    {"drain_fold", py_drain_fold, METH_VARARGS,
+     "drain_fold(cpu_stacks, cpu_codes, wall_stacks, wall_codes, labels_by_tid, main_ident, main_labels, extra, "
+     "wall_keys, site_at, version, max_depth, no_frame) -> (samples, {native id: cpu_ns}, failed)"},
     {"wall_mode", py_wall_mode, METH_VARARGS, "wall_mode(period_ns): wall ticks in the timer handler (0: none)"},
     {"wall_mark", py_wall_mark, METH_VARARGS, "wall_mark(now_ns) -> the previous tick's monotonic ns; now_ns is the newest"},
     {"wall_last", py_wall_last, METH_NOARGS, "wall_last() -> monotonic ns of the handlers' newest wall tick"},

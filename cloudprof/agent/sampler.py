@@ -107,7 +107,7 @@ from cloudprof.agent.fairness import ThreadPicker
 from cloudprof.agent.governor import Governor
 from cloudprof.agent.labels import current_extra, may_change, off_first_use, on_first_use, tick_labels
 from cloudprof.agent.native import answers_version, site_at
-from cloudprof.agent.stacks import StackTable, intern_key, record, record_copy, where_cpu_went
+from cloudprof.agent.stacks import StackTable, record, record_copy, where_cpu_went
 
 try:
     from cloudprof.agent import _threadcpu
@@ -206,16 +206,6 @@ def _under_handler(frame):
     return frame
 
 
-def _add_wall(table: StackTable, key: tuple, wall: int) -> None:
-    """A wall tick's sample of a thread with no Python frame."""
-    acc = table.stacks.get(key)
-    if acc is None:
-        table.stacks[key] = [1, 0, wall]
-    else:
-        acc[0] += 1
-        acc[2] += wall
-
-
 def _add_cpu(table: StackTable, key: tuple, cpu: int, wall: int = 0) -> None:
     """CPU (and wall time) with no stack of its own (an `UNSAMPLED` leaf) into `table`."""
     acc = table.stacks.get(key)
@@ -284,7 +274,7 @@ class Sampler:
         self._looked = -1  # _thread._count() at the last look at every thread (a tick, or the batches' look)
         self._batches = 0
         self._walls = False  # the timers' handler takes the wall ticks (see _threadcpu.wall_tick, _update_walls)
-        self._wall_keys: dict[int, tuple] = {}  # native id -> (table, key) of the thread's newest handler wall tick
+        self._wall_keys: dict[int, tuple] = {}  # native id -> (its table's codes, key) of the thread's newest wall tick
         self._labelled = False  # labels or tasks were seen: the wall ticks are the Python ones (their labels)
         self._tbusy = False
         self._tick_lock = threading.Lock()
@@ -714,84 +704,30 @@ class Sampler:
 
     def _pull_timers(self, extra: dict, ticks: StackTable) -> None:
         """The CPU timers' samples since the previous pull into their table, labelled as the thread is now, and
-        the handlers' wall ticks into `ticks` (the caller's tick table).
+        the handlers' wall ticks into `ticks` (the caller's tick table), folded in C (_threadcpu.drain_fold).
 
         Each carries the thread's CPU since its previous sample (its clock, read by the handler), which is
         added to the thread's `last_cpu`: what a thread used after its last sample is its end's to report.
         Threads are found by native id: an ident may already be another thread's. Called with the tick lock
         held, at every tick, so labels are as fresh as the ticks' (a sample's labels are those at the pull).
         """
-        records = _threadcpu.drain()
+        _threadcpu.drain_take()
         # Threads that made their timer as they started: each did before its first sample, so before any record
-        # drained here (a record of a thread not adopted yet would be named by ident and not counted in its
+        # taken here (a record of a thread not adopted yet would be named by ident and not counted in its
         # `last_cpu`, and so counted again at its end).
         for native, (thread, _slot) in list(self._booted.items()):
             self._register_started(thread)
             self._booted.pop(native, None)  # not adopted (no entry for it): its samples are named by ident
-        if not records:
-            return
-        codes = _threadcpu.codes()
-        table = self._xtable
-        by_tid, stacks, table_codes = self._by_tid, table.stacks, table.codes
-        main, samples = self._main_ident, 0
-        for ident, tid, weight, wall, frames in records:
-            info = by_tid.get(tid)
-            if info is None and ident == main:  # the wall ticks' record of the main thread
-                info = self._threads.get(main)
-            labels = info.labels if info is not None else (("thread_name", f"Thread-{ident}"),)
-            more = extra.get(ident)
-            if more:
-                labels += more
-            if wall:
-                self._fold_wall(ticks, tid, labels, frames, codes, wall)
-                continue
-            key = (labels,) + (frames or (_NO_FRAME, 0))
-            acc = stacks.get(key)
-            if acc is None:
-                stacks[intern_key(key)] = [1, weight, 0]
-                for code_id in frames[::2]:
-                    if code_id.__class__ is int and code_id:
-                        table_codes[code_id] = codes[code_id]
-            else:
-                acc[0] += 1
-                acc[1] += weight
-            samples += 1
-            if info is not None:
-                info.last_cpu += weight
+        by_tid, table = self._by_tid, self._xtable
+        main = self._threads.get(self._main_ident)
+        samples, used, failed = _threadcpu.drain_fold(
+            table.stacks, table.codes, ticks.stacks, ticks.codes, {tid: info.labels for tid, info in by_tid.items()},
+            self._main_ident, main.labels if main is not None else (("thread_name", f"Thread-{self._main_ident}"),), extra,
+            self._wall_keys, site_at, answers_version(), self.max_depth, _NO_FRAME)
+        for tid, cpu in used.items():
+            by_tid[tid].last_cpu += cpu
         self.timer_samples += samples
-
-    def _fold_wall(self, table: StackTable, tid: int, labels: tuple, frames: tuple | None, codes: dict,
-                   wall: int) -> None:
-        """A handler's wall tick of one thread: where it waits, with the C call it waits in (as the Python ticks
-        show it). `frames` None: the stack of its previous one, which may be in an earlier window's table."""
-        stacks = table.stacks
-        if frames is None:
-            held = self._wall_keys.get(tid)
-            if held is None:
-                return  # not seen since the ticks began (never expected: the C side starts each thread whole)
-            was, key = held
-            acc = stacks.get(key)
-            if acc is None:
-                stacks[key] = [1, 0, wall]
-                for code_id in key[1::2]:
-                    code = was.codes.get(code_id)
-                    if code is not None:
-                        table.codes[code_id] = code
-                self._wall_keys[tid] = (table, key)
-                return
-        else:
-            key = (labels,) + (frames or (_NO_FRAME, 0))
-            acc = stacks.get(key)  # stored as is when its leaf is not at a C call
-            if acc is None:
-                if frames:
-                    key = record_copy(table, labels, frames, codes, None, self.max_depth, 1, 0, wall)
-                else:
-                    _add_wall(table, key, wall)
-                self._wall_keys[tid] = (table, key)
-                return
-            self._wall_keys[tid] = (table, key)
-        acc[0] += 1
-        acc[2] += wall
+        self.errors += failed
 
     def _on_thread_boot(self, thread: threading.Thread) -> None:
         """A thread that starts makes its timer now, in the thread itself, before it runs the app's code: its
