@@ -1033,7 +1033,8 @@ static PyObject *fold_stack(const uint64_t *f, int n, int cut, int name_leaf, Py
         goto end;
     PyTuple_SET_ITEM(key, 0, Py_NewRef(labels));
     Py_ssize_t at = 1;
-    for (int k = 0; k < m; k++) { /* named: (name, 0), (leaf code, the call's offset), then the callers, as record_copy */
+    /* named: (name, 0), (leaf code, the call's offset), then the callers, as record_copy */
+    for (int k = 0; k < m; k++) {
         PyObject *id, *off;
         if (named && k < 2) {
             id = k == 0 ? PyTuple_GET_ITEM(site, 0) : parts[0];
@@ -1918,8 +1919,8 @@ static PyMethodDef methods[] = {
     {"unhook_main", py_unhook_main, METH_NOARGS, "SIGPROF to Python's handler alone again"},
     {"main_pull", py_main_pull, METH_NOARGS, "[(weight_ns, monotonic_ns, frames or None, codes or None), ...] since the last pull"},
     {"main_fold", py_main_fold, METH_VARARGS,
-     "main_fold(stacks, codes, labels, site_at, version, max_depth, keep_newest, half_ns, last_tick, walls) -> (records, "
-     "weight_ns, ticks, last_tick, [(weight_ns, wall_ns) of frameless ones], newest or None, failed)"},
+     "main_fold(stacks, codes, labels, site_at, version, max_depth, keep_newest, half_ns, last_tick, walls) -> "
+     "(records, weight_ns, ticks, last_tick, [(weight_ns, wall_ns) of frameless ones], newest or None, failed)"},
     {"main_skip", py_main_skip, METH_VARARGS, "main_skip(ns, add) -> (C handler ns, mark): where the next record's weight starts"},
     {"main_last", py_main_last, METH_NOARGS, "monotonic ns of the newest record"},
     {"main_pending", py_main_pending, METH_NOARGS, "records not pulled yet"},

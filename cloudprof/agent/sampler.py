@@ -720,10 +720,11 @@ class Sampler:
             self._booted.pop(native, None)  # not adopted (no entry for it): its samples are named by ident
         by_tid, table = self._by_tid, self._xtable
         main = self._threads.get(self._main_ident)
+        main_labels = main.labels if main is not None else (("thread_name", f"Thread-{self._main_ident}"),)
         samples, used, failed = _threadcpu.drain_fold(
             table.stacks, table.codes, ticks.stacks, ticks.codes, {tid: info.labels for tid, info in by_tid.items()},
-            self._main_ident, main.labels if main is not None else (("thread_name", f"Thread-{self._main_ident}"),), extra,
-            self._wall_keys, site_at, answers_version(), self.max_depth, _NO_FRAME)
+            self._main_ident, main_labels, extra, self._wall_keys, site_at, answers_version(), self.max_depth,
+            _NO_FRAME)
         for tid, cpu in used.items():
             by_tid[tid].last_cpu += cpu
         self.timer_samples += samples
