@@ -976,12 +976,16 @@ class Sampler:
                 # labels or a loop came does not know which of its records came before them.
                 self._fold_pending(self._mtable, frame=frame)
                 self._count_app_threads()
+                # the wall ticks the C handler took at its signals (beside other threads) are the ticks' cost
+                tick_ns = _threadcpu.counters()["main_tick_ns"]
+                self.handler_tick_ns += tick_ns - self._c_tick_ns
+                self._c_tick_ns = tick_ns
             else:
                 records = _threadcpu.main_pull() if self._copies else None
                 if records and records[-1][2] is not None:
                     self._main_copy = records[-1][2:]  # the latest: the weight comes from the timer, below
                 ticked_all = self._sample_main(frame, t0)
-            if self._copies and self._batched != (self._app_threads <= 1 and not may_change()):
+            if self._copies and self._batched != self._batchable():
                 self._set_batched(not self._batched)
         except Exception:
             self.errors += 1
@@ -1027,13 +1031,13 @@ class Sampler:
         """Monotonic ns of the newest tick taken without the sampler thread (see _covered_ticks); batched, the
         newest record's, which the next batch makes a tick."""
         last = max(self._last_handler_tick, _threadcpu.wall_last()) if self._walls else self._last_handler_tick
-        return max(last, _threadcpu.main_last()) if self._batched else last
+        return max(last, _threadcpu.main_last()) if self._records_tick() else last
 
     def _covered_ticks(self) -> int:
         """Ticks taken without the sampler thread so far: the Python handler's and the timers' handler's; batched,
         the records not folded yet too (each is the tick of its time once folded, up to half a second later)."""
         covered = self.handler_ticks + self._timer_counters()["wall_ticks"]
-        return covered + _threadcpu.main_pending() if self._batched else covered
+        return covered + _threadcpu.main_pending() if self._records_tick() else covered
 
     def _update_walls(self, app: list, extra: dict) -> None:
         """At the end of a tick (tick lock held): the timers' handler takes the wall ticks while its records need
@@ -1068,13 +1072,14 @@ class Sampler:
         """The batch's records not folded yet: in the handler (`frame`, where it runs), or outside it (a tick of the
         thread, the first labels, a window's end, stop, exit).
 
-        Each weighs the main thread's CPU since the previous one, and is also the tick (the wall time since the
-        previous tick) when one is due at its time. That needs the tick lock, which is only tried unless the
-        caller `held` it: without it, the next tick carries their wall time at its own stack (at a drain, the
-        next window's first tick: 55-75 ms of a 0.6 s window's wall). They are folded in C (_threadcpu.main_fold),
+        Each weighs the main thread's CPU since the previous one. While the main thread is the app's only thread
+        each is also the tick (the wall time since the previous tick) when one is due at its time (with other
+        threads the handlers take every thread's wall ticks). That needs the tick lock, which is only tried
+        unless the caller `held` it: without it, the next tick carries their wall time at its own stack (at a
+        drain, the next window's first tick: 55-75 ms of a 0.6 s window's wall). They are folded in C (_threadcpu.main_fold),
         named from their leaf's code alone; in the handler the newest is named here, from `frame`.
         """
-        ticks = held or self._tick_lock.acquire(False)
+        ticks = self._app_threads <= 1 and (held or self._tick_lock.acquire(False))
         try:
             labels = self._main_labels()
             half = self._period_ns >> 1
@@ -1143,6 +1148,15 @@ class Sampler:
         if app > 1 and self._app_threads <= 1:
             self._proc_mark = process_cpu_ns()
         self._app_threads = app
+
+    def _batchable(self) -> bool:
+        """Batches while no labels can change, and the main thread is the app's only thread (its records are the
+        ticks) or the handlers take every thread's wall ticks (an app with other threads: no record is a tick)."""
+        return (self._app_threads <= 1 or self._walls) and not may_change()
+
+    def _records_tick(self) -> bool:
+        """A batch's records are the ticks of their time: the main thread is the app's only thread."""
+        return self._batched and self._app_threads <= 1
 
     def _set_batched(self, batched: bool) -> None:
         _threadcpu.main_mode(batched, _BATCH_NS)
@@ -1227,7 +1241,7 @@ class Sampler:
             return
         self._tbusy = True
         try:
-            if self._batched:
+            if self._records_tick():
                 # The main thread ran since its last batch and blocked or waits (else the handler would tick): its
                 # records are the ticks of their time, the blocked stack's wall time starts at the newest.
                 self._fold_pending(self._ttable, held=True)

@@ -174,6 +174,7 @@ def test_a_signal_during_the_handler_is_not_a_sample_of_the_app(monkeypatch):
         return extra()
 
     monkeypatch.setattr(sampler_module, "current_extra", extra_and_a_signal)
+    monkeypatch.setitem(labels_module._state, "used", True)  # labels may change: every signal to the handler
     done = threading.Event()
 
     def elsewhere():  # SIGPROF to this thread: no copy, and the main thread's handler runs
@@ -1206,3 +1207,44 @@ def test_the_c_fold_asks_again_once_a_call_site_is_named_from_a_frame():
         _threadcpu.unhook_main()
         signal.signal(signal.SIGPROF, previous)
     assert leaves == [{"<native> raise_"}] + [{"<native> _signal.raise_signal"}] * 2, leaves
+
+
+def test_a_busy_main_thread_is_batched_beside_other_threads_once_the_handlers_take_the_wall_ticks(unlabelled):
+    """Other app threads with CPU timers, no labels: the handlers take every thread's wall ticks, so the main
+    thread's records need not be ticks and are folded in batches too (every signal to Python's handler cost
+    45 us here with main + 3 busy threads). Each thread's CPU and wall time still add up."""
+    extension_needed()
+    done = threading.Event()
+    used = {}
+
+    def work():
+        c0 = time.thread_time()
+        while not done.is_set():
+            Burner().spin(0.01)
+        used["worker"] = time.thread_time() - c0
+
+    sampler = Sampler(sample_hz=100, max_overhead_pct=100)
+    sampler.start()
+    worker = threading.Thread(target=work, name="worker")
+    try:
+        worker.start()
+        Burner().spin(0.5)  # the ticks turn the handlers' wall ticks on, the handler the batches
+        sampler.drain()
+        runs = sampler.handler_runs
+        spent, t0 = time.thread_time(), time.monotonic()
+        Burner().spin(1.5)
+        spent, elapsed = time.thread_time() - spent, time.monotonic() - t0
+        batched, walls, runs = sampler._batched, sampler._walls, sampler.handler_runs - runs
+        batch = sampler.drain()
+        done.set()
+        worker.join()
+    finally:
+        sampler.stop()
+    assert walls and batched, (walls, batched)
+    assert runs < batch.signal_samples / 4, (runs, batch.signal_samples)
+    per_thread, _ = totals(batch)
+    main, other = per_thread["MainThread"], per_thread["worker"]
+    assert main[1] == pytest.approx(spent * 1e9, rel=0.10), (per_thread, spent)
+    assert main[2] == pytest.approx(elapsed * 1e9, rel=0.15), (per_thread, elapsed)
+    assert other[2] == pytest.approx(elapsed * 1e9, rel=0.15), (per_thread, elapsed)
+    assert other[1] >= 0.3 * spent * 1e9, per_thread  # the GIL shared with the main thread

@@ -112,6 +112,7 @@ def test_a_busy_main_threads_c_handler_takes_its_wall_ticks():
         walls, handler_ticks, c0 = sampler._walls, sampler.handler_ticks, _threadcpu.counters()["wall_ticks"]
         runs, tick_ns = sampler.handler_runs, sampler.handler_tick_ns
         spin(0.5)
+        batched = sampler._batched
         handler_ticks, runs = sampler.handler_ticks - handler_ticks, sampler.handler_runs - runs
         tick_ns = sampler.handler_tick_ns - tick_ns
         c_ticks = _threadcpu.counters()["wall_ticks"] - c0
@@ -120,9 +121,8 @@ def test_a_busy_main_threads_c_handler_takes_its_wall_ticks():
         batch = sampler.drain()
     finally:
         sampler.stop()
-    assert walls
-    assert runs >= 10, runs  # the Python handler ran, and
-    assert handler_ticks <= 3, (handler_ticks, runs, c_ticks)  # took none (but one a worker that ends: 50 before)
+    assert walls and batched  # the main thread's records are folded in batches (test_sampler), and its Python
+    assert handler_ticks <= 3, (handler_ticks, runs, c_ticks)  # handler took no tick (50 before, every signal's)
     assert c_ticks >= 70 * 0.5 * 0.8, c_ticks  # 100 a second asked: the C handlers took them
     assert tick_ns > 0  # the main thread's C ticks are the ticks' cost to the governor
     span = (batch.mono_end_ns - batch.mono_start_ns) / 1e9
