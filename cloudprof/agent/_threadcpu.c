@@ -27,7 +27,7 @@
  * `max_depth` frames are kept. A thread unregisters
  * itself as it ends (blocking the signal first), before its thread state is
  * freed; a slot is reused only when no handler is inside it. Code addresses are
- * turned into objects under the GIL in `drain()`: an address not seen before is
+ * turned into objects under the GIL in `drain_fold()`: an address not seen before is
  * copied the same way and accepted only if it still holds a live code object with
  * the first line the handler saw. Accepted code objects are held (strong
  * references) until `forget_codes()`.
@@ -306,7 +306,9 @@ static int view(PyThreadState *ts, _PyInterpreterFrame *f, view_t *v, int top)
 }
 
 /* The next frame a sample shows, from `f` on: incomplete frames are skipped, as sys._current_frames does. */
-/* `top`: `f` is the frame `current_frame` names (see view); later calls follow links from checked frames. */
+/* `top`: `f` is the frame `current_frame` names (see view); later calls follow links from checked frames. An
+ * incomplete frame found there may be one being pushed, whose `previous` is not set yet (what an earlier frame left
+ * in that memory: a benchmark child crashed on it once in about 270 runs), so its caller is checked as `f` was. */
 static inline int shown(PyThreadState *ts, _PyInterpreterFrame *f, view_t *v, int *budget, int top)
 {
     while (f != NULL && (*budget)-- > 0) {
@@ -315,7 +317,6 @@ static inline int shown(PyThreadState *ts, _PyInterpreterFrame *f, view_t *v, in
         if (!v->incomplete)
             return 1;
         f = v->previous;
-        top = 0;
     }
     return 0;
 }
@@ -409,7 +410,7 @@ static int walk(PyThreadState *ts, uint64_t *w, int *cut, uintptr_t skip, uint64
  * until it calls atomic_fetch_sub(&writers[*b], 1). */
 static uint64_t *reserve(size_t words, int *b)
 {
-    for (;;) { /* see drain(): a writer counts itself in, then checks the buffer is still current */
+    for (;;) { /* see drain_take(): a writer counts itself in, then checks the buffer is still current */
         *b = atomic_load(&cur);
         atomic_fetch_add(&writers[*b], 1);
         if (atomic_load(&cur) == *b)
@@ -418,7 +419,7 @@ static uint64_t *reserve(size_t words, int *b)
     }
     size_t pos = atomic_fetch_add(&heads[*b], words);
     if (pos + words > BUF_WORDS) {
-        /* records from here on do not fit: drain() reads up to the first of them */
+        /* records from here on do not fit: drain_fold() reads up to the first of them */
         size_t first = atomic_load(&full_at[*b]);
         while (pos < first && !atomic_compare_exchange_weak(&full_at[*b], &first, pos))
             ;
@@ -1518,14 +1519,14 @@ static int frame_parts(const uint64_t *f, int i, int n, PyObject **id, PyObject 
     return 0;
 }
 
-/* (code id, offset, ...) of a copied stack: n frames, then (0, -1) if it was cut (drain's records, main_pull);
- * with `codes`, also a dict {code id: code object} of its frames (a code gone before it was named is not in it). */
+/* (code id, offset, ...) of a main_pull record's copied stack: n frames, then (0, -1) if it was cut; and in *codes a
+ * dict {code id: code object} of its frames (a code gone before it was named is not in it). */
 static PyObject *frames_tuple(const uint64_t *f, int n, int cut, PyObject **codes)
 {
     PyObject *frames = PyTuple_New(2 * (n + cut));
     if (frames == NULL)
         return NULL;
-    if (codes != NULL && (*codes = PyDict_New()) == NULL) {
+    if ((*codes = PyDict_New()) == NULL) {
         Py_DECREF(frames);
         return NULL;
     }
@@ -1533,12 +1534,11 @@ static PyObject *frames_tuple(const uint64_t *f, int n, int cut, PyObject **code
         PyObject *id, *off;
         if (frame_parts(f, i, n, &id, &off) < 0) {
             Py_DECREF(frames);
-            if (codes != NULL)
-                Py_CLEAR(*codes);
+            Py_CLEAR(*codes);
             return NULL;
         }
         /* an accepted address is an int key of `known`, which holds its code */
-        if (codes != NULL && i < n && PyLong_CheckExact(id) && f[2 * i] != 0
+        if (i < n && PyLong_CheckExact(id) && f[2 * i] != 0
                 && PyDict_SetItem(*codes, id, (PyObject *)(uintptr_t)f[2 * i]) < 0) {
             Py_DECREF(id);
             Py_DECREF(off);
