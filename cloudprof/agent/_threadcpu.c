@@ -520,6 +520,17 @@ static inline void watch_push(long long now)
         }
 }
 
+/* A tick of Python's at `now` (wall_mark()): the newest tick's time before it. A tick of ours later than `now`
+ * stays the newest. */
+static long long wall_mark(long long now)
+{
+    long long last = atomic_load(&wall_last);
+    while (last < now && !atomic_compare_exchange_weak(&wall_last, &last, now))
+        ;
+    watch_push(now);
+    return last;
+}
+
 /* Does the thread whose state is `ts` hold the GIL? CPython sets the current thread state after taking the GIL and
  * clears it before dropping it; _PyThreadState_UncheckedGet is a plain load of it. */
 static inline int holds_gil(PyThreadState *ts)
@@ -953,6 +964,15 @@ static void site_memo_clear(void)
     }
 }
 
+/* The memo's answers hold for native.answers_version() `version`: let go of them if they were kept for another. */
+static void site_memo_for(long long version)
+{
+    if (version != site_memo_version) {
+        site_memo_clear();
+        site_memo_version = version;
+    }
+}
+
 /* site_at(code, offset) for a record's leaf: None, or (name, offset) of the C callee it was in. An exception is
  * cleared and counted in *failed: the record is folded without the callee. A new reference. */
 static PyObject *leaf_site(PyObject *site_at, PyObject *code, PyObject *off, long *failed)
@@ -1104,10 +1124,7 @@ static PyObject *py_main_fold(PyObject *self, PyObject *args)
     long records = 0, ticks = 0, failed = 0;
     if (main_pulling) /* see main_pull */
         goto done;
-    if (version != site_memo_version) {
-        site_memo_clear();
-        site_memo_version = version;
-    }
+    site_memo_for(version);
     main_pulling = 1;
     atomic_signal_fence(memory_order_seq_cst);
     unsigned long tail = atomic_load(&main_tail), head = atomic_load(&main_head);
@@ -1116,10 +1133,7 @@ static PyObject *py_main_fold(PyObject *self, PyObject *args)
         const main_rec_t *r = MAIN_REC(tail);
         long long wall = 0;
         if (half > 0 && r->mono - last >= half) {
-            long long marked = atomic_load(&wall_last);
-            while (marked < r->mono && !atomic_compare_exchange_weak(&wall_last, &marked, r->mono))
-                ;
-            watch_push(r->mono);
+            long long marked = wall_mark(r->mono);
             if (walls && marked > last)
                 last = marked;
             wall = r->mono - last;
@@ -1648,10 +1662,7 @@ static PyObject *py_drain_fold(PyObject *self, PyObject *args)
         PyMem_Free(parts);
         return PyErr_NoMemory();
     }
-    if (version != site_memo_version) {
-        site_memo_clear();
-        site_memo_version = version;
-    }
+    site_memo_for(version);
     int b = taken; /* taken until emptied: a take meanwhile (site_at may let go of the GIL) leaves it alone */
     if (b < 0)
         goto done;
@@ -1768,11 +1779,7 @@ static PyObject *py_wall_mark(PyObject *self, PyObject *args)
     long long now;
     if (!PyArg_ParseTuple(args, "L", &now))
         return NULL;
-    long long last = atomic_load(&wall_last);
-    while (last < now && !atomic_compare_exchange_weak(&wall_last, &last, now))
-        ;
-    watch_push(now);
-    return PyLong_FromLongLong(last);
+    return PyLong_FromLongLong(wall_mark(now));
 }
 
 /* wall_last() -> monotonic ns of the newest wall tick the handlers took (0: none) */
