@@ -19,7 +19,9 @@
    single`, `mainplus3`, `governor`: one row of the pairs alone. `--only dispatch`:
    what the signal costs without the handler's work (see VARIANTS).
 2. In-process ABBA: one process alternates agent-off and agent-on segments of the
-   same work, so drift of the machine cancels out.
+   same work, so drift of the machine cancels out. `--only quiet`: the same chunk
+   by chunk, counting only chunks run while the box is at its fast speed (see
+   quiet_abba), with a null from the same rounds.
 3. Per-sample cost at stack depth 10, 50, 100: one signal-handler sample (it also
    takes the all-thread tick) and the stack fold alone.
 4. Start-up: `import cloudprof` and `cloudprof.start()`.
@@ -346,6 +348,71 @@ def abba(units, segments, threads=1, budget=1.0, settle=0):
           flush=True)
 
 
+def quiet_abba(rounds, segment=8, chunk=250, settle=5000, fast=1.25):
+    """In process, chunk by chunk, counting only the chunks run while the box is at its fast speed.
+
+    This VM's speed jumps between two levels for seconds at a time (the same work takes 1.5-2x the CPU in the
+    slow one), so whole runs and segments compare mostly the spells they met. Here each chunk of `chunk` units
+    (about 50 ms) is timed on the whole process's CPU, and a fixed probe (0.7 ms of a Python loop, on the main
+    thread's clock) runs before every chunk and after the last: a chunk counts when the probes either side of
+    it ran within `fast` x the run's 5th percentile probe. The probes, not the chunk's own time, decide, so
+    the agent's cost inside a chunk cannot keep it out. Rounds: A chunks bare, start the agent and run
+    `settle` units unmeasured (past its first second's one-off costs), 2 x `segment` B chunks, stop, `settle`
+    units, A chunks; every other round runs its B bare too, the null. Pooled mean CPU per kept chunk, B
+    against A, with a 95% interval from resampling whole rounds."""
+    import random
+
+    import cloudprof
+
+    store = tempfile.mkdtemp(prefix="cloudprof-quiet-")
+
+    def probe():
+        t, x = time.thread_time(), 0
+        for i in range(20000):
+            x += i
+        return time.thread_time() - t
+
+    def chunks(k):
+        out = []
+        for _ in range(k):
+            p, c = probe(), process_cpu()
+            workload(chunk, 1)
+            out.append((p, process_cpu() - c))
+        return out + [(probe(), None)]
+
+    workload(settle, 1)  # warm up
+    runs = []
+    for i in range(rounds):
+        on = i % 2 == 0
+        a1 = chunks(segment)
+        if on:
+            cloudprof.start(enabled=True, service="bench", storage=f"file://{store}", strict=True,
+                            thread_cpu_timers=not NO_TIMERS)
+        workload(settle, 1)
+        b = chunks(2 * segment)
+        if on:
+            cloudprof.stop(flush=False, timeout=5)
+        workload(settle, 1)
+        runs.append((on, (a1, chunks(segment)), (b,)))
+    limit = fast * statistics.quantiles([p for _, a, b in runs for seg in a + b for p, _ in seg], n=20)[0]
+
+    def kept(segments):
+        return [seg[k][1] for seg in segments for k in range(len(seg) - 1) if max(seg[k][0], seg[k + 1][0]) <= limit]
+
+    def over(group):
+        a, b = [c for _, s, _ in group for c in kept(s)], [c for _, _, s in group for c in kept(s)]
+        return 100 * (statistics.mean(b) / statistics.mean(a) - 1) if a and b else float("nan"), len(a), len(b)
+
+    rng = random.Random(0)
+    for on, name in ((True, "1 thread, 100 Hz"), (False, "bare against bare (the null)")):
+        group = [r for r in runs if r[0] == on]
+        est, na, nb = over(group)
+        boots = sorted(x for x in (over([rng.choice(group) for _ in group])[0] for _ in range(400)) if x == x)
+        low, high = (boots[len(boots) // 40], boots[-1 - len(boots) // 40]) if boots else (math.nan, math.nan)
+        print(f"{'in process, fast spells, ' + name:<56} CPU {est:+6.2f}% (95% interval {low:+.2f}..{high:+.2f})  "
+              f"chunks kept A {na} / B {nb} of {len(group) * 2 * segment} each  (n={len(group)} rounds)", flush=True)
+
+
 def deep(n, fn):
     if n <= 1:
         return fn()
@@ -594,7 +661,7 @@ def main(argv=None) -> int:
     ap.add_argument("--no-timers", action="store_true",
                     help="other threads' CPU from the ticks, not per-thread CPU timers (thread_cpu_timers=false)")
     ap.add_argument("--only", choices=["pairs", "null", "abba", "cost", "startup", "idle", "memory", "governor",
-                                       "mainplus3", "rates", "single", "dispatch"],
+                                       "mainplus3", "rates", "single", "dispatch", "quiet"],
                     action="append")
     args = ap.parse_args(argv)
     if args.child:
@@ -633,6 +700,8 @@ def main(argv=None) -> int:
         for threads in (1, 4):
             for budget in (1.0, 0.25):
                 abba(args.units // 2, args.segments, threads, budget=budget, settle=args.units * 3 // 2)
+    if "quiet" in only:
+        quiet_abba(args.segments)
     if "cost" in only:
         per_sample_cost()
     if "startup" in only:
