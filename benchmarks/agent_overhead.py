@@ -113,7 +113,8 @@ def process_cpu() -> float:
 
     Not `time.process_time()`: while the agent's ITIMER_PROF is armed, Linux answers the process CPU clock from
     the timer's running total, which moves at scheduler ticks (4 ms here), so the profiled side alone would be
-    read coarsely (a 2 ms burn read 0.01-2.1 ms)."""
+    read coarsely (a 2 ms burn read 0.01-2.1 ms). The agent's `clocks.process_cpu_ns` reads it the same way
+    since 6577198; this copy reads it so whichever checkout's agent the script is run against."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
 
@@ -410,8 +411,9 @@ def quiet_abba(rounds, segment=8, chunk=250, settle=5000, fast=1.25):
     rng = random.Random(0)
     groups = {on: [r for r in runs if r[0] == on] for on in (True, False)}
     resampled = {on: [over([rng.choice(g) for _ in g])[0] for _ in range(400)] for on, g in groups.items()}
+    estimates = {on: over(g) for on, g in groups.items()}
     for on, name in ((True, "1 thread, 100 Hz"), (False, "bare against bare (the null)")):
-        est, na, nb = over(groups[on])
+        est, na, nb = estimates[on]
         low, high = interval(resampled[on])
         print(f"{'in process, fast spells, ' + name:<56} CPU {est:+6.2f}% (95% interval {low:+.2f}..{high:+.2f})  "
               f"chunks kept A {na} / B {nb} of {len(groups[on]) * 2 * segment} each  (n={len(groups[on])} rounds)",
@@ -419,7 +421,7 @@ def quiet_abba(rounds, segment=8, chunk=250, settle=5000, fast=1.25):
     # B against A has a bias of its own (the null's rows): the agent's cost is its row less the null's
     low, high = interval([x - y for x, y in zip(resampled[True], resampled[False])])
     print(f"{'in process, fast spells, the agent less the null':<56} CPU "
-          f"{over(groups[True])[0] - over(groups[False])[0]:+6.2f} points (95% interval {low:+.2f}..{high:+.2f})",
+          f"{estimates[True][0] - estimates[False][0]:+6.2f} points (95% interval {low:+.2f}..{high:+.2f})",
           flush=True)
 
 

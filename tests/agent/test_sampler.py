@@ -10,6 +10,7 @@ import time
 import pytest
 
 from cloudprof.agent import labels as labels_module
+from cloudprof.agent.clocks import process_cpu_ns
 from cloudprof.agent.governor import Governor
 from cloudprof.agent.sampler import AGENT_THREAD_PREFIX, UNSAMPLED, Sampler, timers_unavailable_reason
 from cloudprof.agent.stacks import Symbolizer
@@ -1254,8 +1255,6 @@ def test_the_process_cpu_is_read_to_the_microsecond_while_the_cpu_timer_is_armed
     """With ITIMER_PROF armed, Linux answers the process CPU clock from the timer's running total, which moves at
     scheduler ticks: a 2 ms burn read anywhere from 0.01 to 2.1 ms. The governor's share and the safety budget
     divide by this reading, so it must be the threads' real run time."""
-    from cloudprof.agent.clocks import process_cpu_ns
-
     previous = signal.signal(signal.SIGPROF, lambda *_: None)
     signal.setitimer(signal.ITIMER_PROF, 0.01, 0.01)
     try:
