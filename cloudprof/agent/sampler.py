@@ -125,7 +125,6 @@ _REFILL_NS = 100_000_000  # while the thread fills in, how often it checks that 
 _CHECK_NS = 500_000_000  # how often the thread runs `checks` (the safety watchdog's rounds); the governor, every other
 _MAX_TICKERS = 4  # threads that may take turns requesting ticks (see _loop)
 _MAX_WALL_NS = 1_000_000_000  # one tick never carries more wall time than this (suspended process)
-_WALL_THREADS = 16  # the timers' handler takes the wall ticks for at most this many app threads (see _update_walls)
 _SKIP = None
 UNSAMPLED = "<cpu after the last sample>"  # issue 5: a str leaf, named as is by stacks.Symbolizer
 _NO_FRAME = "<no Python frame>"  # a timer sample of a thread that was not running Python code
@@ -1042,15 +1041,19 @@ class Sampler:
     def _update_walls(self, app: list, extra: dict) -> None:
         """At the end of a tick (tick lock held): the timers' handler takes the wall ticks while its records need
         nothing only Python knows. Every app thread but the main one has a timer (the handler walks those and the
-        main thread), they are few (each tick walks all), and no labels or tasks were seen (a record is labelled
-        when Python pulls it, up to half a second later). The sampler thread then looks at the threads every
-        _CHECK_NS, which finds a thread without a timer (started outside `threading`) and turns them off."""
+        main thread); they are no more than max_threads, since each of its ticks walks them all (above it, Python's
+        ticks pick that many, and until they catch up a thread they skipped is owed wall time: `picker.last`); and no
+        labels or tasks were seen (a record is labelled when Python pulls it, up to half a second later). The
+        sampler thread then looks at the threads every _CHECK_NS, which finds a thread without a timer (started
+        outside `threading`) and turns them off. (The cap was 16 threads: above it, 30 waiting threads' ticks cost
+        the Python handler 39-53 ms of CPU a second at 100 Hz, the C handlers 7 ms.)"""
         if extra:
             self._labelled = True
         main = self._threads.get(self._main_ident)
+        picker = self.picker
         self._set_walls(
-            self.timers and self._copies and not self._labelled and 1 < len(app) <= _WALL_THREADS
-            and all(info is main or (info.slot is not None and info.slot >= 0) for info in app))
+            self.timers and self._copies and not self._labelled and 1 < len(app) <= picker.max_threads
+            and not picker.last and all(info is main or (info.slot is not None and info.slot >= 0) for info in app))
 
     def _set_walls(self, on: bool) -> None:
         if on == self._walls:

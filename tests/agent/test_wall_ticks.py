@@ -133,6 +133,45 @@ def test_a_busy_main_threads_c_handler_takes_its_wall_ticks():
         assert wall_of(rows[f"busy-{i}"]) <= 1.05 * span * 1e9
 
 
+@pytest.mark.parametrize("max_threads", [64, 8])
+def test_the_handlers_take_the_wall_ticks_of_as_many_threads_as_max_threads(max_threads):
+    """30 waiting threads and a busy main thread. Up to max_threads app threads the C handlers take the wall ticks
+    (they walk every thread); above it Python's ticks pick at most max_threads stacks a tick (test_threads). The
+    handlers took them for at most 16 before: here, at 100 Hz, the Python handler's ticks cost 39-53 ms of CPU a
+    second against 7 ms for the C handlers'. Either way every waiting thread carries its wall time."""
+    release = threading.Event()
+    waiters = [threading.Thread(target=release.wait, name=f"idle-{i:02d}") for i in range(30)]
+    for t in waiters:
+        t.start()
+    sampler = Sampler(sample_hz=100, max_overhead_pct=100)
+    sampler.picker.max_threads = max_threads
+    sampler.start()
+    try:
+        t0 = time.monotonic()
+        spin(0.3)
+        runs, c0 = sampler.handler_runs, _threadcpu.counters()["wall_ticks"]
+        spin(0.5)
+        walls, runs = sampler._walls, sampler.handler_runs - runs
+        c_ticks = _threadcpu.counters()["wall_ticks"] - c0
+        batch = sampler.drain()
+        lived = time.monotonic() - t0
+    finally:
+        release.set()
+        sampler.stop()
+        for t in waiters:
+            t.join()
+    if max_threads == 64:
+        assert walls and c_ticks >= 70 * 0.5 * 0.8, (walls, c_ticks)  # 100 a second asked
+        assert runs <= 5, runs  # batched: the Python handler ran about twice a second
+    else:
+        assert not walls and c_ticks == 0 and runs >= 30, (walls, c_ticks, runs)
+    rows, agent = by_thread(batch)
+    assert not agent, agent
+    for i in range(30):
+        wall = wall_of(rows[f"idle-{i:02d}"])
+        assert 0.8 * lived * 1e9 <= wall <= 1.05 * lived * 1e9, (i, wall, lived)
+
+
 def test_the_handlers_wall_ticks_name_the_c_call_a_thread_waits_in():
     """A thread blocked in a C call shows that call as its leaf in the handlers' wall ticks, as in the sampler
     thread's (without CPU timers there are no handlers' ticks)."""
