@@ -135,6 +135,9 @@ def child(args) -> None:
     import cloudprof.config
 
     cloudprof.config.Settings  # noqa: B018 - the pydantic model is built on first use
+    if args.twin_at:
+        twin(args)
+        return
     if args.variant:
         dispatch_variant(args.variant)
         c0 = process_cpu()
@@ -168,6 +171,25 @@ def child(args) -> None:
         cloudprof.stop(flush=True, timeout=10)
         stats["stop_cpu"] = process_cpu() - c
     print(json.dumps({"cpu": cpu, "wall": wall, **stats}))
+
+
+def twin(args) -> None:
+    """One side of a `shared_core` trial: from `--twin-at` (a wall-clock time both sides are given) for
+    `--seconds`, the process's CPU per work unit, counted in whole chunks of TWIN_CHUNK units; `--duty` below 1
+    makes it the trial's pacer."""
+    if args.variant:
+        dispatch_variant(args.variant)
+    while time.time() < args.twin_at:  # the agent's first seconds (its one-off costs) and the warm-up
+        workload(TWIN_CHUNK, 1)
+    done, c0 = 0, process_cpu()
+    while time.time() < args.twin_at + args.seconds:
+        t = time.perf_counter()
+        workload(TWIN_CHUNK, 1)
+        done += TWIN_CHUNK
+        if args.duty < 1:  # the pacer: a chunk, then time.sleep long enough to use only `duty` of the CPU
+            time.sleep((time.perf_counter() - t) * (1 / args.duty - 1))
+    print(json.dumps({"cpu_per_unit": (process_cpu() - c0) / done, "units": done}))
+    signal.setitimer(signal.ITIMER_PROF, 0, 0)  # exit resets Python's handler to the default (terminate)
 
 
 # What the signal alone costs: SIGPROF at 100 Hz of CPU with (1) only our C handler, which records the main
@@ -425,6 +447,67 @@ def quiet_abba(rounds, segment=8, chunk=250, settle=5000, fast=1.25):
           flush=True)
 
 
+TWIN_CHUNK = 25  # work units between two looks at the clock in a twin (about 5 ms)
+
+
+PACER_DUTY = 0.25
+
+
+def shared_core(trials, seconds=20.0, settle=4.0, variants=("agent",)):
+    """Each trial pins two processes to the same CPU at the same time: the measured one runs the workload
+    without a break, a bare pacer runs it in chunks of about 5 ms with sleeps between, using a quarter of the
+    CPU. Whatever speed the CPU has (this VM's runs at one of two speeds for seconds at a time, each CPU on its
+    own) it has for both, so the measured side's CPU per unit over the pacer's cancels it. The trials cycle
+    through a bare measured side (the null) and `variants` (see VARIANTS), the two CPUs each running a trial at
+    once; each row is its CPU per unit against the pacer's, over the null's, with a 95% interval from resampling
+    trials. Both sides run from `settle` seconds after launch (past the agent's first second) for `seconds`.
+
+    Why a pacer, not two full sides: the scheduler would then take the CPU from the profiled side for 10-30 ms
+    at a time, and its sampler thread fills in the wall ticks the handler missed, which a process with a CPU
+    to itself does not do (its self-timed share read 0.82% that way, 0.19% next to a pacer). The measured side
+    gets about 80% of the CPU: its agent's wall-clock costs (the sampler thread's two rounds a second) weigh a
+    quarter more than they would in a process of its own, an upper bound by that much."""
+    import random
+
+    def side(variant, cpu, at, seed, duty=1.0):
+        cmd = [sys.executable, __file__, "--child", "--cpu", str(cpu), "--twin-at", repr(at), "--seconds",
+               str(seconds), "--duty", str(duty)] + (["--variant", variant] if variant else [])
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDPROF_")}
+        env["PYTHONHASHSEED"] = str(seed)
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
+
+    kinds = (None,) + tuple(variants)  # None: the null
+    ratios = {kind: [] for kind in kinds}  # measured side's CPU per unit / the pacer's, per trial
+    cpus = sorted(os.sched_getaffinity(0))[:2]
+    for batch in range(0, trials, len(cpus)):
+        at = time.time() + settle
+        running = []
+        for i, cpu in zip(range(batch, trials), cpus):
+            kind = kinds[(i + i // len(cpus)) % len(kinds)]  # each kind on every CPU in turn
+            launch = [("measured", kind, 1.0), ("pacer", None, PACER_DUTY)]  # the order of launch alternates
+            procs = {role: side(variant, cpu, at, i, duty) for role, variant, duty in launch[::1 if i % 2 else -1]}
+            running.append((kind, procs))
+        for kind, procs in running:
+            res = {role: child_result(proc)["cpu_per_unit"] for role, proc in procs.items()}
+            ratios[kind].append(res["measured"] / res["pacer"])
+    rng = random.Random(0)
+    boots = {kind: [statistics.mean(rng.choice(xs) for _ in xs) for _ in range(1000)] for kind, xs in ratios.items()}
+
+    def interval(xs):
+        xs = sorted(xs)
+        return xs[len(xs) // 40], xs[-1 - len(xs) // 40]
+
+    null = statistics.mean(ratios[None])
+    spread = 100 * statistics.stdev(ratios[None]) / null if len(ratios[None]) > 1 else math.nan
+    print(f"{'one CPU shared with a pacer, the null':<48} bare CPU per unit {100 * (null - 1):+.2f}% against the "
+          f"pacer's (sd {spread:.2f} points a trial, n={len(ratios[None])} trials of {seconds:g} s)", flush=True)
+    for kind in kinds[1:]:
+        xs = ratios[kind]
+        low, high = interval([100 * (a / b - 1) for a, b in zip(boots[kind], boots[None])])
+        print(f"{'one CPU shared with a pacer, ' + kind:<48} CPU {100 * (statistics.mean(xs) / null - 1):+6.2f}% "
+              f"(95% interval {low:+.2f}..{high:+.2f})  (n={len(xs)} trials of {seconds:g} s)", flush=True)
+
+
 def deep(n, fn):
     if n <= 1:
         return fn()
@@ -668,12 +751,18 @@ def main(argv=None) -> int:
     ap.add_argument("--cpu", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
     ap.add_argument("--segments", type=int, default=6, help="ABBA groups in process")
+    ap.add_argument("--trials", type=int, default=40, help="twins of --only shared (half of them the null)")
+    ap.add_argument("--seconds", type=float, default=20.0, help="measured seconds of each --only shared twin")
+    ap.add_argument("--parts", action="store_true",
+                    help="--only shared: also the signal with only our C handler, and with an empty Python one")
+    ap.add_argument("--twin-at", type=float, help=argparse.SUPPRESS)
+    ap.add_argument("--duty", type=float, default=1.0, help=argparse.SUPPRESS)
     ap.add_argument("--long-seconds", type=float, default=600.0, help="length of the memory run (issue: 600)")
     ap.add_argument("--skip-long", action="store_true")
     ap.add_argument("--no-timers", action="store_true",
                     help="other threads' CPU from the ticks, not per-thread CPU timers (thread_cpu_timers=false)")
     ap.add_argument("--only", choices=["pairs", "null", "abba", "cost", "startup", "idle", "memory", "governor",
-                                       "mainplus3", "rates", "single", "dispatch", "quiet"],
+                                       "mainplus3", "rates", "single", "dispatch", "quiet", "shared"],
                     action="append")
     args = ap.parse_args(argv)
     if args.child:
@@ -714,6 +803,8 @@ def main(argv=None) -> int:
                 abba(args.units // 2, args.segments, threads, budget=budget, settle=args.units * 3 // 2)
     if "quiet" in only:
         quiet_abba(args.segments)
+    if "shared" in only:
+        shared_core(args.trials, args.seconds, variants=VARIANTS if args.parts else ("agent",))
     if "cost" in only:
         per_sample_cost()
     if "startup" in only:
