@@ -192,23 +192,27 @@ def twin(args) -> None:
     signal.setitimer(signal.ITIMER_PROF, 0, 0)  # exit resets Python's handler to the default (terminate)
 
 
-# What the signal alone costs: SIGPROF at 100 Hz of CPU with (1) only our C handler, which records the main
+# What the signal alone costs: ITIMER_PROF at 100 Hz of CPU with (1) SIGPROF ignored, which the kernel drops
+# when it would send it (what an armed process CPU timer costs); (2) only our C handler, which records the main
 # thread's frames (`_threadcpu.hook_main`; nothing reads them, so once its ring is full, after 128 signals, it
-# only counts them), Python's handler ignoring it; (2) that and an empty Python handler,
-# which CPython runs at the next check point with a frame object; (3) the agent. What (3) costs above (2) is the
-# handler's own work and the agent's threads.
-VARIANTS = ("C handler only", "+ empty Python handler", "agent")
+# only counts them), Python's handler ignoring it; (3) that and an empty Python handler, which CPython runs at
+# the next check point with a frame object; (4) the agent at 1 Hz (its presence: threads, memory, timers); (5)
+# the agent. What (5) costs above (3) is the handler's own work and the agent's threads.
+VARIANTS = ("timer, signal ignored", "C handler only", "+ empty Python handler", "agent at 1 Hz", "agent")
 
 
 def dispatch_variant(variant: str) -> None:
     import cloudprof
     from cloudprof.agent import _threadcpu
 
-    if variant == "agent":
-        cloudprof.start(enabled=True, service="bench", storage=f"file://{tempfile.mkdtemp()}", strict=True)
+    if variant.startswith("agent"):
+        cloudprof.start(enabled=True, service="bench", storage=f"file://{tempfile.mkdtemp()}", strict=True,
+                        sample_hz=1.0 if variant == "agent at 1 Hz" else 100.0)
         return
-    signal.signal(signal.SIGPROF, signal.SIG_IGN if variant == VARIANTS[0] else (lambda signum, frame: None))
-    _threadcpu.hook_main(128, 0)
+    signal.signal(signal.SIGPROF, (lambda signum, frame: None) if variant == "+ empty Python handler" else
+                  signal.SIG_IGN)
+    if variant != "timer, signal ignored":
+        _threadcpu.hook_main(128, 0)
     signal.setitimer(signal.ITIMER_PROF, 0.01, 0.01)
 
 
@@ -477,13 +481,15 @@ def shared_core(trials, seconds=20.0, settle=4.0, variants=("agent",)):
         return subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
 
     kinds = (None,) + tuple(variants)  # None: the null
+    if trials < 2 * len(kinds):
+        raise SystemExit(f"--only shared: --trials {trials} is too few for {len(kinds)} kinds (two each at least)")
     ratios = {kind: [] for kind in kinds}  # measured side's CPU per unit / the pacer's, per trial
     cpus = sorted(os.sched_getaffinity(0))[:2]
     for batch in range(0, trials, len(cpus)):
         at = time.time() + settle
         running = []
         for i, cpu in zip(range(batch, trials), cpus):
-            kind = kinds[(i + i // len(cpus)) % len(kinds)]  # each kind on every CPU in turn
+            kind = kinds[(i + i // len(kinds)) % len(kinds)]  # each kind once a cycle, on every CPU in turn
             launch = [("measured", kind, 1.0), ("pacer", None, PACER_DUTY)]  # the order of launch alternates
             procs = {role: side(variant, cpu, at, i, duty) for role, variant, duty in launch[::1 if i % 2 else -1]}
             running.append((kind, procs))
@@ -753,8 +759,8 @@ def main(argv=None) -> int:
     ap.add_argument("--segments", type=int, default=6, help="ABBA groups in process")
     ap.add_argument("--trials", type=int, default=40, help="twins of --only shared (half of them the null)")
     ap.add_argument("--seconds", type=float, default=20.0, help="measured seconds of each --only shared twin")
-    ap.add_argument("--parts", action="store_true",
-                    help="--only shared: also the signal with only our C handler, and with an empty Python one")
+    ap.add_argument("--parts", nargs="*", choices=VARIANTS,
+                    help="--only shared: also these parts of the cost (see VARIANTS; none named: all)")
     ap.add_argument("--twin-at", type=float, help=argparse.SUPPRESS)
     ap.add_argument("--duty", type=float, default=1.0, help=argparse.SUPPRESS)
     ap.add_argument("--long-seconds", type=float, default=600.0, help="length of the memory run (issue: 600)")
@@ -804,7 +810,8 @@ def main(argv=None) -> int:
     if "quiet" in only:
         quiet_abba(args.segments)
     if "shared" in only:
-        shared_core(args.trials, args.seconds, variants=VARIANTS if args.parts else ("agent",))
+        parts = VARIANTS if args.parts == [] else tuple(args.parts or ()) + ("agent",)
+        shared_core(args.trials, args.seconds, variants=tuple(dict.fromkeys(parts)))
     if "cost" in only:
         per_sample_cost()
     if "startup" in only:
