@@ -452,12 +452,10 @@ def quiet_abba(rounds, segment=8, chunk=250, settle=5000, fast=1.25):
 
 
 TWIN_CHUNK = 25  # work units between two looks at the clock in a twin (about 5 ms)
+PACER_DUTY = 0.25  # of the CPU the pacer uses
 
 
-PACER_DUTY = 0.25
-
-
-def shared_core(trials, seconds=20.0, settle=4.0, variants=("agent",)):
+def shared_core(trials, seconds=10.0, settle=4.0, variants=("agent",)):
     """Each trial pins two processes to the same CPU at the same time: the measured one runs the workload
     without a break, a bare pacer runs it in chunks of about 5 ms with sleeps between, using a quarter of the
     CPU. Whatever speed the CPU has (this VM's runs at one of two speeds for seconds at a time, each CPU on its
@@ -757,8 +755,8 @@ def main(argv=None) -> int:
     ap.add_argument("--cpu", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)
     ap.add_argument("--segments", type=int, default=6, help="ABBA groups in process")
-    ap.add_argument("--trials", type=int, default=40, help="twins of --only shared (half of them the null)")
-    ap.add_argument("--seconds", type=float, default=20.0, help="measured seconds of each --only shared twin")
+    ap.add_argument("--trials", type=int, default=40, help="trials of --only shared, the null's among them")
+    ap.add_argument("--seconds", type=float, default=10.0, help="measured seconds of each --only shared trial")
     ap.add_argument("--parts", nargs="*", choices=VARIANTS,
                     help="--only shared: also these parts of the cost (see VARIANTS; none named: all)")
     ap.add_argument("--twin-at", type=float, help=argparse.SUPPRESS)
