@@ -196,9 +196,12 @@ def twin(args) -> None:
 # when it would send it (what an armed process CPU timer costs); (2) only our C handler, which records the main
 # thread's frames (`_threadcpu.hook_main`; nothing reads them, so once its ring is full, after 128 signals, it
 # only counts them), Python's handler ignoring it; (3) that and an empty Python handler, which CPython runs at
-# the next check point with a frame object; (4) the agent at 1 Hz (its presence: threads, memory, timers); (5)
-# the agent. What (5) costs above (3) is the handler's own work and the agent's threads.
-VARIANTS = ("timer, signal ignored", "C handler only", "+ empty Python handler", "agent at 1 Hz", "agent")
+# the next check point with a frame object; (4) our C handler recording every signal's frames as the agent's
+# does, in batches its Python handler pulls (`main_pull`) twice a second and drops: the agent without its folds
+# into the stack tables, its threads or its windows; (5) the agent at 1 Hz (its presence: threads, memory,
+# timers); (6) the agent. What (6) costs above (3) is the handler's own work and the agent's threads.
+VARIANTS = ("timer, signal ignored", "C handler only", "+ empty Python handler", "C handler, batches pulled",
+            "agent at 1 Hz", "agent")
 
 
 def dispatch_variant(variant: str) -> None:
@@ -209,10 +212,13 @@ def dispatch_variant(variant: str) -> None:
         cloudprof.start(enabled=True, service="bench", storage=f"file://{tempfile.mkdtemp()}", strict=True,
                         sample_hz=1.0 if variant == "agent at 1 Hz" else 100.0)
         return
-    signal.signal(signal.SIGPROF, (lambda signum, frame: None) if variant == "+ empty Python handler" else
-                  signal.SIG_IGN)
+    handlers = {"+ empty Python handler": lambda signum, frame: None,
+                "C handler, batches pulled": lambda signum, frame: _threadcpu.main_pull()}
+    signal.signal(signal.SIGPROF, handlers.get(variant, signal.SIG_IGN))
     if variant != "timer, signal ignored":
         _threadcpu.hook_main(128, 0)
+    if variant == "C handler, batches pulled":
+        _threadcpu.main_mode(True, 500_000_000)  # as the agent's _BATCH_NS
     signal.setitimer(signal.ITIMER_PROF, 0.01, 0.01)
 
 
