@@ -245,10 +245,15 @@ def start_child(profile, units, threads, hz=100.0, budget=1.0, seed=0, cpu=None)
     cmd = [sys.executable, __file__, "--child", "--units", str(units), "--threads", str(threads), "--hz", str(hz),
            "--budget", str(budget)] + (["--profile"] if profile else []) + (["--no-timers"] if NO_TIMERS else [])
     cmd += ["--cpu", str(cpu)] if cpu is not None else []
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=child_env(seed))
+
+
+def child_env(seed):
+    """No CLOUDPROF_* settings; the same string hashes on both sides of a pair: dict layouts (and this workload's
+    speed) vary with the seed."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDPROF_")}
-    # the same string hashes on both sides of a pair: dict layouts (and this workload's speed) vary with the seed
     env["PYTHONHASHSEED"] = str(seed)
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
+    return env
 
 
 def child_result(proc):
@@ -261,6 +266,12 @@ def child_result(proc):
 def quartiles(values):
     q = statistics.quantiles(values, n=4) if len(values) > 1 else [values[0]] * 3
     return q[0], statistics.median(values), q[2]
+
+
+def interval(boots):
+    """The 95% interval of bootstrap estimates (NaNs, from resamples that had nothing to compare, left out)."""
+    boots = sorted(x for x in boots if x == x)
+    return (boots[len(boots) // 40], boots[-1 - len(boots) // 40]) if boots else (math.nan, math.nan)
 
 
 def median_ci(values, level=0.95):
@@ -436,10 +447,6 @@ def quiet_abba(rounds, segment=8, chunk=250, settle=5000, fast=1.25):
         a, b = [c for _, s, _ in group for c in kept(s)], [c for _, _, s in group for c in kept(s)]
         return 100 * (statistics.mean(b) / statistics.mean(a) - 1) if a and b else float("nan"), len(a), len(b)
 
-    def interval(boots):
-        boots = sorted(x for x in boots if x == x)
-        return (boots[len(boots) // 40], boots[-1 - len(boots) // 40]) if boots else (math.nan, math.nan)
-
     rng = random.Random(0)
     groups = {on: [r for r in runs if r[0] == on] for on in (True, False)}
     resampled = {on: [over([rng.choice(g) for _ in g])[0] for _ in range(400)] for on, g in groups.items()}
@@ -480,9 +487,7 @@ def shared_core(trials, seconds=10.0, settle=4.0, variants=("agent",)):
     def side(variant, cpu, at, seed, duty=1.0):
         cmd = [sys.executable, __file__, "--child", "--cpu", str(cpu), "--twin-at", repr(at), "--seconds",
                str(seconds), "--duty", str(duty)] + (["--variant", variant] if variant else [])
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDPROF_")}
-        env["PYTHONHASHSEED"] = str(seed)
-        return subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=child_env(seed))
 
     kinds = (None,) + tuple(variants)  # None: the null
     if trials < 2 * len(kinds):
@@ -502,10 +507,6 @@ def shared_core(trials, seconds=10.0, settle=4.0, variants=("agent",)):
             ratios[kind].append(res["measured"] / res["pacer"])
     rng = random.Random(0)
     boots = {kind: [statistics.mean(rng.choice(xs) for _ in xs) for _ in range(1000)] for kind, xs in ratios.items()}
-
-    def interval(xs):
-        xs = sorted(xs)
-        return xs[len(xs) // 40], xs[-1 - len(xs) // 40]
 
     null = statistics.mean(ratios[None])
     spread = 100 * statistics.stdev(ratios[None]) / null if len(ratios[None]) > 1 else math.nan
