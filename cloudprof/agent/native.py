@@ -18,8 +18,9 @@ The main thread's samples come with a copy of its frames taken at the signal
 itself (sampler.py), so the leaf's instruction is the call the signal found it in;
 `stacks.record_copy` names that call with `lasti=` from the frame the handler runs in
 (or the caller of a function called since, as `sorted` calls its key). Records older
-than the handler's run (batches) have no frame to read: `site_at` names them from the
-code object alone (a site resolved before keeps its name; else the static expression).
+than the handler's run (batches) have no frame of their own: `site_at` names them from
+the code object (a site resolved before keeps its name), resolving a call site not resolved
+yet from a frame on the handler's stack that runs the same code, else the static expression.
 
 `str +=` is BINARY_OP, which has no check point: a signal taken during the copy
 is handled at the loop's JUMP_BACKWARD. When the loop region since the last
@@ -107,6 +108,7 @@ _CONCAT_MIN_LEN = 4096  # below this a copy costs less than the bytecode around 
 _CONCAT_RECHECK = 16  # samples between two looks at the concatenated value (a locals snapshot each time)
 _CONCAT_TYPES = {str: "str", bytes: "bytes", tuple: "tuple", bytearray: "bytearray"}
 
+_LIVE_DEPTH = 32  # frames site_at looks through for one running a record's code
 _MISSING = object()
 _NOT_A_SITE = None
 
@@ -185,9 +187,11 @@ def _changed() -> None:
     _version += 1
 
 
-def site_at(code: types.CodeType, lasti: int) -> tuple[str, int] | None:
-    """native_site for a copied stack with no frame to read: a call site already resolved keeps its name, one
-    not resolved yet gets its static callee expression, a `str +=` site its last answer."""
+def site_at(code: types.CodeType, lasti: int, frame: types.FrameType | None = None) -> tuple[str, int] | None:
+    """native_site for a copied stack with no frame of its own to read: a call site already resolved keeps its
+    name; one not resolved yet is resolved from a frame running `code` on `frame`'s stack (where the handler runs:
+    a batch's records are often in a function still running there), else gets its static callee expression; a
+    `str +=` site its last answer."""
     if not SUPPORTED:
         return None
     site = _site(code, lasti)[1]
@@ -197,9 +201,21 @@ def site_at(code: types.CodeType, lasti: int) -> tuple[str, int] | None:
     if kind == "named":
         return site[1]
     if kind == "call":
+        live = _running(code, frame)
+        if live is not None and _resolve_call(live, site[1]) is not None:
+            return native_site(live, lasti=lasti)
         static = site[2]
         return (NATIVE_PREFIX + static, site[3]) if static else None
     return site[4][1]
+
+
+def _running(code: types.CodeType, frame: types.FrameType | None) -> types.FrameType | None:
+    """The innermost frame running `code` among `frame` and its callers (up to _LIVE_DEPTH of them)."""
+    for _ in range(_LIVE_DEPTH):
+        if frame is None or frame.f_code is code:
+            return frame
+        frame = frame.f_back
+    return None
 
 
 def _site(code: types.CodeType, lasti: int) -> tuple[dict, tuple | None]:

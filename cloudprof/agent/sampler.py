@@ -99,6 +99,7 @@ import signal
 import sys
 import threading
 import time
+from functools import partial
 from typing import NamedTuple
 
 from cloudprof.agent import exits, tasks
@@ -1080,14 +1081,16 @@ class Sampler:
         threads the handlers take every thread's wall ticks). That needs the tick lock, which is only tried
         unless the caller `held` it: without it, the next tick carries their wall time at its own stack (at a
         drain, the next window's first tick: 55-75 ms of a 0.6 s window's wall). They are folded in C (_threadcpu.main_fold),
-        named from their leaf's code alone; in the handler the newest is named here, from `frame`.
+        named from their leaf's code (and in the handler from a frame on its stack that runs it, see site_at); in the
+        handler the newest is named here, from `frame`.
         """
         ticks = self._app_threads <= 1 and (held or self._tick_lock.acquire(False))
         try:
             labels = self._main_labels()
             half = self._period_ns >> 1
+            name_site = site_at if frame is None else partial(site_at, frame=frame)
             count, weight, ticked, last, frameless, newest, failed = _threadcpu.main_fold(
-                table.stacks, table.codes, labels, site_at, answers_version(), self.max_depth, frame is not None,
+                table.stacks, table.codes, labels, name_site, answers_version(), self.max_depth, frame is not None,
                 half if ticks else 0, self._last_tick, self._walls)
             if ticked:
                 self.ticks += ticked
