@@ -179,16 +179,34 @@ def twin(args) -> None:
     makes it the trial's pacer."""
     if args.variant:
         dispatch_variant(args.variant)
-    while time.time() < args.twin_at:  # the agent's first seconds (its one-off costs) and the warm-up
-        workload(TWIN_CHUNK, 1)
-    done, c0 = 0, process_cpu()
-    while time.time() < args.twin_at + args.seconds:
-        t = time.perf_counter()
-        workload(TWIN_CHUNK, 1)
-        done += TWIN_CHUNK
-        if args.duty < 1:  # the pacer: a chunk, then time.sleep long enough to use only `duty` of the CPU
-            time.sleep((time.perf_counter() - t) * (1 / args.duty - 1))
-    print(json.dumps({"cpu_per_unit": (process_cpu() - c0) / done, "units": done}))
+    end = args.twin_at + args.seconds
+    done, c0 = [], []
+
+    def chunks(mark=None):  # in the main thread, or in each of --threads workers (the main thread waits)
+        while time.time() < args.twin_at:  # the agent's first seconds (its one-off costs) and the warm-up
+            workload(TWIN_CHUNK, 1)
+        if mark:
+            mark()
+        n = 0
+        while time.time() < end:
+            t = time.perf_counter()
+            workload(TWIN_CHUNK, 1)
+            n += TWIN_CHUNK
+            if args.duty < 1:  # the pacer: a chunk, then time.sleep long enough to use only `duty` of the CPU
+                time.sleep((time.perf_counter() - t) * (1 / args.duty - 1))
+        done.append(n)
+
+    if args.threads <= 1:
+        chunks(mark=lambda: c0.append(process_cpu()))
+    else:
+        workers = [threading.Thread(target=chunks, name=f"worker-{k}") for k in range(args.threads)]
+        for t in workers:
+            t.start()
+        time.sleep(max(0.0, args.twin_at - time.time()))
+        c0.append(process_cpu())
+        for t in workers:
+            t.join()
+    print(json.dumps({"cpu_per_unit": (process_cpu() - c0[0]) / sum(done), "units": sum(done)}))
     signal.setitimer(signal.ITIMER_PROF, 0, 0)  # exit resets Python's handler to the default (terminate)
 
 
@@ -468,7 +486,7 @@ TWIN_CHUNK = 25  # work units between two looks at the clock in a twin (about 5 
 PACER_DUTY = 0.25  # of the CPU the pacer uses
 
 
-def shared_core(trials, seconds=10.0, settle=4.0, variants=("agent",)):
+def shared_core(trials, seconds=10.0, settle=4.0, variants=("agent",), threads=1):
     """Each trial pins two processes to the same CPU at the same time: the measured one runs the workload
     without a break, a bare pacer runs it in chunks of about 5 ms with sleeps between, using a quarter of the
     CPU. Whatever speed the CPU has (this VM's runs at one of two speeds for seconds at a time, each CPU on its
@@ -481,12 +499,16 @@ def shared_core(trials, seconds=10.0, settle=4.0, variants=("agent",)):
     at a time, and its sampler thread fills in the wall ticks the handler missed, which a process with a CPU
     to itself does not do (its self-timed share read 0.82% that way, 0.19% next to a pacer). The measured side
     gets about 80% of the CPU: its agent's wall-clock costs (the sampler thread's two rounds a second) weigh a
-    quarter more than they would in a process of its own, an upper bound by that much."""
+    quarter more than they would in a process of its own, an upper bound by that much.
+
+    `threads` > 1: the measured side runs the workload in that many worker threads (the main thread waits in
+    join), all on the one CPU, taking turns at the GIL as they would on a bigger one; the pacer runs one."""
     import random
 
     def side(variant, cpu, at, seed, duty=1.0):
         cmd = [sys.executable, __file__, "--child", "--cpu", str(cpu), "--twin-at", repr(at), "--seconds",
-               str(seconds), "--duty", str(duty)] + (["--variant", variant] if variant else [])
+               str(seconds), "--duty", str(duty), "--threads", str(threads if duty == 1.0 else 1)]
+        cmd += ["--variant", variant] if variant else []
         return subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=child_env(seed))
 
     kinds = (None,) + tuple(variants)  # None: the null
@@ -510,12 +532,13 @@ def shared_core(trials, seconds=10.0, settle=4.0, variants=("agent",)):
 
     null = statistics.mean(ratios[None])
     spread = 100 * statistics.stdev(ratios[None]) / null if len(ratios[None]) > 1 else math.nan
-    print(f"{'one CPU shared with a pacer, the null':<48} bare CPU per unit {100 * (null - 1):+.2f}% against the "
+    what = "one CPU shared with a pacer, " + (f"{threads} threads, " if threads > 1 else "")
+    print(f"{what + 'the null':<48} bare CPU per unit {100 * (null - 1):+.2f}% against the "
           f"pacer's (sd {spread:.2f} points a trial, n={len(ratios[None])} trials of {seconds:g} s)", flush=True)
     for kind in kinds[1:]:
         xs = ratios[kind]
         low, high = interval([100 * (a / b - 1) for a, b in zip(boots[kind], boots[None])])
-        print(f"{'one CPU shared with a pacer, ' + kind:<48} CPU {100 * (statistics.mean(xs) / null - 1):+6.2f}% "
+        print(f"{what + kind:<48} CPU {100 * (statistics.mean(xs) / null - 1):+6.2f}% "
               f"(95% interval {low:+.2f}..{high:+.2f})  (n={len(xs)} trials of {seconds:g} s)", flush=True)
 
 
@@ -750,7 +773,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--profile", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)  # see workload()
+    ap.add_argument("--threads", type=int, default=1,
+                    help="--only shared: worker threads on the measured side (children: see workload())")
     ap.add_argument("--hz", type=float, default=100.0, help=argparse.SUPPRESS)
     ap.add_argument("--budget", type=float, default=1.0, help=argparse.SUPPRESS)
     ap.add_argument("--units", type=int, default=20000, help="work units per run (about 0.1 ms of CPU each)")
@@ -816,7 +840,7 @@ def main(argv=None) -> int:
         quiet_abba(args.segments)
     if "shared" in only:
         parts = VARIANTS if args.parts == [] else tuple(args.parts or ()) + ("agent",)
-        shared_core(args.trials, args.seconds, variants=tuple(dict.fromkeys(parts)))
+        shared_core(args.trials, args.seconds, variants=tuple(dict.fromkeys(parts)), threads=args.threads)
     if "cost" in only:
         per_sample_cost()
     if "startup" in only:
