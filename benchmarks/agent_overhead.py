@@ -217,9 +217,10 @@ def twin(args) -> None:
 # the next check point with a frame object; (4) our C handler recording every signal's frames as the agent's
 # does, in batches its Python handler pulls (`main_pull`) twice a second and drops: the agent without its folds
 # into the stack tables, its threads or its windows; (5) the agent at 1 Hz (its presence: threads, memory,
-# timers); (6) the agent. What (6) costs above (3) is the handler's own work and the agent's threads.
+# timers); (6) the agent without per-thread CPU timers (other threads' CPU from its ticks); (7) the agent. What
+# (7) costs above (3) is the handler's own work and the agent's threads.
 VARIANTS = ("timer, signal ignored", "C handler only", "+ empty Python handler", "C handler, batches pulled",
-            "agent at 1 Hz", "agent")
+            "agent at 1 Hz", "agent, no thread timers", "agent")
 
 
 def dispatch_variant(variant: str) -> None:
@@ -228,7 +229,8 @@ def dispatch_variant(variant: str) -> None:
 
     if variant.startswith("agent"):
         cloudprof.start(enabled=True, service="bench", storage=f"file://{tempfile.mkdtemp()}", strict=True,
-                        sample_hz=1.0 if variant == "agent at 1 Hz" else 100.0)
+                        sample_hz=1.0 if variant == "agent at 1 Hz" else 100.0,
+                        thread_cpu_timers=variant != "agent, no thread timers")
         return
     handlers = {"+ empty Python handler": lambda signum, frame: None,
                 "C handler, batches pulled": lambda signum, frame: _threadcpu.main_pull()}
