@@ -217,10 +217,11 @@ def twin(args) -> None:
 # the next check point with a frame object; (4) our C handler recording every signal's frames as the agent's
 # does, in batches its Python handler pulls (`main_pull`) twice a second and drops: the agent without its folds
 # into the stack tables, its threads or its windows; (5) the agent at 1 Hz (its presence: threads, memory,
-# timers); (6) the agent without per-thread CPU timers (other threads' CPU from its ticks); (7) the agent. What
-# (7) costs above (3) is the handler's own work and the agent's threads.
+# timers); (6) the agent without per-thread CPU timers (other threads' CPU from its ticks); (7) no timer, a
+# thread that wakes three times a second for 100 us of Python (the sampler thread's GIL hand-offs, no sampling);
+# (8) the agent. What (8) costs above (3) is the handler's own work and the agent's threads.
 VARIANTS = ("timer, signal ignored", "C handler only", "+ empty Python handler", "C handler, batches pulled",
-            "agent at 1 Hz", "agent, no thread timers", "agent")
+            "agent at 1 Hz", "agent, no thread timers", "a thread waking 3 times a second", "agent")
 
 
 def dispatch_variant(variant: str) -> None:
@@ -231,6 +232,16 @@ def dispatch_variant(variant: str) -> None:
         cloudprof.start(enabled=True, service="bench", storage=f"file://{tempfile.mkdtemp()}", strict=True,
                         sample_hz=1.0 if variant == "agent at 1 Hz" else 100.0,
                         thread_cpu_timers=variant != "agent, no thread timers")
+        return
+    if variant == "a thread waking 3 times a second":
+        def wake():
+            while True:
+                time.sleep(1 / 3)
+                end = time.thread_time() + 100e-6
+                while time.thread_time() < end:
+                    pass
+
+        threading.Thread(target=wake, name="waker", daemon=True).start()
         return
     handlers = {"+ empty Python handler": lambda signum, frame: None,
                 "C handler, batches pulled": lambda signum, frame: _threadcpu.main_pull()}
