@@ -156,15 +156,7 @@ def native_site(frame: types.FrameType, *, resolve: bool = True, lasti: int | No
         _, path, static, at = site
         if resolve or path[0][0] != "local":
             name = _resolve_call(frame, path)
-            if name is not None:
-                named = (NATIVE_PREFIX + name, at) if name else None
-            else:
-                named = (NATIVE_PREFIX + static, at) if static else None
-            # Sticky: the receiver's type at a call site does not change in practice, and reading a
-            # frame's locals once per site (not per sample) keeps both the cost and the snapshot small.
-            sites[lasti] = ("named", named) if named is not None else None
-            _changed()
-            return named
+            return _stick(sites, lasti, static if name is None else name, at)
         return (NATIVE_PREFIX + static, at) if static else None
     # kind == "concat": (kind, (store kind, variable name), symbol, offset, [countdown, last answer])
     _, root, symbol, at, memo = site
@@ -182,6 +174,16 @@ def native_site(frame: types.FrameType, *, resolve: bool = True, lasti: int | No
     return answer
 
 
+def _stick(sites: dict, lasti: int, name: str | None, at: int) -> tuple[str, int] | None:
+    """A call site's answer from a frame, kept for good: `name` ('' or None: no native leaf)."""
+    # Sticky: the receiver's type at a call site does not change in practice, and reading a
+    # frame's locals once per site (not per sample) keeps both the cost and the snapshot small.
+    named = (NATIVE_PREFIX + name, at) if name else None
+    sites[lasti] = ("named", named) if named is not None else None
+    _changed()
+    return named
+
+
 def _changed() -> None:
     global _version
     _version += 1
@@ -194,7 +196,7 @@ def site_at(code: types.CodeType, lasti: int, frame: types.FrameType | None = No
     `str +=` site its last answer."""
     if not SUPPORTED:
         return None
-    site = _site(code, lasti)[1]
+    sites, site = _site(code, lasti)
     if site is None:
         return None
     kind = site[0]
@@ -202,8 +204,9 @@ def site_at(code: types.CodeType, lasti: int, frame: types.FrameType | None = No
         return site[1]
     if kind == "call":
         live = _running(code, frame)
-        if live is not None and _resolve_call(live, site[1]) is not None:
-            return native_site(live, lasti=lasti)
+        name = None if live is None else _resolve_call(live, site[1])
+        if name is not None:
+            return _stick(sites, lasti, name, site[3])
         static = site[2]
         return (NATIVE_PREFIX + static, site[3]) if static else None
     return site[4][1]

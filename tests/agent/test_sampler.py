@@ -257,9 +257,10 @@ def removes(seconds):
 
 
 def test_a_batchs_records_at_a_call_site_are_named_as_its_frame_resolves_it(unlabelled):
-    """A call through a local (`items.remove`) is resolved from a frame (`list.remove`). Batched records are folded
-    from their code alone, but the handler's frame is at the call they were in, so the site is resolved before
-    they are folded: none keeps the static name (the first batch there did: 26% of a 1.5 s run, 1 in 6 runs)."""
+    """A call through a local (`items.remove`) is resolved from a frame (`list.remove`). Batched records have no
+    frame of their own, but the function they were in still runs on the handler's stack, so the site is resolved
+    from that frame when they are folded: none keeps the static name (the first batch there did: 26% of a 1.5 s
+    run, 1 in 6 runs)."""
     extension_needed()
     sampler = Sampler(sample_hz=100, max_overhead_pct=100)
     sampler.start()
