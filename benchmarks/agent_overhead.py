@@ -179,14 +179,13 @@ def twin(args) -> None:
     makes it the trial's pacer."""
     if args.variant:
         dispatch_variant(args.variant)
-    end = args.twin_at + args.seconds
-    done, c0 = [], []
+    end, done = args.twin_at + args.seconds, []
 
-    def chunks(mark=None):  # in the main thread, or in each of --threads workers (the main thread waits)
-        while time.time() < args.twin_at:  # the agent's first seconds (its one-off costs) and the warm-up
+    def warm_up():  # the agent's first seconds (its one-off costs) and the workload's warm-up
+        while time.time() < args.twin_at:
             workload(TWIN_CHUNK, 1)
-        if mark:
-            mark()
+
+    def measured():
         n = 0
         while time.time() < end:
             t = time.perf_counter()
@@ -197,16 +196,22 @@ def twin(args) -> None:
         done.append(n)
 
     if args.threads <= 1:
-        chunks(mark=lambda: c0.append(process_cpu()))
-    else:
-        workers = [threading.Thread(target=chunks, name=f"worker-{k}") for k in range(args.threads)]
+        warm_up()
+        c0 = process_cpu()
+        measured()
+    else:  # --threads workers, the main thread waiting
+        def worker():
+            warm_up()
+            measured()
+
+        workers = [threading.Thread(target=worker, name=f"worker-{k}") for k in range(args.threads)]
         for t in workers:
             t.start()
         time.sleep(max(0.0, args.twin_at - time.time()))
-        c0.append(process_cpu())
+        c0 = process_cpu()
         for t in workers:
             t.join()
-    print(json.dumps({"cpu_per_unit": (process_cpu() - c0[0]) / sum(done), "units": sum(done)}))
+    print(json.dumps({"cpu_per_unit": (process_cpu() - c0) / sum(done), "units": sum(done)}))
     signal.setitimer(signal.ITIMER_PROF, 0, 0)  # exit resets Python's handler to the default (terminate)
 
 
