@@ -142,6 +142,7 @@ def child(args) -> None:
         dispatch_variant(args.variant)
         c0 = process_cpu()
         workload(args.units, args.threads)
+        burn(EXTRA * (process_cpu() - c0))
         print(json.dumps({"cpu": process_cpu() - c0}))
         signal.setitimer(signal.ITIMER_PROF, 0, 0)  # exit resets Python's handler to the default (terminate)
         return
@@ -188,8 +189,9 @@ def twin(args) -> None:
     def measured():
         n = 0
         while time.time() < end:
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.thread_time()
             workload(TWIN_CHUNK, 1)
+            burn(EXTRA * (time.thread_time() - c))
             n += TWIN_CHUNK
             if args.duty < 1:  # the pacer: a chunk, then time.sleep long enough to use only `duty` of the CPU
                 time.sleep((time.perf_counter() - t) * (1 / args.duty - 1))
@@ -224,15 +226,31 @@ def twin(args) -> None:
 # into the stack tables, its threads or its windows; (5) the agent at 1 Hz (its presence: threads, memory,
 # timers); (6) the agent without per-thread CPU timers (other threads' CPU from its ticks); (7) no timer, a
 # thread that wakes three times a second for 100 us of Python (the sampler thread's GIL hand-offs, no sampling);
-# (8) the agent. What (8) costs above (3) is the handler's own work and the agent's threads.
+# (8) the agent. What (8) costs above (3) is the handler's own work and the agent's threads. (9) A control of the
+# measure itself: no agent, no timer, and each chunk of work followed by a spin of a known 0.5% of its CPU; a
+# measure that reads it near +0.5% reads a cost of that size rightly.
+KNOWN = "0.5% more work (a control)"
 VARIANTS = ("timer, signal ignored", "C handler only", "+ empty Python handler", "C handler, batches pulled",
-            "agent at 1 Hz", "agent, no thread timers", "a thread waking 3 times a second", "agent")
+            "agent at 1 Hz", "agent, no thread timers", "a thread waking 3 times a second", KNOWN, "agent")
+EXTRA = 0.0  # of each chunk's CPU spun after it: 0.005 in the control (KNOWN)
+
+
+def burn(seconds: float) -> None:
+    """Spin on this thread's CPU clock for `seconds` of CPU (the control's known cost)."""
+    if seconds > 0:
+        end = time.thread_time() + seconds
+        while time.thread_time() < end:
+            pass
 
 
 def dispatch_variant(variant: str) -> None:
     import cloudprof
     from cloudprof.agent import _threadcpu
 
+    global EXTRA
+    if variant == KNOWN:
+        EXTRA = 0.005
+        return
     if variant.startswith("agent"):
         cloudprof.start(enabled=True, service="bench", storage=f"file://{tempfile.mkdtemp()}", strict=True,
                         sample_hz=1.0 if variant == "agent at 1 Hz" else 100.0,
@@ -510,8 +528,8 @@ def shared_core(trials, seconds=10.0, settle=4.0, variants=("agent",), threads=1
     CPU. Whatever speed the CPU has (this VM's runs at one of two speeds for seconds at a time, each CPU on its
     own) it has for both, so the measured side's CPU per unit over the pacer's cancels it. The trials cycle
     through a bare measured side (the null) and `variants` (see VARIANTS), the two CPUs each running a trial at
-    once; each row is its CPU per unit against the pacer's, over the null's, with a 95% interval from resampling
-    trials. Both sides run from `settle` seconds after launch (past the agent's first second) for `seconds`.
+    once; each row is how far its trials' CPU per unit against the pacer's lies above the null's (a
+    Hodges-Lehmann shift, robust to the box's rare slow trials), with a 95% interval from resampling trials. Both sides run from `settle` seconds after launch (past the agent's first second) for `seconds`.
 
     Why a pacer, not two full sides: the scheduler would then take the CPU from the profiled side for 10-30 ms
     at a time, and its sampler thread fills in the wall ticks the handler missed, which a process with a CPU
@@ -545,19 +563,27 @@ def shared_core(trials, seconds=10.0, settle=4.0, variants=("agent",), threads=1
         for kind, procs in running:
             res = {role: child_result(proc)["cpu_per_unit"] for role, proc in procs.items()}
             ratios[kind].append(res["measured"] / res["pacer"])
+    # A trial's percent against the null's median. The estimate is the Hodges-Lehmann shift (the median of every
+    # difference between a trial of the row and one of the null), not a difference of means: now and then the box
+    # slows one trial by 8-27% (seen in the null's trials and the agent's alike), which moved a mean by a point.
+    null = statistics.median(ratios[None])
+    pct = {kind: [100 * (x / null - 1) for x in xs] for kind, xs in ratios.items()}
     rng = random.Random(0)
-    boots = {kind: [statistics.mean(rng.choice(xs) for _ in xs) for _ in range(1000)] for kind, xs in ratios.items()}
-
-    null = statistics.mean(ratios[None])
-    spread = 100 * statistics.stdev(ratios[None]) / null if len(ratios[None]) > 1 else math.nan
     what = "one CPU shared with a pacer, " + (f"{threads} threads, " if threads > 1 else "")
-    print(f"{what + 'the null':<48} bare CPU per unit {100 * (null - 1):+.2f}% against the "
-          f"pacer's (sd {spread:.2f} points a trial, n={len(ratios[None])} trials of {seconds:g} s)", flush=True)
+    low_q, high_q = (statistics.quantiles(pct[None], n=4)[i] for i in (0, 2))
+    print(f"{what + 'the null':<48} bare CPU per unit {100 * (null - 1):+.2f}% against the pacer's (quartiles of "
+          f"its trials {low_q:+.2f}, {high_q:+.2f} points; n={len(pct[None])} trials of {seconds:g} s)", flush=True)
     for kind in kinds[1:]:
-        xs = ratios[kind]
-        low, high = interval([100 * (a / b - 1) for a, b in zip(boots[kind], boots[None])])
-        print(f"{what + kind:<48} CPU {100 * (statistics.mean(xs) / null - 1):+6.2f}% "
-              f"(95% interval {low:+.2f}..{high:+.2f})  (n={len(xs)} trials of {seconds:g} s)", flush=True)
+        xs, ys = pct[kind], pct[None]
+        low, high = interval([shift(rng.choices(xs, k=len(xs)), rng.choices(ys, k=len(ys))) for _ in range(1000)])
+        print(f"{what + kind:<48} CPU {shift(xs, ys):+6.2f}% (95% interval {low:+.2f}..{high:+.2f})  "
+              f"(n={len(xs)} trials of {seconds:g} s)", flush=True)
+    print(json.dumps({kind or "null": [round(x, 2) for x in xs] for kind, xs in pct.items()}))  # every trial, as run
+
+
+def shift(xs, ys):
+    """The Hodges-Lehmann estimate of how far xs lie above ys: the median of all differences x - y."""
+    return statistics.median(x - y for x in xs for y in ys)
 
 
 def deep(n, fn):
