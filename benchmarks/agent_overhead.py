@@ -529,7 +529,8 @@ def shared_core(trials, seconds=10.0, settle=4.0, variants=("agent",), threads=1
     own) it has for both, so the measured side's CPU per unit over the pacer's cancels it. The trials cycle
     through a bare measured side (the null) and `variants` (see VARIANTS), the two CPUs each running a trial at
     once; each row is how far its trials' CPU per unit against the pacer's lies above the null's (a
-    Hodges-Lehmann shift, robust to the box's rare slow trials), with a 95% interval from resampling trials. Both sides run from `settle` seconds after launch (past the agent's first second) for `seconds`.
+    Hodges-Lehmann shift, robust to the box's rare slow trials), with a 95% interval from resampling trials.
+    Both sides run from `settle` seconds after launch (past the agent's first second) for `seconds`.
 
     Why a pacer, not two full sides: the scheduler would then take the CPU from the profiled side for 10-30 ms
     at a time, and its sampler thread fills in the wall ticks the handler missed, which a process with a CPU
