@@ -232,7 +232,8 @@ def twin(args) -> None:
 # sleeping instead of watching (`_threadcpu.watch` replaced): no timerfd, so no re-arming at the signals.
 KNOWN = "0.5% more work (a control)"
 VARIANTS = ("timer, signal ignored", "C handler only", "+ empty Python handler", "C handler, batches pulled",
-            "agent at 1 Hz", "agent, no thread timers", "a thread waking 3 times a second", KNOWN, "agent, no watch", "agent")
+            "agent at 1 Hz", "agent, no thread timers", "a thread waking 3 times a second", KNOWN, "agent, no watch",
+            "agent")
 EXTRA = 0.0  # of each chunk's CPU spun after it: 0.005 in the control (KNOWN)
 
 
@@ -267,9 +268,7 @@ def dispatch_variant(variant: str) -> None:
         def wake():
             while True:
                 time.sleep(1 / 3)
-                end = time.thread_time() + 100e-6
-                while time.thread_time() < end:
-                    pass
+                burn(100e-6)
 
         threading.Thread(target=wake, name="waker", daemon=True).start()
         return
